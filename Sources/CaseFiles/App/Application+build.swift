@@ -1,0 +1,53 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+
+public struct AppConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    public var storage: URL
+    public var limits: UploadLimits
+    public var logLevel: Logger.Level
+
+    public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
+                limits: UploadLimits = .init(), logLevel: Logger.Level = .info) {
+        self.host = host
+        self.port = port
+        self.storage = storage
+        self.limits = limits
+        self.logLevel = logLevel
+    }
+}
+
+/// Wires everything: storage, database, routes, middleware and the HTTP server.
+public func buildApplication(
+    _ configuration: AppConfiguration, now: @escaping @Sendable () -> Date = { Date() }
+) throws -> some ApplicationProtocol {
+    var logger = Logger(label: "casefiles")
+    logger.logLevel = configuration.logLevel
+    let services = try AppServices.open(storage: configuration.storage, limits: configuration.limits, now: now)
+    let orphans = try services.sweepOrphanBlobs()
+    if !orphans.isEmpty { logger.notice("removed orphan blobs", metadata: ["count": "\(orphans.count)"]) }
+
+    let router = buildRouter(services)
+    return Application(
+        responder: MethodOverrideResponder(wrapped: router.buildResponder()),
+        server: .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()])),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
+        logger: logger)
+}
+
+func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
+    let router = Router(context: AppRequestContext.self)
+    router.add(middleware: ErrorMiddleware())
+    router.get("healthz") { _, _ in ["status": "ok"] }
+
+    let tus = router.group("api/v1").add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database))
+    UploadsController(services: services).addRoutes(to: tus)
+
+    let api = router.group("api/v1").add(middleware: AuthMiddleware(database: services.database))
+    CasesController(services: services).addRoutes(to: api)
+    return router
+}

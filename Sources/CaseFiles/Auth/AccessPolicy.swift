@@ -1,0 +1,41 @@
+/// Who may do what: the one table the whole service consults (issue #2's permission table).
+public enum AccessPolicy {
+    public enum Action: CaseIterable, Sendable {
+        /// Read a case and list its attachments.
+        case readCase
+        /// Create an upload, and PATCH, HEAD or DELETE one's own upload.
+        case useOwnUpload
+        /// PATCH or DELETE an unfinished upload someone else created.
+        case modifyOthersUpload
+        /// Create a case through the API.
+        case createCase
+    }
+
+    public enum Decision: Sendable, Equatable {
+        case allow
+        /// The caller may know the case exists but may not do this: 403.
+        case forbidden
+        /// A customer of another account must not learn that the case exists: 404.
+        case hidden
+    }
+
+    /// - Parameter ownAccount: whether the case belongs to the caller's account (ignored for staff).
+    public static func decide(role: Role, ownAccount: Bool, action: Action) -> Decision {
+        switch (role, action) {
+        case (.engineer, _), (.admin, _):
+            return .allow
+        case (.customer, .createCase):
+            return .forbidden
+        case (.customer, _) where !ownAccount:
+            return .hidden
+        case (.customer, .readCase), (.customer, .useOwnUpload):
+            return .allow
+        case (.customer, .modifyOthersUpload):
+            return .forbidden
+        }
+    }
+
+    public static func decide(user: User, caseAccount: String?, action: Action) -> Decision {
+        decide(role: user.role, ownAccount: caseAccount != nil && user.account == caseAccount, action: action)
+    }
+}

@@ -1,0 +1,261 @@
+import Foundation
+import GRDB
+
+/// Owns the SQLite database: its schema (named migrations, appended and never edited) and every
+/// query the service makes, each one transaction with an intention-revealing name.
+public struct AppDatabase: Sendable {
+    public let writer: any DatabaseWriter
+
+    public init(_ writer: any DatabaseWriter) throws {
+        self.writer = writer
+        try Self.migrator.migrate(writer)
+    }
+
+    /// Opens (creating if needed) the database file in WAL mode, so CLI commands can run while `serve` does.
+    public static func open(path: String) throws -> AppDatabase {
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        return try AppDatabase(DatabasePool(path: path, configuration: config))
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: users, cases, uploads") { db in
+            try db.create(table: "user") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("name", .text).notNull().unique()
+                t.column("role", .text).notNull().check(sql: "role IN ('customer', 'engineer', 'admin')")
+                t.column("account", .text)
+                t.column("tokenHash", .text).notNull().unique()
+                t.column("createdAt", .datetime).notNull()
+                t.column("revokedAt", .datetime)
+                t.check(sql: "role <> 'customer' OR account IS NOT NULL")
+            }
+            try db.create(table: "supportCase") { t in
+                t.primaryKey("number", .text).check(sql: "length(number) = 8 AND number NOT GLOB '*[^0-9]*'")
+                t.column("account", .text).notNull().indexed()
+                t.column("subject", .text).notNull()
+                t.column("requestType", .text).notNull().check(sql: "requestType IN ('Support', 'Admin', 'License')")
+                t.column("priority", .text).notNull().check(sql: "priority IN ('Prod Down', 'High', 'Medium', 'Low')")
+                t.column("status", .text).notNull()
+                    .check(sql: "status IN ('Open', 'Awaiting Info', 'Solution Proposed', 'Closed')")
+                t.column("subStatus", .text).notNull()
+                t.column("openedAt", .datetime).notNull()
+                t.column("closedAt", .datetime)
+                t.column("updatedAt", .datetime).notNull()
+                t.check(sql: "(status = 'Closed') = (closedAt IS NOT NULL)")
+            }
+            try db.create(table: "upload") { t in
+                t.primaryKey("id", .text)
+                t.column("caseNumber", .text).notNull().indexed().references("supportCase", onDelete: .restrict)
+                t.column("filename", .text).notNull()
+                t.column("filetype", .text)
+                t.column("rawMetadata", .text).notNull()
+                t.column("length", .integer).check(sql: "length IS NULL OR length >= 0")
+                t.column("offset", .integer).notNull().check(sql: "offset >= 0 AND (length IS NULL OR offset <= length)")
+                t.column("state", .text).notNull()
+                    .check(sql: "state IN ('uploading', 'verified', 'failed', 'terminated')")
+                t.column("declaredSHA256", .text)
+                t.column("digestState", .blob).notNull()
+                t.column("sha256", .text)
+                t.column("createdBy", .integer).notNull().references("user", onDelete: .restrict)
+                t.column("createdAt", .datetime).notNull()
+                t.column("updatedAt", .datetime).notNull()
+                t.column("completedAt", .datetime)
+                t.check(sql: "state <> 'verified' OR (sha256 IS NOT NULL AND offset = length)")
+            }
+        }
+        return migrator
+    }
+}
+
+// MARK: - Users
+
+extension AppDatabase {
+    public func createUser(_ user: User) throws -> User {
+        try writer.write { db in
+            var user = user
+            try user.insert(db)
+            user.id = db.lastInsertedRowID
+            return user
+        }
+    }
+
+    /// The active (not revoked) user holding a token with this hash.
+    public func activeUser(tokenHash: String) async throws -> User? {
+        try await writer.read { db in
+            try User.filter(Column("tokenHash") == tokenHash && Column("revokedAt") == nil).fetchOne(db)
+        }
+    }
+
+    /// Returns false when no active user has that name.
+    public func revokeUser(named name: String, at date: Date) throws -> Bool {
+        try writer.write { db in
+            try User.filter(Column("name") == name && Column("revokedAt") == nil)
+                .updateAll(db, Column("revokedAt").set(to: date)) > 0
+        }
+    }
+
+    public func allUsers() throws -> [User] {
+        try writer.read { db in try User.order(Column("name")).fetchAll(db) }
+    }
+
+    public func user(id: Int64) async throws -> User? {
+        try await writer.read { db in try User.fetchOne(db, key: id) }
+    }
+}
+
+// MARK: - Cases
+
+extension AppDatabase {
+    /// Inserts the case; with no number given, takes the next one after the highest in use.
+    public func createCase(_ supportCase: SupportCase, numberGiven: Bool) throws -> SupportCase {
+        try writer.write { db in
+            var supportCase = supportCase
+            if !numberGiven {
+                let highest = try Int64.fetchOne(db, sql: "SELECT MAX(CAST(number AS INTEGER)) FROM supportCase") ?? 0
+                supportCase.number = CaseNumber.format(highest + 1)
+            }
+            do {
+                try supportCase.insert(db)
+            } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY {
+                throw CaseNumberTaken(number: supportCase.number)
+            }
+            return supportCase
+        }
+    }
+
+    public func supportCase(number: String) async throws -> SupportCase? {
+        try await writer.read { db in try SupportCase.fetchOne(db, key: number) }
+    }
+
+    /// Cases visible to a user: a customer sees their account's, staff see all.
+    public func cases(visibleTo user: User) async throws -> [SupportCase] {
+        try await writer.read { db in
+            var request = SupportCase.order(Column("number"))
+            if user.role == .customer {
+                request = request.filter(Column("account") == user.account)
+            }
+            return try request.fetchAll(db)
+        }
+    }
+}
+
+// MARK: - Uploads
+
+extension AppDatabase {
+    public func createUpload(_ upload: Upload) async throws {
+        try await writer.write { db in try upload.insert(db) }
+    }
+
+    public func upload(id: String) async throws -> Upload? {
+        try await writer.read { db in try Upload.fetchOne(db, key: id) }
+    }
+
+    /// Sets a deferred length once (creation-defer-length); fails if it was already set.
+    public func setUploadLength(id: String, length: Int64, at date: Date) async throws {
+        try await writer.write { db in
+            try db.execute(
+                sql: "UPDATE upload SET length = ?, updatedAt = ? WHERE id = ? AND length IS NULL AND offset <= ?",
+                arguments: [length, date, id, length])
+            if db.changesCount != 1 { throw DatabaseError(message: "upload length already set or below offset") }
+        }
+    }
+
+    /// Commits bytes that are already durable on disk: the new offset, the digest state that covers
+    /// exactly [0, offset) and, when the upload just completed, its final state, in one transaction.
+    /// The `offset = expected` guard makes a lost race fail instead of skipping bytes.
+    public func recordAppend(
+        id: String, from expectedOffset: Int64, to newOffset: Int64, digestState: Data,
+        completion: UploadCompletion?, at date: Date
+    ) async throws {
+        try await writer.write { db in
+            switch completion {
+            case nil:
+                try db.execute(
+                    sql: """
+                        UPDATE upload SET offset = ?, digestState = ?, updatedAt = ?
+                        WHERE id = ? AND offset = ? AND state = 'uploading'
+                        """,
+                    arguments: [newOffset, digestState, date, id, expectedOffset])
+            case .verified(let sha256), .failed(let sha256):
+                let state: UploadState = if case .verified = completion { .verified } else { .failed }
+                try db.execute(
+                    sql: """
+                        UPDATE upload SET offset = ?, digestState = ?, updatedAt = ?, state = ?, sha256 = ?, completedAt = ?
+                        WHERE id = ? AND offset = ? AND state = 'uploading'
+                        """,
+                    arguments: [newOffset, digestState, date, state, sha256, date, id, expectedOffset])
+            }
+            if db.changesCount != 1 { throw DatabaseError(message: "upload \(id) changed under its writer") }
+        }
+    }
+
+    /// Records a whole-file digest declared after creation (Repr-Digest on a PATCH).
+    public func declareSHA256(id: String, sha256: String) async throws {
+        try await writer.write { db in
+            try db.execute(
+                sql: "UPDATE upload SET declaredSHA256 = ? WHERE id = ? AND declaredSHA256 IS NULL",
+                arguments: [sha256, id])
+        }
+    }
+
+    public func terminateUpload(id: String, at date: Date) async throws {
+        try await writer.write { db in
+            try db.execute(
+                sql: "UPDATE upload SET state = 'terminated', updatedAt = ? WHERE id = ? AND state = 'uploading'",
+                arguments: [date, id])
+        }
+    }
+
+    /// Verified attachments and unfinished uploads of one case, oldest first.
+    public func uploads(caseNumber: String) async throws -> [Upload] {
+        try await writer.read { db in
+            try Upload.filter(Column("caseNumber") == caseNumber)
+                .order(Column("createdAt"), Column("id"))
+                .fetchAll(db)
+        }
+    }
+
+    /// Ids whose blobs must stay on disk; anything else in the blob store is an orphan.
+    public func idsWithLiveBlobs() throws -> Set<String> {
+        try writer.read { db in
+            try Set(String.fetchAll(db, sql: "SELECT id FROM upload WHERE state IN ('uploading', 'verified')"))
+        }
+    }
+}
+
+public struct CaseNumberTaken: Error, CustomStringConvertible {
+    public let number: String
+    public var description: String { "case \(number) already exists" }
+}
+
+public enum UploadCompletion: Sendable {
+    case verified(sha256: String)
+    case failed(sha256: String)
+}
+
+public enum CaseNumber {
+    /// "1413" and "00001413" name the same case; anything not 1–8 digits names none.
+    public static func normalise(_ text: String) -> String? {
+        guard (1...8).contains(text.utf8.count), text.utf8.allSatisfy({ (48...57).contains($0) }) else { return nil }
+        return String(repeating: "0", count: 8 - text.utf8.count) + text
+    }
+
+    public static func format(_ value: Int64) -> String {
+        let digits = String(value)
+        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+    }
+}
+
+extension AppDatabase {
+    public func userNames(ids: Set<Int64>) async throws -> [Int64: String] {
+        try await writer.read { db in
+            let users = try User.filter(keys: Array(ids)).fetchAll(db)
+            return Dictionary(uniqueKeysWithValues: users.map { ($0.id!, $0.name) })
+        }
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import GRDB
+
+// Records are plain Codable structs; the schema and its invariants live in AppDatabase.
+
+public enum Role: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
+    case customer, engineer, admin
+}
+
+public struct User: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public var id: Int64?
+    public var name: String
+    public var role: Role
+    /// The customer's organisation; nil for engineers and admins, who work across accounts.
+    public var account: String?
+    /// SHA-256 (hex) of the bearer token; the token itself is never stored.
+    public var tokenHash: String
+    public var createdAt: Date
+    public var revokedAt: Date?
+
+    public static let databaseTableName = "user"
+
+    public init(id: Int64? = nil, name: String, role: Role, account: String?, tokenHash: String,
+                createdAt: Date, revokedAt: Date? = nil) {
+        self.id = id
+        self.name = name
+        self.role = role
+        self.account = account
+        self.tokenHash = tokenHash
+        self.createdAt = createdAt
+        self.revokedAt = revokedAt
+    }
+}
+
+/// The handbook's case states ("Case States and Statuses") with their sub-statuses.
+public enum CaseStatus: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
+    case open = "Open"
+    case awaitingInfo = "Awaiting Info"
+    case solutionProposed = "Solution Proposed"
+    case closed = "Closed"
+
+    public var subStatuses: [String] {
+        switch self {
+        case .open: ["New", "Investigation", "Customer Responded", "Engineering Request", "3rd Party Pending"]
+        case .awaitingInfo: ["Info required from the customer"]
+        case .solutionProposed: ["Fixed-Software Provided", "Replied"]
+        case .closed: ["Resolved", "Cancelled", "Logged for Future Fix", "Redirected", "Customer requested to re-open"]
+        }
+    }
+}
+
+public enum CasePriority: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
+    case prodDown = "Prod Down"
+    case high = "High"
+    case medium = "Medium"
+    case low = "Low"
+}
+
+public enum RequestType: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
+    case support = "Support"
+    case admin = "Admin"
+    case license = "License"
+}
+
+public struct SupportCase: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    /// Eight digits, zero-padded ("00001413").
+    public var number: String
+    public var account: String
+    public var subject: String
+    public var requestType: RequestType
+    public var priority: CasePriority
+    public var status: CaseStatus
+    public var subStatus: String
+    public var openedAt: Date
+    public var closedAt: Date?
+    public var updatedAt: Date
+
+    public static let databaseTableName = "supportCase"
+
+    public var isClosed: Bool { status == .closed }
+}
+
+public enum UploadState: String, Codable, Sendable, DatabaseValueConvertible {
+    /// Bytes are still arriving.
+    case uploading
+    /// Complete and its SHA-256 verified (or recorded): an attachment of the case.
+    case verified
+    /// Complete, but the whole-file SHA-256 did not match the declared one. Never served.
+    case failed
+    /// Deleted by a client (tus termination).
+    case terminated
+}
+
+/// One tus upload; once `verified` it is an attachment of its case (same id).
+public struct Upload: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public var id: String
+    public var caseNumber: String
+    public var filename: String
+    public var filetype: String?
+    /// `Upload-Metadata` exactly as the client sent it, echoed on HEAD (tus core).
+    public var rawMetadata: String
+    /// nil while the length is deferred (creation-defer-length).
+    public var length: Int64?
+    /// The last durable, verified byte count.
+    public var offset: Int64
+    public var state: UploadState
+    /// The whole file's SHA-256 the client declared (hex), if any.
+    public var declaredSHA256: String?
+    /// OpenSSL SHA256_CTX over bytes [0, offset): resumes the whole-file digest without re-reading.
+    public var digestState: Data
+    /// The whole file's SHA-256 (hex), set when complete.
+    public var sha256: String?
+    public var createdBy: Int64
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var completedAt: Date?
+
+    public static let databaseTableName = "upload"
+
+    public var isComplete: Bool { length.map { offset == $0 } ?? false }
+}

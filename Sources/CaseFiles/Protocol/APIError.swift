@@ -1,0 +1,159 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Every error the API answers with: an HTTP status, a stable machine-readable code and a message that
+/// says what went wrong and what to do. Encoded as `{"error": code, "message": message}`.
+public struct APIError: Error, HTTPResponseError, Sendable {
+    public var status: HTTPResponse.Status
+    public var code: String
+    public var message: String
+    public var headers: HTTPFields
+
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String, headers: HTTPFields = [:]) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        response(includeBody: request.method != .head)
+    }
+
+    /// HEAD responses carry the status and headers only (RFC 9110 §9.3.2).
+    public func response(includeBody: Bool) -> Response {
+        var headers = self.headers
+        headers[.cacheControl] = "no-store"
+        guard includeBody else { return Response(status: status, headers: headers) }
+        headers[.contentType] = "application/json; charset=utf-8"
+        let body = (try? JSONEncoder.sorted.encode(["error": code, "message": message])) ?? Data()
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+extension JSONEncoder {
+    static let sorted: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }()
+}
+
+extension APIError: CustomStringConvertible {
+    public var description: String { message }
+}
+
+// MARK: - The error table
+
+extension APIError {
+    static func missingToken() -> APIError {
+        APIError(.unauthorized, "missing_token",
+                 "This endpoint needs an access token: send `Authorization: Bearer <token>`.",
+                 headers: [.wwwAuthenticate: "Bearer"])
+    }
+
+    static func invalidToken() -> APIError {
+        APIError(.unauthorized, "invalid_token",
+                 "The access token is unknown or was revoked. Ask your administrator for a new one.",
+                 headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
+    }
+
+    static func forbidden(_ what: String) -> APIError {
+        APIError(.forbidden, "forbidden", "You may not \(what).")
+    }
+
+    static func caseNotFound(_ number: String) -> APIError {
+        APIError(.notFound, "case_not_found",
+                 "No case \(number) is visible to you. Check the case number (8 digits, like 00001413).")
+    }
+
+    static func caseClosed(_ number: String) -> APIError {
+        APIError(.forbidden, "case_closed",
+                 "Case \(number) is closed, so it accepts no uploads. Reopen it (within 30 days of closure) "
+                 + "to upload more files, or open a new case.")
+    }
+
+    static func uploadNotFound(_ id: String) -> APIError {
+        APIError(.notFound, "upload_not_found", "No upload \(id) is visible to you. Create a new upload.")
+    }
+
+    static func uploadGone(_ upload: Upload) -> APIError {
+        let why = switch upload.state {
+        case .failed: "its whole-file SHA-256 did not match the declared digest"
+        case .terminated: "it was deleted"
+        default: "it is no longer available"
+        }
+        return APIError(.gone, "upload_gone",
+                        "Upload \(upload.id) is gone because \(why). Create a new upload to send the file again.")
+    }
+
+    static func invalidHeader(_ name: HTTPField.Name, _ problem: String) -> APIError {
+        APIError(.badRequest, "invalid_header", "Header \(name.rawName): \(problem).")
+    }
+
+    static func offsetMismatch(expected: Int64, got: Int64) -> APIError {
+        APIError(.conflict, "offset_mismatch",
+                 "Upload-Offset is \(got) but the upload is at \(expected). Send a HEAD request and resume from "
+                 + "the Upload-Offset it returns.",
+                 headers: [.uploadOffset: String(expected)])
+    }
+
+    static func alreadyComplete(_ upload: Upload) -> APIError {
+        APIError(.conflict, "upload_complete",
+                 "Upload \(upload.id) is already complete (\(upload.offset) bytes); it accepts no more data.",
+                 headers: [.uploadOffset: String(upload.offset)])
+    }
+
+    static func superseded() -> APIError {
+        APIError(.conflict, "superseded",
+                 "A newer request for this upload took over; this one stopped and kept what it had committed. "
+                 + "Send a HEAD request and resume from its Upload-Offset.")
+    }
+
+    static func wrongContentType() -> APIError {
+        APIError(.unsupportedMediaType, "unsupported_media_type",
+                 "Upload data must be sent with `Content-Type: application/offset+octet-stream`.")
+    }
+
+    static func checksumMismatch(_ algorithm: ChecksumAlgorithm, offset: Int64) -> APIError {
+        APIError(HTTPResponse.Status(code: 460, reasonPhrase: "Checksum Mismatch"), "checksum_mismatch",
+                 "The \(algorithm.rawValue) of the request body did not match Upload-Checksum; none of its bytes were "
+                 + "kept. Resend the chunk from offset \(offset).",
+                 headers: [.uploadOffset: String(offset)])
+    }
+
+    static func wholeFileDigestMismatch(declared: String, computed: String) -> APIError {
+        APIError(HTTPResponse.Status(code: 422, reasonPhrase: "Unprocessable Content"), "whole_file_digest_mismatch",
+                 "The file's SHA-256 is \(computed) but \(declared) was declared, so it was not attached. "
+                 + "Check the file and upload it again.")
+    }
+
+    static func bodyExceedsLength(_ length: Int64) -> APIError {
+        APIError(.contentTooLarge, "body_exceeds_length",
+                 "The request body runs past the upload's length of \(length) bytes; nothing was written. "
+                 + "Send only the remaining bytes.")
+    }
+
+    static func uploadTooLarge(max: Int64) -> APIError {
+        APIError(.contentTooLarge, "upload_too_large",
+                 "Uploads on this server may be at most \(max) bytes.")
+    }
+
+    static func insufficientStorage(_ detail: String) -> APIError {
+        APIError(HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), "insufficient_storage",
+                 "The server is out of disk space (\(detail)). The upload kept every byte acknowledged so far; "
+                 + "retry later and resume from the Upload-Offset that HEAD returns.")
+    }
+
+    static func unsupportedVersion() -> APIError {
+        APIError(.preconditionFailed, "unsupported_tus_version",
+                 "This server speaks tus 1.0.0 only: send `Tus-Resumable: 1.0.0`.",
+                 headers: [.tusVersion: TusProtocol.version])
+    }
+
+    static func badRequest(_ code: String, _ message: String) -> APIError {
+        APIError(.badRequest, code, message)
+    }
+}

@@ -1,0 +1,30 @@
+import Hummingbird
+import Logging
+import NIOCore
+
+/// Per-request state: the authenticated user and the channel (needed to send `100 Continue`).
+public struct AppRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var user: User?
+    let channel: any Channel
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.channel = source.channel
+    }
+
+    /// JSON request bodies (case creation and the like) are small; anything bigger is refused.
+    public var maxUploadSize: Int { 64 * 1024 }
+
+    /// The authenticated user; routes behind `AuthMiddleware` always have one.
+    func requireUser() throws -> User {
+        guard let user else { throw APIError.missingToken() }
+        return user
+    }
+
+    /// Answers `Expect: 100-continue` once the request's headers have been validated (RFC 9110 §10.1.1).
+    /// Hummingbird never sends it by itself, and clients such as curl then stall a second per request.
+    func sendContinueIfExpected() async {
+        try? await channel.triggerUserOutboundEvent(ExpectContinueHandler.SendContinue()).get()
+    }
+}

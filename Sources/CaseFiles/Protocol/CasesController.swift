@@ -1,0 +1,157 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Cases and their attachments as JSON.
+struct CasesController: Sendable {
+    let services: AppServices
+
+    func addRoutes(to group: RouterGroup<AppRequestContext>) {
+        group.get("cases", use: list)
+        group.post("cases", use: create)
+        group.get("cases/:number", use: show)
+        group.get("cases/:number/attachments", use: attachments)
+    }
+
+    private var database: AppDatabase { services.database }
+
+    // MARK: - Representations
+
+    struct CaseJSON: Codable, ResponseEncodable {
+        var number, account, subject, requestType, priority, status, subStatus: String
+        var openedAt: Date
+        var closedAt: Date?
+
+        init(_ c: SupportCase) {
+            number = c.number; account = c.account; subject = c.subject
+            requestType = c.requestType.rawValue; priority = c.priority.rawValue
+            status = c.status.rawValue; subStatus = c.subStatus
+            openedAt = c.openedAt; closedAt = c.closedAt
+        }
+    }
+
+    struct CaseList: Codable, ResponseEncodable {
+        var cases: [CaseJSON]
+    }
+
+    struct AttachmentJSON: Codable {
+        var id, filename: String
+        var size: Int64
+        var sha256: String
+        var state: String
+        var uploadedBy: String
+        var uploadedAt: Date
+    }
+
+    struct UnfinishedUploadJSON: Codable {
+        var id, filename: String
+        var offset: Int64
+        var length: Int64?
+    }
+
+    struct AttachmentList: Codable, ResponseEncodable {
+        var attachments: [AttachmentJSON]
+        var uploads: [UnfinishedUploadJSON]
+    }
+
+    struct CreateCase: Decodable {
+        var account: String
+        var subject: String
+        var number: String?
+        var priority: CasePriority?
+        var requestType: RequestType?
+    }
+
+    // MARK: - Handlers
+
+    @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> CaseList {
+        CaseList(cases: try await database.cases(visibleTo: try context.requireUser()).map(CaseJSON.init))
+    }
+
+    @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
+        CaseJSON(try await visibleCase(context))
+    }
+
+    @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> EditedResponse<CaseJSON> {
+        let user = try context.requireUser()
+        guard AccessPolicy.decide(user: user, caseAccount: nil, action: .createCase) == .allow else {
+            throw APIError.forbidden("create cases; ask a support engineer to open one")
+        }
+        guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
+            throw APIError(.unsupportedMediaType, "unsupported_media_type", "Send the case as `Content-Type: application/json`.")
+        }
+        let input: CreateCase
+        do {
+            input = try await request.decode(as: CreateCase.self, context: context)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw error
+        } catch {
+            throw APIError.badRequest("invalid_json",
+                                      "The body must be JSON like {\"account\": \"ACME\", \"subject\": \"...\"} "
+                                      + "with optional number, priority (Prod Down|High|Medium|Low) and requestType (Support|Admin|License).")
+        }
+        let supportCase = try CaseFactory.newCase(
+            account: input.account, subject: input.subject, number: input.number,
+            priority: input.priority, requestType: input.requestType, at: services.now())
+        let created: SupportCase
+        do {
+            created = try database.createCase(supportCase, numberGiven: input.number != nil)
+        } catch let taken as CaseNumberTaken {
+            throw APIError(.conflict, "case_exists", "Case \(taken.number) already exists; choose another number or omit it.")
+        }
+        return EditedResponse(status: .created, headers: [.location: "/api/v1/cases/\(created.number)"], response: CaseJSON(created))
+    }
+
+    @Sendable func attachments(_ request: Request, context: AppRequestContext) async throws -> AttachmentList {
+        let supportCase = try await visibleCase(context)
+        let uploads = try await database.uploads(caseNumber: supportCase.number)
+        let names = try await database.userNames(ids: Set(uploads.map(\.createdBy)))
+        return AttachmentList(
+            attachments: uploads.filter { $0.state == .verified }.map {
+                AttachmentJSON(id: $0.id, filename: $0.filename, size: $0.offset, sha256: $0.sha256 ?? "",
+                               state: $0.state.rawValue, uploadedBy: names[$0.createdBy] ?? "unknown",
+                               uploadedAt: $0.completedAt ?? $0.updatedAt)
+            },
+            uploads: uploads.filter { $0.state == .uploading }.map {
+                UnfinishedUploadJSON(id: $0.id, filename: $0.filename, offset: $0.offset, length: $0.length)
+            })
+    }
+
+    private func visibleCase(_ context: AppRequestContext) async throws -> SupportCase {
+        let user = try context.requireUser()
+        let raw = context.parameters.get("number") ?? ""
+        guard let number = CaseNumber.normalise(raw),
+              let supportCase = try await database.supportCase(number: number),
+              AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: .readCase) == .allow
+        else { throw APIError.caseNotFound(String(raw.prefix(16))) }
+        return supportCase
+    }
+}
+
+/// Validates and builds a new case (Open / New), shared by the API and the CLI.
+public enum CaseFactory {
+    public static func newCase(
+        account: String, subject: String, number: String?, priority: CasePriority?,
+        requestType: RequestType?, at date: Date
+    ) throws -> SupportCase {
+        let account = account.trimmingCharacters(in: .whitespaces)
+        let subject = subject.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !account.isEmpty, account.utf8.count <= 128 else {
+            throw APIError.badRequest("invalid_account", "The account must be 1 to 128 bytes.")
+        }
+        guard !subject.isEmpty, subject.utf8.count <= 1024 else {
+            throw APIError.badRequest("invalid_subject", "The subject must be 1 to 1024 bytes.")
+        }
+        var normalised = ""
+        if let number {
+            guard let value = CaseNumber.normalise(number), value != "00000000" else {
+                throw APIError.badRequest("invalid_case_number", "A case number is 1 to 8 digits, like 00001413.")
+            }
+            normalised = value
+        }
+        return SupportCase(
+            number: normalised, account: account, subject: subject, requestType: requestType ?? .support,
+            priority: priority ?? .medium, status: .open, subStatus: "New", openedAt: date, closedAt: nil,
+            updatedAt: date)
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// The one place that turns errors into responses: `APIError`s as they are, Hummingbird's own
+/// errors (unknown route, body too large) as JSON, and anything else as a logged 500.
+struct ErrorMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as APIError {
+            return error.response(includeBody: request.method != .head)
+        } catch let error as HTTPError {
+            return Self.translate(error).response(includeBody: request.method != .head)
+        } catch {
+            context.logger.error("unhandled error", metadata: ["error": "\(String(reflecting: error))",
+                                                               "path": "\(request.uri.path)"])
+            return Self.internalError.response(includeBody: request.method != .head)
+        }
+    }
+
+    static let internalError = APIError(
+        .internalServerError, "internal_error",
+        "The server failed unexpectedly; the error was logged. Retry, and report it if it persists.")
+
+    static func translate(_ error: HTTPError) -> APIError {
+        switch error.status {
+        case .notFound:
+            APIError(.notFound, "not_found", "No such endpoint. The API lives under /api/v1.")
+        case .contentTooLarge:
+            APIError(.contentTooLarge, "body_too_large", "The request body is too large for this endpoint.")
+        case .badRequest:
+            APIError(.badRequest, "bad_request", error.body ?? "The request is malformed.")
+        default:
+            APIError(error.status, "http_\(error.status.code)", error.body ?? error.status.reasonPhrase,
+                     headers: error.headers)
+        }
+    }
+}
+
+/// Bearer-token authentication for everything but `OPTIONS` (tus discovery must work anonymously).
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+    let database: AppDatabase
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.method == .options { return try await next(request, context) }
+        guard let header = request.headers[.authorization] else { throw APIError.missingToken() }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw APIError.missingToken() }
+        guard let user = try await database.activeUser(tokenHash: AccessToken.hash(String(parts[1]))) else {
+            throw APIError.invalidToken()
+        }
+        var context = context
+        context.user = user
+        context.logger[metadataKey: "user"] = "\(user.name)"
+        return try await next(request, context)
+    }
+}
+
+/// tus core: `Tus-Resumable: 1.0.0` on every request but OPTIONS (else 412) and on every response.
+struct TusMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response: Response
+        if request.method != .options && request.headers[.tusResumable] != TusProtocol.version {
+            response = APIError.unsupportedVersion().response(includeBody: request.method != .head)
+        } else {
+            do {
+                response = try await next(request, context)
+            } catch let error as APIError {
+                response = error.response(includeBody: request.method != .head)
+            }
+        }
+        response.headers[.tusResumable] = TusProtocol.version
+        return response
+    }
+}
+
+/// Honours `X-HTTP-Method-Override` (tus core) before routing, for clients behind proxies that only
+/// pass GET and POST.
+struct MethodOverrideResponder<Wrapped: HTTPResponder>: HTTPResponder where Wrapped.Context == AppRequestContext {
+    typealias Context = AppRequestContext
+    let wrapped: Wrapped
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        guard request.method == .post, let override = request.headers[.methodOverride],
+              let method = HTTPRequest.Method(override.uppercased())
+        else { return try await wrapped.respond(to: request, context: context) }
+        var head = request.head
+        head.method = method
+        return try await wrapped.respond(to: Request(head: head, body: request.body), context: context)
+    }
+}

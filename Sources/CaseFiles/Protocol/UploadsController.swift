@@ -1,0 +1,377 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The tus 1.0 protocol handler: knows HTTP and the upload state machine; bytes go to a `BlobStore`,
+/// which knows neither, and state to `AppDatabase`.
+struct UploadsController: Sendable {
+    let services: AppServices
+
+    static let extensions = "creation,creation-with-upload,creation-defer-length,termination,checksum"
+
+    func addRoutes(to group: RouterGroup<AppRequestContext>) {
+        group.post("cases/:number/uploads", use: create)
+        group.on("cases/:number/uploads", method: .options, use: options)
+        group.on("uploads/:id", method: .head, use: head)
+        group.patch("uploads/:id", use: patch)
+        group.delete("uploads/:id", use: delete)
+        group.on("uploads/:id", method: .options, use: options)
+    }
+
+    private var database: AppDatabase { services.database }
+
+    // MARK: - OPTIONS (tus core: discovery)
+
+    @Sendable func options(_ request: Request, context: AppRequestContext) async throws -> Response {
+        var headers: HTTPFields = [
+            .tusVersion: TusProtocol.version,
+            .tusExtension: Self.extensions,
+            .tusChecksumAlgorithm: "sha1,sha256",
+        ]
+        if let max = services.limits.maxUploadSize { headers[.tusMaxSize] = String(max) }
+        return Response(status: .noContent, headers: headers)
+    }
+
+    // MARK: - POST (creation, creation-with-upload, creation-defer-length)
+
+    @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let fields = request.headers
+
+        // Guard clauses in the order of the spec: length, metadata, digests, then the case.
+        let length = try TusHeaders.count(.uploadLength, in: fields)
+        let deferLength = try TusHeaders.single(.uploadDeferLength, in: fields)
+        switch (length, deferLength) {
+        case (nil, nil):
+            throw APIError.badRequest("length_required", "Send Upload-Length, or Upload-Defer-Length: 1 if the size is not known yet.")
+        case (.some, .some):
+            throw APIError.badRequest("length_conflict", "Send either Upload-Length or Upload-Defer-Length, not both.")
+        case (nil, .some(let value)) where value != "1":
+            throw APIError.invalidHeader(.uploadDeferLength, "the only allowed value is 1")
+        default: break
+        }
+        if let length, let max = services.limits.maxUploadSize, length > max { throw APIError.uploadTooLarge(max: max) }
+        let metadata = try UploadMetadata(parsing: TusHeaders.single(.uploadMetadata, in: fields) ?? "")
+        let filename = try metadata.filename()
+        let filetype = try metadata.string("filetype")
+        let declared = try Self.mergeDeclared(try metadata.sha256(), try TusHeaders.reprDigest(in: fields))
+        let carriesData = fields[.contentType].map(Self.isOffsetStream) ?? false
+        if fields[.contentType] != nil && !carriesData && (request.headers[.contentLength] ?? "0") != "0" {
+            throw APIError.wrongContentType()
+        }
+        let checksum = carriesData ? try TusHeaders.checksum(in: fields) : nil
+
+        guard let number = CaseNumber.normalise(context.parameters.get("number") ?? "") else {
+            throw APIError.caseNotFound(context.parameters.get("number") ?? "")
+        }
+        let supportCase = try await authorizedCase(number, user: user, action: .useOwnUpload)
+        guard !supportCase.isClosed else { throw APIError.caseClosed(supportCase.number) }
+        try checkFreeSpace(for: length ?? 0)
+
+        let now = services.now()
+        let upload = Upload(
+            id: SecureRandom.identifier(), caseNumber: supportCase.number, filename: filename, filetype: filetype,
+            rawMetadata: metadata.raw, length: length, offset: 0, state: .uploading, declaredSHA256: declared,
+            digestState: SHA256Digest().savedState, sha256: nil, createdBy: user.id!, createdAt: now,
+            updatedAt: now, completedAt: nil)
+        // Blob first, row second: a crash between them leaves an orphan file the startup sweep removes,
+        // never a row without its file.
+        try services.blobs.create(id: upload.id)
+        try await database.createUpload(upload)
+        context.logger.info("upload created", metadata: ["upload": "\(upload.id)", "case": "\(upload.caseNumber)"])
+
+        var headers: HTTPFields = [.location: "/api/v1/uploads/\(upload.id)"]
+        var current = upload
+        if upload.length == 0 {
+            current = try await appendBody(nil, to: upload, request: request, checksum: nil, context: context)
+        } else if carriesData {
+            await context.sendContinueIfExpected()
+            current = try await withWriterLock(upload.id) {
+                try await appendBody(request.body, to: upload, request: request, checksum: checksum, context: context)
+            }
+        }
+        if carriesData || upload.length == 0 { headers[.uploadOffset] = String(current.offset) }
+        return Response(status: .created, headers: headers)
+    }
+
+    // MARK: - HEAD (tus core: where to resume)
+
+    @Sendable func head(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (upload, _) = try await authorizedUpload(context, mayModify: false)
+        if upload.state == .failed || upload.state == .terminated { throw APIError.uploadGone(upload) }
+        var headers: HTTPFields = [.uploadOffset: String(upload.offset), .cacheControl: "no-store"]
+        if let length = upload.length {
+            headers[.uploadLength] = String(length)
+        } else {
+            headers[.uploadDeferLength] = "1"
+        }
+        if !upload.rawMetadata.isEmpty { headers[.uploadMetadata] = upload.rawMetadata }
+        return Response(status: .ok, headers: headers)
+    }
+
+    // MARK: - PATCH (tus core: append)
+
+    @Sendable func patch(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let fields = request.headers
+        guard fields[.contentType].map(Self.isOffsetStream) == true else { throw APIError.wrongContentType() }
+        let offset = try TusHeaders.offset(in: fields)
+        let newLength = try TusHeaders.count(.uploadLength, in: fields)
+        let checksum = try TusHeaders.checksum(in: fields)
+        let declared = try TusHeaders.reprDigest(in: fields)
+        let (found, _) = try await authorizedUpload(context, mayModify: true)
+        try Self.checkWritable(found)
+        await context.sendContinueIfExpected()
+
+        let upload = try await withWriterLock(found.id) { () async throws -> Upload in
+            // Re-read under the lock: the request we superseded may have committed more bytes.
+            guard var upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
+            try Self.checkWritable(upload)
+            guard offset == upload.offset else { throw APIError.offsetMismatch(expected: upload.offset, got: offset) }
+            if let newLength {
+                if let length = upload.length, length != newLength {
+                    throw APIError.badRequest("length_conflict", "Upload-Length is \(length) and cannot change.")
+                }
+                if upload.length == nil {
+                    guard newLength >= upload.offset else {
+                        throw APIError.invalidHeader(.uploadLength, "is below the bytes already received (\(upload.offset))")
+                    }
+                    if let max = services.limits.maxUploadSize, newLength > max { throw APIError.uploadTooLarge(max: max) }
+                    try checkFreeSpace(for: newLength - upload.offset)
+                    try await database.setUploadLength(id: upload.id, length: newLength, at: services.now())
+                    upload.length = newLength
+                }
+            }
+            if let declared {
+                guard upload.declaredSHA256 == nil || upload.declaredSHA256 == declared else {
+                    throw APIError.badRequest(
+                        "conflicting_digest",
+                        "Repr-Digest names a different SHA-256 than the one declared earlier (\(upload.declaredSHA256!)).")
+                }
+                if upload.declaredSHA256 == nil {
+                    try await database.declareSHA256(id: upload.id, sha256: declared)
+                    upload.declaredSHA256 = declared
+                }
+            }
+            return try await appendBody(request.body, to: upload, request: request, checksum: checksum, context: context)
+        }
+        return Response(status: .noContent, headers: [.uploadOffset: String(upload.offset)])
+    }
+
+    // MARK: - DELETE (termination)
+
+    @Sendable func delete(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let (found, _) = try await authorizedUpload(context, mayModify: true)
+        try await withWriterLock(found.id) {
+            guard let upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
+            switch upload.state {
+            case .uploading:
+                try await database.terminateUpload(id: upload.id, at: services.now())
+                try services.blobs.remove(id: upload.id)
+                context.logger.info("upload terminated", metadata: ["upload": "\(upload.id)"])
+            case .verified:
+                throw APIError(.forbidden, "attachment_not_deletable",
+                               "Upload \(upload.id) is complete and is now an attachment of case \(upload.caseNumber); "
+                               + "attachments are removed only by the retention policy.")
+            case .failed, .terminated:
+                throw APIError.uploadGone(upload)
+            }
+        }
+        return Response(status: .noContent)
+    }
+
+    // MARK: - The data path: socket → checksum → disk → fsync → commit → answer
+
+    /// Appends one request body at the upload's committed offset. A body with `Upload-Checksum` is
+    /// all-or-nothing; one without keeps whatever arrived before a cut. Returns the committed upload.
+    /// The caller holds the upload's writer lock.
+    private func appendBody(
+        _ body: RequestBody?, to upload: Upload, request: Request,
+        checksum: (ChecksumAlgorithm, [UInt8])?, context: AppRequestContext
+    ) async throws -> Upload {
+        let contentLength = try TusHeaders.count(.contentLength, in: request.headers)
+        let room = upload.length.map { $0 - upload.offset }
+        if let room, let contentLength, contentLength > room { throw APIError.bodyExceedsLength(upload.length!) }
+        guard var fileDigest = SHA256Digest(savedState: upload.digestState) else {
+            throw StorageError.io(operation: "restore digest state", errno: 0)
+        }
+        var chunkDigest = checksum.map { ChunkDigest($0.0) }
+        let appender = try services.blobs.openForAppend(id: upload.id, at: upload.offset)
+
+        var interruption: (any Error)?
+        var overran = false
+        if let body {
+            do {
+                for try await buffer in body {
+                    if let room, appender.position - appender.start + Int64(buffer.readableBytes) > room {
+                        overran = true
+                        break
+                    }
+                    try buffer.withUnsafeReadableBytes { bytes in
+                        chunkDigest?.update(bytes)
+                        fileDigest.update(bytes)
+                        try appender.append(bytes)
+                    }
+                }
+            } catch {
+                interruption = error
+            }
+        }
+        let received = appender.position - appender.start
+        if interruption == nil, Task.isCancelled || (contentLength.map { received < $0 } ?? false) {
+            interruption = CancellationError()
+        }
+
+        if overran {
+            try appender.discard()
+            throw APIError.bodyExceedsLength(upload.length!)
+        }
+        if let checksum, let chunkDigest, interruption != nil || chunkDigest.finalize() != checksum.1 {
+            try appender.discard()
+            if let interruption { throw Self.describe(interruption) }
+            context.logger.notice("checksum mismatch", metadata: ["upload": "\(upload.id)", "offset": "\(upload.offset)"])
+            throw APIError.checksumMismatch(checksum.0, offset: upload.offset)
+        }
+
+        // Commit what arrived, even after a cut, in a task of its own so a cancelled request still
+        // finishes making its verified bytes durable and recorded.
+        let services = self.services
+        let committed = try await Task {
+            try await Self.commit(appender: appender, upload: upload, fileDigest: fileDigest, services: services)
+        }.value
+        if let interruption { throw Self.describe(interruption) }
+        if committed.state == .failed {
+            throw APIError.wholeFileDigestMismatch(declared: committed.declaredSHA256 ?? "", computed: committed.sha256 ?? "")
+        }
+        if committed.state == .verified {
+            context.logger.info("upload verified", metadata: ["upload": "\(upload.id)", "sha256": "\(committed.sha256!)"])
+        }
+        return committed
+    }
+
+    /// fsync, then one SQLite transaction, then (on completion) the verdict: the order that makes
+    /// an acknowledged byte survive any crash.
+    private static func commit(
+        appender: BlobAppender, upload: Upload, fileDigest: SHA256Digest, services: AppServices
+    ) async throws -> Upload {
+        var upload = upload
+        let newOffset = appender.position
+        if newOffset > upload.offset { try await appender.sync() }
+        var completion: UploadCompletion?
+        if let length = upload.length, newOffset == length {
+            let sha256 = fileDigest.finalize().hexString
+            upload.sha256 = sha256
+            if let declared = upload.declaredSHA256, declared != sha256 {
+                completion = .failed(sha256: sha256)
+                upload.state = .failed
+            } else {
+                completion = .verified(sha256: sha256)
+                upload.state = .verified
+            }
+        } else if newOffset == upload.offset {
+            return upload
+        }
+        let now = services.now()
+        try await services.database.recordAppend(
+            id: upload.id, from: upload.offset, to: newOffset, digestState: fileDigest.savedState,
+            completion: completion, at: now)
+        upload.offset = newOffset
+        upload.digestState = fileDigest.savedState
+        upload.updatedAt = now
+        if completion != nil { upload.completedAt = now }
+        if upload.state == .failed { try? services.blobs.remove(id: upload.id) }
+        return upload
+    }
+
+    private static func describe(_ error: any Error) -> any Error {
+        switch error {
+        case StorageError.noSpace: APIError.insufficientStorage("the disk filled while writing")
+        case is CancellationError: APIError.superseded()
+        default: error
+        }
+    }
+
+    // MARK: - Helpers
+
+    /// Runs `operation` as the upload's only writer, asking any request already writing it to stop first.
+    private func withWriterLock<T: Sendable>(
+        _ uploadID: String, _ operation: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let worker = NIOLockedValueBox<(stopped: Bool, cancel: (@Sendable () -> Void)?)>((false, nil))
+        let stop: @Sendable () -> Void = {
+            let cancel = worker.withLockedValue { state -> (@Sendable () -> Void)? in
+                state.stopped = true
+                return state.cancel
+            }
+            cancel?()
+        }
+        guard let lease = await services.locks.acquire(uploadID, stop: stop) else { throw APIError.superseded() }
+        let task = Task { try await operation() }
+        let stoppedAlready = worker.withLockedValue { state in
+            state.cancel = { task.cancel() }
+            return state.stopped
+        }
+        if stoppedAlready { task.cancel() }
+        let result = await withTaskCancellationHandler { await task.result } onCancel: { task.cancel() }
+        await services.locks.release(lease)
+        return try result.get()
+    }
+
+    private func authorizedCase(_ number: String, user: User, action: AccessPolicy.Action) async throws -> SupportCase {
+        guard let supportCase = try await database.supportCase(number: number) else { throw APIError.caseNotFound(number) }
+        switch AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: action) {
+        case .allow: return supportCase
+        case .hidden: throw APIError.caseNotFound(number)
+        case .forbidden: throw APIError.forbidden("do this on case \(number)")
+        }
+    }
+
+    /// The upload named in the path, if the caller may see it (and, with `mayModify`, change it).
+    private func authorizedUpload(_ context: AppRequestContext, mayModify: Bool) async throws -> (Upload, SupportCase) {
+        let user = try context.requireUser()
+        let id = context.parameters.get("id") ?? ""
+        // Ids are 32 hex characters made here; nothing else can name an upload (or a path).
+        guard id.utf8.count == 32, id.utf8.allSatisfy({ isxdigit(Int32($0)) != 0 }),
+              let upload = try await database.upload(id: id.lowercased()),
+              let supportCase = try await database.supportCase(number: upload.caseNumber)
+        else { throw APIError.uploadNotFound(String(id.prefix(64))) }
+        let action: AccessPolicy.Action =
+            !mayModify ? .readCase : upload.createdBy == user.id ? .useOwnUpload : .modifyOthersUpload
+        switch AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: action) {
+        case .allow: return (upload, supportCase)
+        case .hidden: throw APIError.uploadNotFound(id)
+        case .forbidden: throw APIError.forbidden("change upload \(id), which another user created")
+        }
+    }
+
+    private static func checkWritable(_ upload: Upload) throws {
+        switch upload.state {
+        case .uploading: return
+        case .verified: throw APIError.alreadyComplete(upload)
+        case .failed, .terminated: throw APIError.uploadGone(upload)
+        }
+    }
+
+    private func checkFreeSpace(for bytes: Int64) throws {
+        let available = try services.blobs.availableBytes()
+        if bytes > available - services.limits.minFreeBytes {
+            throw APIError.insufficientStorage(
+                "\(bytes) bytes requested, \(max(0, available - services.limits.minFreeBytes)) available")
+        }
+    }
+
+    static func isOffsetStream(_ contentType: String) -> Bool {
+        contentType.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased()
+            == TusProtocol.contentType
+    }
+
+    /// The whole-file digest may come as metadata `sha256` or as `Repr-Digest`; two different values are an error.
+    static func mergeDeclared(_ metadata: String?, _ header: String?) throws -> String? {
+        if let metadata, let header, metadata != header {
+            throw APIError.badRequest("conflicting_digest", "Upload-Metadata sha256 and Repr-Digest name different SHA-256 values.")
+        }
+        return metadata ?? header
+    }
+}
