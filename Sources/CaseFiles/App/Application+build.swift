@@ -25,9 +25,14 @@ public struct AppConfiguration: Sendable {
 public func buildApplication(
     _ configuration: AppConfiguration, now: @escaping @Sendable () -> Date = { Date() }
 ) throws -> some ApplicationProtocol {
+    let services = try AppServices.open(storage: configuration.storage, limits: configuration.limits, now: now)
+    return try buildApplication(configuration, services: services)
+}
+
+/// Builds the application around already-open services (tests share them to arrange state).
+public func buildApplication(_ configuration: AppConfiguration, services: AppServices) throws -> some ApplicationProtocol {
     var logger = Logger(label: "casefiles")
     logger.logLevel = configuration.logLevel
-    let services = try AppServices.open(storage: configuration.storage, limits: configuration.limits, now: now)
     let orphans = try services.sweepOrphanBlobs()
     if !orphans.isEmpty { logger.notice("removed orphan blobs", metadata: ["count": "\(orphans.count)"]) }
 

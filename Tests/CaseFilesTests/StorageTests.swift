@@ -1,0 +1,98 @@
+@testable import CaseFiles
+import Foundation
+import NIOCore
+import Testing
+
+@Suite struct FileBlobStoreTests {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("blobs-\(UUID().uuidString)")
+
+    @Test func appendsAreDurableAndDiscardReturnsToTheCommittedLength() async throws {
+        defer { try? FileManager.default.removeItem(at: root) }
+        let store = try FileBlobStore(root: root)
+        let id = SecureRandom.identifier()
+        try store.create(id: id)
+        let first = testBytes(100_000)
+        let appender = try store.openForAppend(id: id, at: 0)
+        try first.withUnsafeBytes { try appender.append($0) }
+        try await appender.sync()
+        #expect(appender.position == 100_000)
+
+        let second = try store.openForAppend(id: id, at: 100_000)
+        try testBytes(5_000, seed: 7).withUnsafeBytes { try second.append($0) }
+        try second.discard()
+        let reader = try store.openForReading(id: id)
+        let all = try reader.read(at: 0, count: 200_000, allocator: ByteBufferAllocator())
+        #expect(Array(buffer: all) == first)
+    }
+
+    @Test func reopeningDropsBytesPastTheCommittedOffset() throws {
+        defer { try? FileManager.default.removeItem(at: root) }
+        let store = try FileBlobStore(root: root)
+        let id = SecureRandom.identifier()
+        try store.create(id: id)
+        let appender = try store.openForAppend(id: id, at: 0)
+        try testBytes(1000).withUnsafeBytes { try appender.append($0) }
+        _ = try store.openForAppend(id: id, at: 600)
+        let size = try FileManager.default.attributesOfItem(atPath: store.path(for: id))[.size] as? Int
+        #expect(size == 600)
+    }
+
+    @Test func blobsAreListedAndRemoved() throws {
+        defer { try? FileManager.default.removeItem(at: root) }
+        let store = try FileBlobStore(root: root)
+        let ids = (0..<5).map { _ in SecureRandom.identifier() }
+        for id in ids { try store.create(id: id) }
+        #expect(Set(try store.storedIDs()) == Set(ids))
+        try store.remove(id: ids[0])
+        try store.remove(id: ids[0])  // idempotent
+        #expect(Set(try store.storedIDs()) == Set(ids.dropFirst()))
+        #expect(try store.availableBytes() > 0)
+    }
+
+    @Test func creatingTheSameIdTwiceFails() throws {
+        defer { try? FileManager.default.removeItem(at: root) }
+        let store = try FileBlobStore(root: root)
+        let id = SecureRandom.identifier()
+        try store.create(id: id)
+        #expect(throws: StorageError.self) { try store.create(id: id) }
+    }
+}
+
+@Suite struct UploadWriterLocksTests {
+    @Test func aNewcomerStopsTheHolderAndTakesOverWhenItReleases() async throws {
+        let locks = UploadWriterLocks()
+        let stopped = Flag()
+        let first = try #require(await locks.acquire("u", stop: { stopped.set() }))
+        async let second = locks.acquire("u", stop: {})
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(stopped.value)
+        await locks.release(first)
+        #expect(await second != nil)
+    }
+
+    @Test func anOlderWaiterIsSupersededByANewerOne() async throws {
+        let locks = UploadWriterLocks()
+        let holder = try #require(await locks.acquire("u", stop: {}))
+        async let older = locks.acquire("u", stop: {})
+        try await Task.sleep(for: .milliseconds(50))
+        async let newer = locks.acquire("u", stop: {})
+        #expect(await older == nil)
+        await locks.release(holder)
+        let lease = await newer
+        #expect(lease != nil)
+    }
+
+    @Test func differentUploadsDoNotContend() async throws {
+        let locks = UploadWriterLocks()
+        let a = await locks.acquire("a", stop: { Issue.record("a must not be stopped") })
+        let b = await locks.acquire("b", stop: {})
+        #expect(a != nil && b != nil)
+    }
+}
+
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _value = false
+    var value: Bool { lock.withLock { _value } }
+    func set() { lock.withLock { _value = true } }
+}

@@ -1,0 +1,125 @@
+import CaseFiles
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+/// A fresh storage root with one case (00001413, account ACME) and a user of every role.
+final class TestWorld: Sendable {
+    let root: URL
+    let services: AppServices
+    let customer: String
+    let colleague: String
+    let otherCustomer: String
+    let engineer: String
+    let admin: String
+    let caseNumber = "00001413"
+
+    init(limits: UploadLimits = .init(minFreeBytes: 0)) throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("casefiles-test-\(UUID().uuidString)")
+        services = try AppServices.open(storage: root, limits: limits)
+        let database = services.database
+        func user(_ name: String, _ role: Role, _ account: String?) throws -> String {
+            let token = AccessToken.generate()
+            _ = try database.createUser(
+                User(name: name, role: role, account: account, tokenHash: AccessToken.hash(token), createdAt: Date()))
+            return token
+        }
+        customer = try user("carol", .customer, "ACME")
+        colleague = try user("colin", .customer, "ACME")
+        otherCustomer = try user("oscar", .customer, "OTHER")
+        engineer = try user("erin", .engineer, nil)
+        admin = try user("adam", .admin, nil)
+        let draft = try CaseFactory.newCase(
+            account: "ACME", subject: "Database crash", number: caseNumber, priority: .high, requestType: .support, at: Date())
+        _ = try services.database.createCase(draft, numberGiven: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: root) }
+
+    /// Runs `body` against the real server on a loopback port.
+    func withServer<T: Sendable>(_ body: @Sendable (any TestClientProtocol) async throws -> T) async throws -> T {
+        let app = try buildApplication(
+            AppConfiguration(host: "127.0.0.1", port: 0, storage: root, logLevel: .warning), services: services)
+        return try await app.test(.live, body)
+    }
+}
+
+extension HTTPFields {
+    static func tus(_ token: String, _ extra: [HTTPField.Name: String] = [:]) -> HTTPFields {
+        var fields: HTTPFields = [.authorization: "Bearer \(token)", HTTPField.Name("Tus-Resumable")!: "1.0.0"]
+        for (name, value) in extra { fields[name] = value }
+        return fields
+    }
+}
+
+extension HTTPField.Name {
+    static let uploadOffset = Self("Upload-Offset")!
+    static let uploadLength = Self("Upload-Length")!
+    static let uploadMetadata = Self("Upload-Metadata")!
+    static let uploadChecksum = Self("Upload-Checksum")!
+    static let uploadDeferLength = Self("Upload-Defer-Length")!
+    static let reprDigest = Self("Repr-Digest")!
+    static let tusResumable = Self("Tus-Resumable")!
+    static let tusVersion = Self("Tus-Version")!
+}
+
+func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
+
+func metadata(filename: String = "server.log", sha256: String? = nil) -> String {
+    var pairs = ["filename \(base64(filename))"]
+    if let sha256 { pairs.append("sha256 \(base64(sha256))") }
+    return pairs.joined(separator: ",")
+}
+
+/// Deterministic pseudo-random test bytes.
+func testBytes(_ count: Int, seed: UInt64 = 42) -> [UInt8] {
+    var state = seed
+    return (0..<count).map { _ in
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return UInt8(truncatingIfNeeded: state >> 33)
+    }
+}
+
+func sha256Hex(_ bytes: [UInt8]) -> String { SHA256Digest.hash(bytes).hexString }
+
+func checksumHeader(_ bytes: some Collection<UInt8>) -> String {
+    "sha256 " + Data(SHA256Digest.hash(Array(bytes))).base64EncodedString()
+}
+
+/// JSON error body: `{"error": code, "message": ...}`.
+func errorCode(_ response: TestResponse) -> String? {
+    guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: String],
+          let message = object["message"], !message.isEmpty
+    else { return nil }
+    return object["error"]
+}
+
+extension TestClientProtocol {
+    /// Creates an upload on the world's case and returns its path.
+    func createUpload(_ world: TestWorld, token: String? = nil, length: Int, sha256: String? = nil,
+                      filename: String = "server.log") async throws -> String {
+        let response = try await execute(
+            uri: "/api/v1/cases/\(world.caseNumber)/uploads", method: .post,
+            headers: .tus(token ?? world.customer, [.uploadLength: String(length),
+                                                     .uploadMetadata: metadata(filename: filename, sha256: sha256)]))
+        #expect(response.status == .created, "creation failed: \(String(buffer: response.body))")
+        return try #require(response.headers[.location])
+    }
+
+    func patch(_ path: String, token: String, offset: Int, bytes: some Collection<UInt8>,
+               checksum: String? = nil, extra: [HTTPField.Name: String] = [:]) async throws -> TestResponse {
+        var fields = HTTPFields.tus(token, extra)
+        fields[.uploadOffset] = String(offset)
+        fields[.contentType] = "application/offset+octet-stream"
+        if let checksum { fields[.uploadChecksum] = checksum }
+        return try await execute(uri: path, method: .patch, headers: fields, body: ByteBuffer(bytes: Array(bytes)))
+    }
+
+    func offset(_ path: String, token: String) async throws -> Int? {
+        let response = try await execute(uri: path, method: .head, headers: .tus(token))
+        return response.headers[.uploadOffset].flatMap { Int($0) }
+    }
+}
