@@ -1,0 +1,85 @@
+"""Fixtures that run the real `casefiles` binary on a temporary storage root, on loopback."""
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = Path(os.environ.get("CASEFILES_BIN", ROOT / ".build" / "debug" / "casefiles"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One `casefiles serve` process; can be SIGKILLed and restarted on the same storage and port."""
+
+    def __init__(self, storage: Path):
+        self.storage = storage
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+        self.log = open(storage.parent / "server.log", "ab")
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run([str(BINARY), *args, "--storage", str(self.storage)],
+                                check=True, capture_output=True, text=True, timeout=60)
+        return result.stdout.strip()
+
+    def start(self, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [str(BINARY), "serve", "--storage", str(self.storage), "--port", str(self.port),
+             "--min-free-space", "0", *extra],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start; see server.log")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+    def proc_status(self, field: str) -> int:
+        """A kB figure from /proc/PID/status, such as VmHWM (peak RSS)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def proc_io(self, field: str) -> int:
+        for line in Path(f"/proc/{self.process.pid}/io").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+
+@pytest.fixture
+def server(tmp_path):
+    if not BINARY.exists():
+        pytest.fail(f"{BINARY} is missing: build with `swift build` first")
+    srv = Server(tmp_path / "Storage")
+    srv.customer = srv.cli("users", "create", "carol", "--role", "customer", "--account", "ACME")
+    srv.engineer = srv.cli("users", "create", "erin", "--role", "engineer")
+    srv.case = srv.cli("cases", "create", "--account", "ACME", "--subject", "Nightly batch crashes",
+                       "--number", "1413", "--priority", "High")
+    srv.start()
+    yield srv
+    srv.stop()
