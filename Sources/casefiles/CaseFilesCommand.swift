@@ -35,14 +35,30 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest upload accepted, in bytes (default: no limit).") var maxUploadSize: Int64?
     @Option(help: "Free disk space to keep in reserve, in bytes; creations that would use it get 507.")
     var minFreeSpace: Int64 = 256 * 1024 * 1024
+    @Option(help: "Unfinished uploads without progress for this long expire: seconds, or with s/m/h/d (default 7d).")
+    var uploadExpiry = "7d"
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "info"
 
     func run() async throws {
+        guard let expiry = DurationOption.seconds(uploadExpiry) else {
+            throw ValidationError("--upload-expiry must be a number of seconds or use a suffix: 90s, 30m, 12h, 7d")
+        }
         let configuration = AppConfiguration(
             host: host, port: port, storage: storage.url,
-            limits: UploadLimits(maxUploadSize: maxUploadSize, minFreeBytes: minFreeSpace),
+            limits: UploadLimits(maxUploadSize: maxUploadSize, minFreeBytes: minFreeSpace, uploadExpiry: expiry),
             logLevel: Logger.Level(rawValue: logLevel) ?? .info)
         try await buildApplication(configuration).runService()
+    }
+}
+
+enum DurationOption {
+    /// "90", "90s", "30m", "12h", "7d" → seconds.
+    static func seconds(_ text: String) -> TimeInterval? {
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        if let unit = text.last, let scale = units[unit], let value = Double(text.dropLast()), value > 0 {
+            return value * scale
+        }
+        return Double(text).flatMap { $0 > 0 ? $0 : nil }
     }
 }
 

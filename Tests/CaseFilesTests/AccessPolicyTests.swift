@@ -10,6 +10,7 @@ import Testing
         (.useOwnUpload, [.allow, .hidden, .allow, .allow]),
         (.modifyOthersUpload, [.forbidden, .hidden, .allow, .allow]),
         (.createCase, [.forbidden, .forbidden, .allow, .allow]),
+        (.readAccessLog, [.forbidden, .forbidden, .forbidden, .allow]),
     ]
 
     @Test func everyCellOfTheTable() {

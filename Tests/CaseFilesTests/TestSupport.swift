@@ -17,9 +17,12 @@ final class TestWorld: Sendable {
     let admin: String
     let caseNumber = "00001413"
 
+    let clock = TestClock()
+
     init(limits: UploadLimits = .init(minFreeBytes: 0)) throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("casefiles-test-\(UUID().uuidString)")
-        services = try AppServices.open(storage: root, limits: limits)
+        let clock = self.clock
+        services = try AppServices.open(storage: root, limits: limits, now: { clock.now })
         let database = services.database
         func user(_ name: String, _ role: Role, _ account: String?) throws -> String {
             let token = AccessToken.generate()
@@ -45,6 +48,14 @@ final class TestWorld: Sendable {
             AppConfiguration(host: "127.0.0.1", port: 0, storage: root, logLevel: .warning), services: services)
         return try await app.test(.live, body)
     }
+}
+
+/// A clock tests can move.
+final class TestClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current = Date()
+    var now: Date { lock.withLock { current } }
+    func advance(by seconds: TimeInterval) { lock.withLock { current += seconds } }
 }
 
 extension HTTPFields {

@@ -42,9 +42,13 @@ public struct UploadLimits: Sendable {
     public var maxUploadSize: Int64?
     /// Free space kept in reserve on the storage filesystem; creations that would eat into it get 507.
     public var minFreeBytes: Int64
+    /// An unfinished upload without progress for this long expires (tus expiration): 410, blob reclaimed.
+    public var uploadExpiry: TimeInterval
 
-    public init(maxUploadSize: Int64? = nil, minFreeBytes: Int64 = 256 * 1024 * 1024) {
+    public init(maxUploadSize: Int64? = nil, minFreeBytes: Int64 = 256 * 1024 * 1024,
+                uploadExpiry: TimeInterval = 7 * 24 * 3600) {
         self.maxUploadSize = maxUploadSize
         self.minFreeBytes = minFreeBytes
+        self.uploadExpiry = uploadExpiry
     }
 }

@@ -10,14 +10,18 @@ public struct AppConfiguration: Sendable {
     public var storage: URL
     public var limits: UploadLimits
     public var logLevel: Logger.Level
+    /// How often abandoned uploads are looked for.
+    public var expirySweepInterval: Duration
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
-                limits: UploadLimits = .init(), logLevel: Logger.Level = .info) {
+                limits: UploadLimits = .init(), logLevel: Logger.Level = .info,
+                expirySweepInterval: Duration = .seconds(600)) {
         self.host = host
         self.port = port
         self.storage = storage
         self.limits = limits
         self.logLevel = logLevel
+        self.expirySweepInterval = expirySweepInterval
     }
 }
 
@@ -41,6 +45,10 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
         responder: MethodOverrideResponder(wrapped: router.buildResponder()),
         server: .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
+        services: [
+            UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),
+            StopWritersOnShutdown(locks: services.locks),
+        ],
         logger: logger)
 }
 
@@ -54,5 +62,6 @@ func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
 
     let api = router.group("api/v1").add(middleware: AuthMiddleware(database: services.database))
     CasesController(services: services).addRoutes(to: api)
+    AttachmentsController(services: services).addRoutes(to: api)
     return router
 }

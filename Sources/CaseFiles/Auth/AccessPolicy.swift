@@ -9,6 +9,8 @@ public enum AccessPolicy {
         case modifyOthersUpload
         /// Create a case through the API.
         case createCase
+        /// Read the download access log (who downloaded which attachment).
+        case readAccessLog
     }
 
     public enum Decision: Sendable, Equatable {
@@ -22,9 +24,13 @@ public enum AccessPolicy {
     /// - Parameter ownAccount: whether the case belongs to the caller's account (ignored for staff).
     public static func decide(role: Role, ownAccount: Bool, action: Action) -> Decision {
         switch (role, action) {
-        case (.engineer, _), (.admin, _):
+        case (.admin, _):
             return .allow
-        case (.customer, .createCase):
+        case (.engineer, .readAccessLog):
+            return .forbidden
+        case (.engineer, _):
+            return .allow
+        case (.customer, .createCase), (.customer, .readAccessLog):
             return .forbidden
         case (.customer, _) where !ownAccount:
             return .hidden

@@ -68,6 +68,51 @@ public struct AppDatabase: Sendable {
                 t.check(sql: "state <> 'verified' OR (sha256 IS NOT NULL AND offset = length)")
             }
         }
+        migrator.registerMigration("v2: expired and purged uploads, download access log") { db in
+            // SQLite cannot change a CHECK constraint in place: rebuild the table (sqlite.org/lang_altertable.html §7).
+            try db.create(table: "upload_v2") { t in
+                t.primaryKey("id", .text)
+                t.column("caseNumber", .text).notNull().references("supportCase", onDelete: .restrict)
+                t.column("filename", .text).notNull()
+                t.column("filetype", .text)
+                t.column("rawMetadata", .text).notNull()
+                t.column("length", .integer).check(sql: "length IS NULL OR length >= 0")
+                t.column("offset", .integer).notNull().check(sql: "offset >= 0 AND (length IS NULL OR offset <= length)")
+                t.column("state", .text).notNull()
+                    .check(sql: "state IN ('uploading', 'verified', 'failed', 'terminated', 'expired', 'purged')")
+                t.column("declaredSHA256", .text)
+                t.column("digestState", .blob).notNull()
+                t.column("sha256", .text)
+                t.column("createdBy", .integer).notNull().references("user", onDelete: .restrict)
+                t.column("createdAt", .datetime).notNull()
+                t.column("updatedAt", .datetime).notNull()
+                t.column("completedAt", .datetime)
+                t.column("purgedAt", .datetime)
+                t.check(sql: "state <> 'verified' OR (sha256 IS NOT NULL AND offset = length)")
+            }
+            try db.execute(sql: """
+                INSERT INTO upload_v2 (id, caseNumber, filename, filetype, rawMetadata, length, offset, state,
+                    declaredSHA256, digestState, sha256, createdBy, createdAt, updatedAt, completedAt)
+                SELECT id, caseNumber, filename, filetype, rawMetadata, length, offset, state,
+                    declaredSHA256, digestState, sha256, createdBy, createdAt, updatedAt, completedAt FROM upload
+                """)
+            try db.drop(table: "upload")
+            try db.rename(table: "upload_v2", to: "upload")
+            try db.create(index: "upload_on_caseNumber", on: "upload", columns: ["caseNumber"])
+            try db.create(index: "upload_on_state_updatedAt", on: "upload", columns: ["state", "updatedAt"])
+
+            try db.create(table: "download") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("uploadID", .text).notNull().indexed().references("upload", onDelete: .restrict)
+                t.column("userID", .integer).notNull().references("user", onDelete: .restrict)
+                t.column("startedAt", .datetime).notNull()
+                t.column("finishedAt", .datetime).notNull()
+                t.column("bytesSent", .integer).notNull().check(sql: "bytesSent >= 0")
+                t.column("range", .text)
+                t.column("status", .integer).notNull()
+                t.column("completed", .boolean).notNull()
+            }
+        }
         return migrator
     }
 }
@@ -256,6 +301,61 @@ extension AppDatabase {
         try await writer.read { db in
             let users = try User.filter(keys: Array(ids)).fetchAll(db)
             return Dictionary(uniqueKeysWithValues: users.map { ($0.id!, $0.name) })
+        }
+    }
+}
+
+// MARK: - Expiry and downloads
+
+extension AppDatabase {
+    /// Marks unfinished uploads without progress since `cutoff` as expired and returns their ids,
+    /// whose blobs the caller then removes (a crash in between leaves orphans for the startup sweep).
+    public func expireUploads(idleSince cutoff: Date, at now: Date) async throws -> [String] {
+        try await writer.write { db in
+            let ids = try String.fetchAll(
+                db, sql: "SELECT id FROM upload WHERE state = 'uploading' AND updatedAt < ?", arguments: [cutoff])
+            if !ids.isEmpty {
+                try db.execute(
+                    sql: "UPDATE upload SET state = 'expired', updatedAt = ? WHERE state = 'uploading' AND updatedAt < ?",
+                    arguments: [now, cutoff])
+            }
+            return ids
+        }
+    }
+
+    public func recordDownload(_ download: Download) async throws {
+        try await writer.write { db in try download.insert(db) }
+    }
+
+    public struct DownloadEntry: Codable, Sendable, FetchableRecord {
+        public var id: Int64
+        public var attachmentID: String
+        public var caseNumber: String
+        public var filename: String
+        public var user: String
+        public var startedAt: Date
+        public var finishedAt: Date
+        public var bytesSent: Int64
+        public var range: String?
+        public var status: Int
+        public var completed: Bool
+    }
+
+    /// The download access log, newest first, optionally for one case or attachment.
+    public func downloads(caseNumber: String?, attachmentID: String?, limit: Int) async throws -> [DownloadEntry] {
+        try await writer.read { db in
+            var conditions: [String] = []
+            var arguments: StatementArguments = []
+            if let caseNumber { conditions.append("u.caseNumber = ?"); arguments += [caseNumber] }
+            if let attachmentID { conditions.append("d.uploadID = ?"); arguments += [attachmentID] }
+            arguments += [limit]
+            let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+            return try DownloadEntry.fetchAll(db, sql: """
+                SELECT d.id, d.uploadID AS attachmentID, u.caseNumber, u.filename, usr.name AS user, d.startedAt,
+                       d.finishedAt, d.bytesSent, d.range, d.status, d.completed
+                FROM download d JOIN upload u ON u.id = d.uploadID JOIN user usr ON usr.id = d.userID
+                \(filter) ORDER BY d.id DESC LIMIT ?
+                """, arguments: arguments)
         }
     }
 }

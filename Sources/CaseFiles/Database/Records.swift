@@ -89,6 +89,10 @@ public enum UploadState: String, Codable, Sendable, DatabaseValueConvertible {
     case failed
     /// Deleted by a client (tus termination).
     case terminated
+    /// Unfinished and without progress for longer than the upload expiry (tus expiration); blob reclaimed.
+    case expired
+    /// Removed by the retention policy; the row stays as a tombstone.
+    case purged
 }
 
 /// One tus upload; once `verified` it is an attachment of its case (same id).
@@ -114,8 +118,26 @@ public struct Upload: Codable, Sendable, Equatable, FetchableRecord, Persistable
     public var createdAt: Date
     public var updatedAt: Date
     public var completedAt: Date?
+    public var purgedAt: Date?
 
     public static let databaseTableName = "upload"
 
     public var isComplete: Bool { length.map { offset == $0 } ?? false }
+}
+
+/// One download of an attachment: who, what, when, how much (the access log admins read).
+public struct Download: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public var id: Int64?
+    public var uploadID: String
+    public var userID: Int64
+    public var startedAt: Date
+    public var finishedAt: Date
+    public var bytesSent: Int64
+    /// The `Range` header as sent, if any.
+    public var range: String?
+    public var status: Int
+    /// Whether every byte of the response was written.
+    public var completed: Bool
+
+    public static let databaseTableName = "download"
 }

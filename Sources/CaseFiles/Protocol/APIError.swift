@@ -83,6 +83,8 @@ extension APIError {
         let why = switch upload.state {
         case .failed: "its whole-file SHA-256 did not match the declared digest"
         case .terminated: "it was deleted"
+        case .expired: "it made no progress for longer than the upload expiry"
+        case .purged: "its case's data was purged under the retention policy"
         default: "it is no longer available"
         }
         return APIError(.gone, "upload_gone",
@@ -108,7 +110,8 @@ extension APIError {
 
     static func superseded() -> APIError {
         APIError(.conflict, "superseded",
-                 "A newer request for this upload took over; this one stopped and kept what it had committed. "
+                 "A newer request for this upload took over (or the server is shutting down); this one stopped "
+                 + "and kept what it had committed. "
                  + "Send a HEAD request and resume from its Upload-Offset.")
     }
 

@@ -9,8 +9,11 @@ struct CasesController: Sendable {
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("cases", use: list)
         group.post("cases", use: create)
+        group.methodNotAllowed("cases", allowed: [.get, .post])
         group.get("cases/:number", use: show)
+        group.methodNotAllowed("cases/:number", allowed: [.get])
         group.get("cases/:number/attachments", use: attachments)
+        group.methodNotAllowed("cases/:number/attachments", allowed: [.get])
     }
 
     private var database: AppDatabase { services.database }
@@ -34,13 +37,23 @@ struct CasesController: Sendable {
         var cases: [CaseJSON]
     }
 
-    struct AttachmentJSON: Codable {
+    struct AttachmentJSON: Codable, ResponseEncodable {
         var id, filename: String
         var size: Int64
         var sha256: String
         var state: String
         var uploadedBy: String
         var uploadedAt: Date
+
+        init(_ upload: Upload, uploadedBy: String?) {
+            id = upload.id
+            filename = upload.filename
+            size = upload.offset
+            sha256 = upload.sha256 ?? ""
+            state = upload.state.rawValue
+            self.uploadedBy = uploadedBy ?? "unknown"
+            uploadedAt = upload.completedAt ?? upload.updatedAt
+        }
     }
 
     struct UnfinishedUploadJSON: Codable {
@@ -107,11 +120,7 @@ struct CasesController: Sendable {
         let uploads = try await database.uploads(caseNumber: supportCase.number)
         let names = try await database.userNames(ids: Set(uploads.map(\.createdBy)))
         return AttachmentList(
-            attachments: uploads.filter { $0.state == .verified }.map {
-                AttachmentJSON(id: $0.id, filename: $0.filename, size: $0.offset, sha256: $0.sha256 ?? "",
-                               state: $0.state.rawValue, uploadedBy: names[$0.createdBy] ?? "unknown",
-                               uploadedAt: $0.completedAt ?? $0.updatedAt)
-            },
+            attachments: uploads.filter { $0.state == .verified }.map { AttachmentJSON($0, uploadedBy: names[$0.createdBy]) },
             uploads: uploads.filter { $0.state == .uploading }.map {
                 UnfinishedUploadJSON(id: $0.id, filename: $0.filename, offset: $0.offset, length: $0.length)
             })

@@ -10,15 +10,17 @@ import NIOCore
 struct UploadsController: Sendable {
     let services: AppServices
 
-    static let extensions = "creation,creation-with-upload,creation-defer-length,termination,checksum"
+    static let extensions = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.post("cases/:number/uploads", use: create)
         group.on("cases/:number/uploads", method: .options, use: options)
+        group.methodNotAllowed("cases/:number/uploads", allowed: [.post, .options])
         group.on("uploads/:id", method: .head, use: head)
         group.patch("uploads/:id", use: patch)
         group.delete("uploads/:id", use: delete)
         group.on("uploads/:id", method: .options, use: options)
+        group.methodNotAllowed("uploads/:id", allowed: [.head, .patch, .delete, .options])
     }
 
     private var database: AppDatabase { services.database }
@@ -76,7 +78,7 @@ struct UploadsController: Sendable {
             id: SecureRandom.identifier(), caseNumber: supportCase.number, filename: filename, filetype: filetype,
             rawMetadata: metadata.raw, length: length, offset: 0, state: .uploading, declaredSHA256: declared,
             digestState: SHA256Digest().savedState, sha256: nil, createdBy: user.id!, createdAt: now,
-            updatedAt: now, completedAt: nil)
+            updatedAt: now, completedAt: nil, purgedAt: nil)
         // Blob first, row second: a crash between them leaves an orphan file the startup sweep removes,
         // never a row without its file.
         try services.blobs.create(id: upload.id)
@@ -94,6 +96,7 @@ struct UploadsController: Sendable {
             }
         }
         if carriesData || upload.length == 0 { headers[.uploadOffset] = String(current.offset) }
+        if current.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(current)) }
         return Response(status: .created, headers: headers)
     }
 
@@ -101,7 +104,7 @@ struct UploadsController: Sendable {
 
     @Sendable func head(_ request: Request, context: AppRequestContext) async throws -> Response {
         let (upload, _) = try await authorizedUpload(context, mayModify: false)
-        if upload.state == .failed || upload.state == .terminated { throw APIError.uploadGone(upload) }
+        if upload.state != .verified { try checkWritable(upload) }
         var headers: HTTPFields = [.uploadOffset: String(upload.offset), .cacheControl: "no-store"]
         if let length = upload.length {
             headers[.uploadLength] = String(length)
@@ -109,6 +112,7 @@ struct UploadsController: Sendable {
             headers[.uploadDeferLength] = "1"
         }
         if !upload.rawMetadata.isEmpty { headers[.uploadMetadata] = upload.rawMetadata }
+        if upload.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(upload)) }
         return Response(status: .ok, headers: headers)
     }
 
@@ -122,13 +126,13 @@ struct UploadsController: Sendable {
         let checksum = try TusHeaders.checksum(in: fields)
         let declared = try TusHeaders.reprDigest(in: fields)
         let (found, _) = try await authorizedUpload(context, mayModify: true)
-        try Self.checkWritable(found)
+        try checkWritable(found)
         await context.sendContinueIfExpected()
 
         let upload = try await withWriterLock(found.id) { () async throws -> Upload in
             // Re-read under the lock: the request we superseded may have committed more bytes.
             guard var upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
-            try Self.checkWritable(upload)
+            try checkWritable(upload)
             guard offset == upload.offset else { throw APIError.offsetMismatch(expected: upload.offset, got: offset) }
             if let newLength {
                 if let length = upload.length, length != newLength {
@@ -157,7 +161,9 @@ struct UploadsController: Sendable {
             }
             return try await appendBody(request.body, to: upload, request: request, checksum: checksum, context: context)
         }
-        return Response(status: .noContent, headers: [.uploadOffset: String(upload.offset)])
+        var headers: HTTPFields = [.uploadOffset: String(upload.offset)]
+        if upload.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(upload)) }
+        return Response(status: .noContent, headers: headers)
     }
 
     // MARK: - DELETE (termination)
@@ -166,6 +172,7 @@ struct UploadsController: Sendable {
         let (found, _) = try await authorizedUpload(context, mayModify: true)
         try await withWriterLock(found.id) {
             guard let upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
+            if upload.state == .uploading { try checkWritable(upload) }
             switch upload.state {
             case .uploading:
                 try await database.terminateUpload(id: upload.id, at: services.now())
@@ -175,7 +182,7 @@ struct UploadsController: Sendable {
                 throw APIError(.forbidden, "attachment_not_deletable",
                                "Upload \(upload.id) is complete and is now an attachment of case \(upload.caseNumber); "
                                + "attachments are removed only by the retention policy.")
-            case .failed, .terminated:
+            case .failed, .terminated, .expired, .purged:
                 throw APIError.uploadGone(upload)
             }
         }
@@ -346,11 +353,22 @@ struct UploadsController: Sendable {
         }
     }
 
-    private static func checkWritable(_ upload: Upload) throws {
+    /// tus expiration: an unfinished upload lives `uploadExpiry` past its last progress.
+    private func expiresAt(_ upload: Upload) -> Date {
+        upload.updatedAt.addingTimeInterval(services.limits.uploadExpiry)
+    }
+
+    private func checkWritable(_ upload: Upload) throws {
         switch upload.state {
-        case .uploading: return
+        case .uploading:
+            // Expired even if the reclaiming service has not run yet: the clock decides, not the sweep.
+            if services.now() >= expiresAt(upload) {
+                var expired = upload
+                expired.state = .expired
+                throw APIError.uploadGone(expired)
+            }
         case .verified: throw APIError.alreadyComplete(upload)
-        case .failed, .terminated: throw APIError.uploadGone(upload)
+        case .failed, .terminated, .expired, .purged: throw APIError.uploadGone(upload)
         }
     }
 
