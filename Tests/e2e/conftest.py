@@ -78,6 +78,7 @@ def server(tmp_path):
     srv = Server(tmp_path / "Storage")
     srv.customer = srv.cli("users", "create", "carol", "--role", "customer", "--account", "ACME")
     srv.engineer = srv.cli("users", "create", "erin", "--role", "engineer")
+    srv.admin = srv.cli("users", "create", "adam", "--role", "admin")
     srv.case = srv.cli("cases", "create", "--account", "ACME", "--subject", "Nightly batch crashes",
                        "--number", "1413", "--priority", "High")
     srv.start()

@@ -46,8 +46,7 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
         server: .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
         services: [
-            UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),
-            StopWritersOnShutdown(locks: services.locks),
+            UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger)
         ],
         logger: logger)
 }

@@ -8,14 +8,14 @@ public actor UploadWriterLocks {
         let ticket: UInt64
     }
 
-    fileprivate struct Holder {
+    private struct Holder {
         var ticket: UInt64
         var stop: @Sendable () -> Void
         /// The newest request waiting to take over; at most one, older waiters are superseded.
         var successor: (ticket: UInt64, stop: @Sendable () -> Void, resume: CheckedContinuation<Bool, Never>)?
     }
 
-    fileprivate var holders: [String: Holder] = [:]
+    private var holders: [String: Holder] = [:]
     private var nextTicket: UInt64 = 0
 
     public init() {}
@@ -46,12 +46,5 @@ public actor UploadWriterLocks {
         } else {
             holders[lease.uploadID] = nil
         }
-    }
-}
-
-extension UploadWriterLocks {
-    /// Asks every current writer to stop (graceful shutdown).
-    public func stopAll() {
-        for holder in holders.values { holder.stop() }
     }
 }

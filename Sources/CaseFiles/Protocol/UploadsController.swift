@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import ServiceLifecycle
 
 /// The tus 1.0 protocol handler: knows HTTP and the upload state machine; bytes go to a `BlobStore`,
 /// which knows neither, and state to `AppDatabase`.
@@ -321,7 +322,13 @@ struct UploadsController: Sendable {
             return state.stopped
         }
         if stoppedAlready { task.cancel() }
-        let result = await withTaskCancellationHandler { await task.result } onCancel: { task.cancel() }
+        // On SIGTERM the server waits for in-flight requests; an upload may take hours, so it is asked
+        // to stop now: it commits what it verified and answers, and the client resumes later.
+        let result = await withGracefulShutdownHandler {
+            await withTaskCancellationHandler { await task.result } onCancel: { task.cancel() }
+        } onGracefulShutdown: {
+            task.cancel()
+        }
         await services.locks.release(lease)
         return try result.get()
     }

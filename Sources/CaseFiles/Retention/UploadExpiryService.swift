@@ -44,14 +44,3 @@ public struct UploadExpiryService: Service {
         return ids
     }
 }
-
-/// On SIGTERM/SIGINT, asks every in-flight upload request to stop; each commits the bytes it has
-/// verified and answers, so the server can exit promptly without losing acknowledged data.
-struct StopWritersOnShutdown: Service {
-    let locks: UploadWriterLocks
-
-    func run() async throws {
-        try? await gracefulShutdown()
-        await locks.stopAll()
-    }
-}
