@@ -11,6 +11,10 @@ import Testing
         (.modifyOthersUpload, [.forbidden, .hidden, .allow, .allow]),
         (.createCase, [.forbidden, .forbidden, .allow, .allow]),
         (.readAccessLog, [.forbidden, .forbidden, .forbidden, .allow]),
+        (.changeCaseStatus, [.forbidden, .hidden, .allow, .allow]),
+        (.closeOrReopenCase, [.allow, .hidden, .allow, .allow]),
+        (.holdCase, [.forbidden, .hidden, .forbidden, .allow]),
+        (.readPurgeLog, [.forbidden, .forbidden, .forbidden, .allow]),
     ]
 
     @Test func everyCellOfTheTable() {

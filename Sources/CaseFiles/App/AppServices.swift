@@ -26,14 +26,27 @@ public struct AppServices: Sendable {
         return AppServices(database: database, blobs: try FileBlobStore(root: root), limits: limits, now: now)
     }
 
-    /// Removes blobs no upload owns (a crash between creating a file and inserting its row, or a
-    /// failed or terminated upload whose removal was interrupted). Run before serving.
+    /// Removes blobs no live upload owns: files of failed, terminated, expired or purged uploads whose
+    /// removal was interrupted, and files with no row at all (a crash between creating a file and
+    /// inserting its row). A file with no row may also be an upload being created right now, so while
+    /// the server may be running only such files older than `unknownOlderThan` seconds are removed.
     @discardableResult
-    public func sweepOrphanBlobs() throws -> [String] {
-        let live = try database.idsWithLiveBlobs()
-        let orphans = try blobs.storedIDs().filter { !live.contains($0) }
-        for id in orphans { try blobs.remove(id: id) }
-        return orphans
+    public func sweepOrphanBlobs(unknownOlderThan minimumAge: TimeInterval = 0) throws -> [String] {
+        let states = try database.uploadStates()
+        var removed: [String] = []
+        for id in try blobs.storedIDs() {
+            switch states[id] {
+            case .uploading?, .verified?:
+                continue
+            case nil:
+                guard let modified = blobs.lastModified(id: id), Date().timeIntervalSince(modified) >= minimumAge else { continue }
+            default:
+                break
+            }
+            try blobs.remove(id: id)
+            removed.append(id)
+        }
+        return removed
     }
 }
 

@@ -12,10 +12,13 @@ public struct AppConfiguration: Sendable {
     public var logLevel: Logger.Level
     /// How often abandoned uploads are looked for.
     public var expirySweepInterval: Duration
+    /// How often the retention purge runs.
+    public var purgeInterval: Duration
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), logLevel: Logger.Level = .info,
-                expirySweepInterval: Duration = .seconds(600)) {
+                expirySweepInterval: Duration = .seconds(600), purgeInterval: Duration = .seconds(3600)) {
+        self.purgeInterval = purgeInterval
         self.host = host
         self.port = port
         self.storage = storage
@@ -46,7 +49,8 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
         server: .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
         services: [
-            UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger)
+            UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),
+            RetentionPurgeService(services: services, interval: configuration.purgeInterval, logger: logger),
         ],
         logger: logger)
 }

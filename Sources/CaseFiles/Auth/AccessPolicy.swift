@@ -11,6 +11,14 @@ public enum AccessPolicy {
         case createCase
         /// Read the download access log (who downloaded which attachment).
         case readAccessLog
+        /// Move a case between Open, Awaiting Info and Solution Proposed.
+        case changeCaseStatus
+        /// Close or reopen a case (customers within the handbook's limits, checked by CaseLifecycle).
+        case closeOrReopenCase
+        /// Put a case on legal hold or release it.
+        case holdCase
+        /// Read the retention purge's audit log.
+        case readPurgeLog
     }
 
     public enum Decision: Sendable, Equatable {
@@ -26,17 +34,17 @@ public enum AccessPolicy {
         switch (role, action) {
         case (.admin, _):
             return .allow
-        case (.engineer, .readAccessLog):
+        case (.engineer, .readAccessLog), (.engineer, .holdCase), (.engineer, .readPurgeLog):
             return .forbidden
         case (.engineer, _):
             return .allow
-        case (.customer, .createCase), (.customer, .readAccessLog):
+        case (.customer, .createCase), (.customer, .readAccessLog), (.customer, .readPurgeLog):
             return .forbidden
         case (.customer, _) where !ownAccount:
             return .hidden
-        case (.customer, .readCase), (.customer, .useOwnUpload):
+        case (.customer, .readCase), (.customer, .useOwnUpload), (.customer, .closeOrReopenCase):
             return .allow
-        case (.customer, .modifyOthersUpload):
+        case (.customer, .modifyOthersUpload), (.customer, .changeCaseStatus), (.customer, .holdCase):
             return .forbidden
         }
     }

@@ -113,6 +113,52 @@ public struct AppDatabase: Sendable {
                 t.column("completed", .boolean).notNull()
             }
         }
+        migrator.registerMigration("v3: case history, legal hold, settings, purge audit log") { db in
+            try db.alter(table: "supportCase") { t in
+                t.add(column: "legalHold", .boolean).notNull().defaults(to: false)
+                t.add(column: "purgedAt", .datetime)
+            }
+            try db.create(table: "caseEvent") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("caseNumber", .text).notNull().indexed().references("supportCase", onDelete: .restrict)
+                t.column("kind", .text).notNull()
+                    .check(sql: "kind IN ('opened', 'status', 'closed', 'reopened', 'hold', 'release', 'purged')")
+                t.column("status", .text).notNull()
+                t.column("subStatus", .text).notNull()
+                t.column("actor", .text).notNull()
+                t.column("comment", .text)
+                t.column("at", .datetime).notNull()
+            }
+            try db.create(table: "setting") { t in
+                t.primaryKey("key", .text)
+                t.column("value", .text).notNull()
+            }
+            try db.create(table: "purgeRun") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("startedAt", .datetime).notNull()
+                t.column("finishedAt", .datetime)
+                t.column("asOf", .datetime).notNull()
+                t.column("retentionDays", .integer).notNull()
+                t.column("trigger", .text).notNull()
+                t.column("state", .text).notNull().check(sql: "state IN ('running', 'finished', 'interrupted')")
+                t.column("casesPurged", .integer).notNull().defaults(to: 0)
+                t.column("itemsPurged", .integer).notNull().defaults(to: 0)
+                t.column("bytesFreed", .integer).notNull().defaults(to: 0)
+                t.column("casesSkippedForHold", .integer).notNull().defaults(to: 0)
+                t.column("itemsSkippedForHold", .integer).notNull().defaults(to: 0)
+                t.column("errors", .text)
+            }
+            try db.create(table: "purgeItem") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("runID", .integer).notNull().indexed().references("purgeRun", onDelete: .restrict)
+                t.column("caseNumber", .text).notNull()
+                t.column("uploadID", .text).notNull().unique().references("upload", onDelete: .restrict)
+                t.column("filename", .text).notNull()
+                t.column("previousState", .text).notNull()
+                t.column("bytes", .integer).notNull()
+                t.column("at", .datetime).notNull()
+            }
+        }
         return migrator
     }
 }
@@ -265,12 +311,6 @@ extension AppDatabase {
         }
     }
 
-    /// Ids whose blobs must stay on disk; anything else in the blob store is an orphan.
-    public func idsWithLiveBlobs() throws -> Set<String> {
-        try writer.read { db in
-            try Set(String.fetchAll(db, sql: "SELECT id FROM upload WHERE state IN ('uploading', 'verified')"))
-        }
-    }
 }
 
 public struct CaseNumberTaken: Error, CustomStringConvertible {
@@ -356,6 +396,156 @@ extension AppDatabase {
                 FROM download d JOIN upload u ON u.id = d.uploadID JOIN user usr ON usr.id = d.userID
                 \(filter) ORDER BY d.id DESC LIMIT ?
                 """, arguments: arguments)
+        }
+    }
+}
+
+// MARK: - Case lifecycle
+
+extension AppDatabase {
+    /// Reads a case, applies `transition` and records the event, all in one transaction.
+    public func transitionCase(
+        _ number: String, kind: CaseEvent.Kind, actor: String, comment: String?, at now: Date,
+        _ transition: @Sendable (SupportCase) throws -> SupportCase
+    ) async throws -> SupportCase {
+        try await writer.write { db in
+            guard let current = try SupportCase.fetchOne(db, key: number) else {
+                throw APIError.caseNotFound(number)
+            }
+            let next = try transition(current)
+            try next.update(db)
+            try CaseEvent(id: nil, caseNumber: number, kind: kind, status: next.status, subStatus: next.subStatus,
+                          actor: actor, comment: comment, at: now).insert(db)
+            return next
+        }
+    }
+
+    public func caseHistory(_ number: String) async throws -> [CaseEvent] {
+        try await writer.read { db in
+            try CaseEvent.filter(Column("caseNumber") == number).order(Column("id")).fetchAll(db)
+        }
+    }
+
+    public func allCases() throws -> [SupportCase] {
+        try writer.read { db in try SupportCase.order(Column("number")).fetchAll(db) }
+    }
+
+    public func supportCaseNow(number: String) throws -> SupportCase? {
+        try writer.read { db in try SupportCase.fetchOne(db, key: number) }
+    }
+}
+
+// MARK: - Settings
+
+extension AppDatabase {
+    public func retentionSettings() throws -> RetentionSettings {
+        try writer.read { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT key, value FROM setting")
+            var settings = RetentionSettings.defaults
+            for row in rows {
+                let key: String = row["key"]
+                let value: String = row["value"]
+                switch key {
+                case "retention-days": settings.retentionDays = Int(value) ?? settings.retentionDays
+                case "reopen-days": settings.reopenDays = Int(value) ?? settings.reopenDays
+                default: continue
+                }
+            }
+            return settings
+        }
+    }
+
+    public func setSetting(_ key: String, _ value: String) throws {
+        try writer.write { db in
+            try db.execute(sql: "INSERT INTO setting (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                           arguments: [key, value])
+        }
+    }
+}
+
+// MARK: - Retention purge
+
+extension AppDatabase {
+    /// Closed, not yet purged cases closed at or before `cutoff`, with the uploads that still hold bytes.
+    public func casesDueForPurge(closedBy cutoff: Date) async throws -> [(SupportCase, [Upload])] {
+        try await writer.read { db in
+            let cases = try SupportCase
+                .filter(Column("status") == CaseStatus.closed.rawValue && Column("closedAt") <= cutoff && Column("purgedAt") == nil)
+                .order(Column("number")).fetchAll(db)
+            return try cases.map { supportCase in
+                (supportCase, try Upload
+                    .filter(Column("caseNumber") == supportCase.number && ["uploading", "verified"].contains(Column("state")))
+                    .order(Column("createdAt")).fetchAll(db))
+            }
+        }
+    }
+
+    /// A run that is still `running` when another starts was killed: mark it, with totals from its items.
+    public func closeInterruptedPurgeRuns(at now: Date) async throws {
+        try await writer.write { db in
+            try db.execute(sql: """
+                UPDATE purgeRun SET state = 'interrupted', finishedAt = ?,
+                    itemsPurged = (SELECT COUNT(*) FROM purgeItem WHERE runID = purgeRun.id),
+                    bytesFreed = (SELECT COALESCE(SUM(bytes), 0) FROM purgeItem WHERE runID = purgeRun.id),
+                    casesPurged = (SELECT COUNT(DISTINCT caseNumber) FROM purgeItem WHERE runID = purgeRun.id)
+                WHERE state = 'running'
+                """, arguments: [now])
+        }
+    }
+
+    public func insertPurgeRun(_ run: PurgeRun) async throws -> PurgeRun {
+        try await writer.write { db in
+            var run = run
+            try run.insert(db)
+            run.id = db.lastInsertedRowID
+            return run
+        }
+    }
+
+    public func updatePurgeRun(_ run: PurgeRun) async throws {
+        try await writer.write { db in try run.update(db) }
+    }
+
+    /// Turns one upload into a tombstone and records it in the audit log, in one transaction. The blob
+    /// is removed afterwards: a crash in between leaves an orphan file that the sweep removes.
+    public func purgeUpload(_ upload: Upload, runID: Int64, at now: Date) async throws -> Bool {
+        try await writer.write { db in
+            try db.execute(
+                sql: "UPDATE upload SET state = 'purged', purgedAt = ? WHERE id = ? AND state IN ('uploading', 'verified')",
+                arguments: [now, upload.id])
+            guard db.changesCount == 1 else { return false }
+            try PurgeItem(id: nil, runID: runID, caseNumber: upload.caseNumber, uploadID: upload.id,
+                          filename: upload.filename, previousState: upload.state, bytes: upload.offset, at: now).insert(db)
+            return true
+        }
+    }
+
+    public func markCasePurged(_ supportCase: SupportCase, policy: String, at now: Date) async throws {
+        try await writer.write { db in
+            try db.execute(sql: "UPDATE supportCase SET purgedAt = ? WHERE number = ? AND purgedAt IS NULL",
+                           arguments: [now, supportCase.number])
+            try CaseEvent(id: nil, caseNumber: supportCase.number, kind: .purged, status: supportCase.status,
+                          subStatus: supportCase.subStatus, actor: "retention", comment: policy, at: now).insert(db)
+        }
+    }
+
+    public func purgeRuns(limit: Int) async throws -> [PurgeRun] {
+        try await writer.read { db in try PurgeRun.order(Column("id").desc).limit(limit).fetchAll(db) }
+    }
+
+    public func purgeItems(runID: Int64) async throws -> [PurgeItem] {
+        try await writer.read { db in try PurgeItem.filter(Column("runID") == runID).order(Column("id")).fetchAll(db) }
+    }
+
+    /// Upload states by id, for the orphan sweep.
+    public func uploadStates() throws -> [String: UploadState] {
+        try writer.read { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT id, state FROM upload")
+            var states: [String: UploadState] = [:]
+            for row in rows {
+                if let state = UploadState(rawValue: row["state"]) { states[row["id"]] = state }
+            }
+            return states
         }
     }
 }

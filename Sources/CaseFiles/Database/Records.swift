@@ -74,6 +74,10 @@ public struct SupportCase: Codable, Sendable, Equatable, FetchableRecord, Persis
     public var openedAt: Date
     public var closedAt: Date?
     public var updatedAt: Date
+    /// An admin's legal hold: a held case is never purged.
+    public var legalHold: Bool = false
+    /// When the retention policy purged the case's data; after that it cannot be reopened.
+    public var purgedAt: Date?
 
     public static let databaseTableName = "supportCase"
 
@@ -123,6 +127,61 @@ public struct Upload: Codable, Sendable, Equatable, FetchableRecord, Persistable
     public static let databaseTableName = "upload"
 
     public var isComplete: Bool { length.map { offset == $0 } ?? false }
+}
+
+/// One entry of a case's history: every transition, hold and purge, with who and when.
+public struct CaseEvent: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public enum Kind: String, Codable, Sendable, DatabaseValueConvertible {
+        case opened, status, closed, reopened, hold, release, purged
+    }
+
+    public var id: Int64?
+    public var caseNumber: String
+    public var kind: Kind
+    /// The status and sub-status after the event.
+    public var status: CaseStatus
+    public var subStatus: String
+    /// A user name, or `cli:<login>` for operator commands, or `retention` for the purge.
+    public var actor: String
+    public var comment: String?
+    public var at: Date
+
+    public static let databaseTableName = "caseEvent"
+}
+
+/// One run of the retention purge, kept even after what it purged is gone (the audit log).
+public struct PurgeRun: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public var id: Int64?
+    public var startedAt: Date
+    public var finishedAt: Date?
+    public var asOf: Date
+    public var retentionDays: Int
+    /// `schedule` (the service in `serve`) or `cli`.
+    public var trigger: String
+    /// `running` until finished; a run found `running` by a later one was killed and is marked `interrupted`.
+    public var state: String
+    public var casesPurged: Int
+    public var itemsPurged: Int
+    public var bytesFreed: Int64
+    public var casesSkippedForHold: Int
+    public var itemsSkippedForHold: Int
+    public var errors: String?
+
+    public static let databaseTableName = "purgeRun"
+}
+
+/// One attachment or unfinished upload removed by a purge run.
+public struct PurgeItem: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public var id: Int64?
+    public var runID: Int64
+    public var caseNumber: String
+    public var uploadID: String
+    public var filename: String
+    public var previousState: UploadState
+    public var bytes: Int64
+    public var at: Date
+
+    public static let databaseTableName = "purgeItem"
 }
 
 /// One download of an attachment: who, what, when, how much (the access log admins read).

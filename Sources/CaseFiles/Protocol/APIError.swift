@@ -80,6 +80,13 @@ extension APIError {
     }
 
     static func uploadGone(_ upload: Upload) -> APIError {
+        if upload.state == .purged {
+            let day = upload.purgedAt.map(CaseLifecycle.day) ?? "an earlier date"
+            return APIError(.gone, "purged",
+                            "\(upload.filename) was purged on \(day) under the retention policy: all data of a case is "
+                            + "deleted once it has been closed for the retention period. Ask the customer to upload it again "
+                            + "to a new case if it is still needed.")
+        }
         let why = switch upload.state {
         case .failed: "its whole-file SHA-256 did not match the declared digest"
         case .terminated: "it was deleted"

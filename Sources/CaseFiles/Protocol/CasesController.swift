@@ -11,7 +11,19 @@ struct CasesController: Sendable {
         group.post("cases", use: create)
         group.methodNotAllowed("cases", allowed: [.get, .post])
         group.get("cases/:number", use: show)
-        group.methodNotAllowed("cases/:number", allowed: [.get])
+        group.patch("cases/:number", use: changeStatus)
+        group.methodNotAllowed("cases/:number", allowed: [.get, .patch])
+        group.post("cases/:number/close", use: close)
+        group.methodNotAllowed("cases/:number/close", allowed: [.post])
+        group.post("cases/:number/reopen", use: reopen)
+        group.methodNotAllowed("cases/:number/reopen", allowed: [.post])
+        group.get("cases/:number/history", use: history)
+        group.methodNotAllowed("cases/:number/history", allowed: [.get])
+        group.post("cases/:number/hold", use: hold)
+        group.delete("cases/:number/hold", use: release)
+        group.methodNotAllowed("cases/:number/hold", allowed: [.post, .delete])
+        group.get("purge-runs", use: purgeRuns)
+        group.methodNotAllowed("purge-runs", allowed: [.get])
         group.get("cases/:number/attachments", use: attachments)
         group.methodNotAllowed("cases/:number/attachments", allowed: [.get])
     }
@@ -24,12 +36,14 @@ struct CasesController: Sendable {
         var number, account, subject, requestType, priority, status, subStatus: String
         var openedAt: Date
         var closedAt: Date?
+        var legalHold: Bool
+        var purgedAt: Date?
 
         init(_ c: SupportCase) {
             number = c.number; account = c.account; subject = c.subject
             requestType = c.requestType.rawValue; priority = c.priority.rawValue
             status = c.status.rawValue; subStatus = c.subStatus
-            openedAt = c.openedAt; closedAt = c.closedAt
+            openedAt = c.openedAt; closedAt = c.closedAt; legalHold = c.legalHold; purgedAt = c.purgedAt
         }
     }
 
@@ -40,19 +54,21 @@ struct CasesController: Sendable {
     struct AttachmentJSON: Codable, ResponseEncodable {
         var id, filename: String
         var size: Int64
-        var sha256: String
+        var sha256: String?
         var state: String
         var uploadedBy: String
         var uploadedAt: Date
+        var purgedAt: Date?
 
         init(_ upload: Upload, uploadedBy: String?) {
             id = upload.id
             filename = upload.filename
             size = upload.offset
-            sha256 = upload.sha256 ?? ""
+            sha256 = upload.sha256
             state = upload.state.rawValue
             self.uploadedBy = uploadedBy ?? "unknown"
             uploadedAt = upload.completedAt ?? upload.updatedAt
+            purgedAt = upload.purgedAt
         }
     }
 
@@ -120,10 +136,120 @@ struct CasesController: Sendable {
         let uploads = try await database.uploads(caseNumber: supportCase.number)
         let names = try await database.userNames(ids: Set(uploads.map(\.createdBy)))
         return AttachmentList(
-            attachments: uploads.filter { $0.state == .verified }.map { AttachmentJSON($0, uploadedBy: names[$0.createdBy]) },
+            attachments: uploads.filter { $0.state == .verified || $0.state == .purged }
+                .map { AttachmentJSON($0, uploadedBy: names[$0.createdBy]) },
             uploads: uploads.filter { $0.state == .uploading }.map {
                 UnfinishedUploadJSON(id: $0.id, filename: $0.filename, offset: $0.offset, length: $0.length)
             })
+    }
+
+    // MARK: - Lifecycle (handbook: Closing Cases, Reopening Cases)
+
+    struct StatusChange: Decodable {
+        var status: CaseStatus
+        var subStatus: String
+        var comment: String?
+    }
+
+    struct Closing: Decodable {
+        var subStatus: String
+        var comment: String?
+    }
+
+    struct Comment: Decodable {
+        var comment: String?
+    }
+
+    struct History: ResponseEncodable {
+        var events: [CaseEvent]
+    }
+
+    @Sendable func changeStatus(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
+        let (supportCase, actor) = try await caseFor(context, action: .changeCaseStatus)
+        let input = try await decodeJSON(StatusChange.self, request, context)
+        let now = services.now()
+        return CaseJSON(try await database.transitionCase(
+            supportCase.number, kind: .status, actor: actor.name, comment: input.comment, at: now) {
+                try CaseLifecycle.setStatus($0, to: input.status, subStatus: input.subStatus, by: actor, at: now)
+            })
+    }
+
+    @Sendable func close(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
+        let (supportCase, actor) = try await caseFor(context, action: .closeOrReopenCase)
+        let input = try await decodeJSON(Closing.self, request, context)
+        let now = services.now()
+        return CaseJSON(try await database.transitionCase(
+            supportCase.number, kind: .closed, actor: actor.name, comment: input.comment, at: now) {
+                try CaseLifecycle.close($0, subStatus: input.subStatus, by: actor, at: now)
+            })
+    }
+
+    @Sendable func reopen(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
+        let (supportCase, actor) = try await caseFor(context, action: .closeOrReopenCase)
+        let input = request.headers[.contentType] == nil ? Comment() : try await decodeJSON(Comment.self, request, context)
+        let now = services.now()
+        let settings = try database.retentionSettings()
+        return CaseJSON(try await database.transitionCase(
+            supportCase.number, kind: .reopened, actor: actor.name, comment: input.comment, at: now) {
+                try CaseLifecycle.reopen($0, by: actor, at: now, settings: settings)
+            })
+    }
+
+    @Sendable func history(_ request: Request, context: AppRequestContext) async throws -> History {
+        History(events: try await database.caseHistory(try await visibleCase(context).number))
+    }
+
+    @Sendable func hold(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
+        try await setHold(true, context)
+    }
+
+    @Sendable func release(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
+        try await setHold(false, context)
+    }
+
+    private func setHold(_ held: Bool, _ context: AppRequestContext) async throws -> CaseJSON {
+        let (supportCase, actor) = try await caseFor(context, action: .holdCase)
+        return CaseJSON(try await database.transitionCase(
+            supportCase.number, kind: held ? .hold : .release, actor: actor.name, comment: nil, at: services.now()) {
+                var next = $0
+                next.legalHold = held
+                return next
+            })
+    }
+
+    struct PurgeRuns: ResponseEncodable {
+        var runs: [PurgeRun]
+    }
+
+    @Sendable func purgeRuns(_ request: Request, context: AppRequestContext) async throws -> PurgeRuns {
+        let user = try context.requireUser()
+        guard AccessPolicy.decide(user: user, caseAccount: nil, action: .readPurgeLog) == .allow else {
+            throw APIError.forbidden("read the purge audit log; ask an administrator")
+        }
+        return PurgeRuns(runs: try await database.purgeRuns(limit: 1000))
+    }
+
+    /// The case in the path if visible, and the caller as an actor allowed to do `action` on it.
+    private func caseFor(_ context: AppRequestContext, action: AccessPolicy.Action) async throws -> (SupportCase, CaseActor) {
+        let user = try context.requireUser()
+        let supportCase = try await visibleCase(context)
+        guard AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: action) == .allow else {
+            throw APIError.forbidden("do this on case \(supportCase.number)")
+        }
+        return (supportCase, CaseActor(user: user))
+    }
+
+    private func decodeJSON<T: Decodable>(_ type: T.Type, _ request: Request, _ context: AppRequestContext) async throws -> T {
+        guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
+            throw APIError(.unsupportedMediaType, "unsupported_media_type", "Send `Content-Type: application/json`.")
+        }
+        do {
+            return try await request.decode(as: T.self, context: context)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw error
+        } catch {
+            throw APIError.badRequest("invalid_json", "The body is not the JSON this endpoint expects: \(error).")
+        }
     }
 
     private func visibleCase(_ context: AppRequestContext) async throws -> SupportCase {

@@ -126,7 +126,8 @@ struct UploadsController: Sendable {
         let newLength = try TusHeaders.count(.uploadLength, in: fields)
         let checksum = try TusHeaders.checksum(in: fields)
         let declared = try TusHeaders.reprDigest(in: fields)
-        let (found, _) = try await authorizedUpload(context, mayModify: true)
+        let (found, supportCase) = try await authorizedUpload(context, mayModify: true)
+        guard !supportCase.isClosed else { throw APIError.caseClosed(supportCase.number) }
         try checkWritable(found)
         await context.sendContinueIfExpected()
 

@@ -21,6 +21,9 @@ public protocol BlobStore: Sendable {
     /// Every blob id on disk, for sweeping orphans.
     func storedIDs() throws -> [String]
 
+    /// When a blob was last written (real time, for the orphan sweep's age threshold).
+    func lastModified(id: String) -> Date?
+
     /// Bytes available to the service on the storage filesystem.
     func availableBytes() throws -> Int64
 }

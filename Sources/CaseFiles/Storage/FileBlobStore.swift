@@ -65,6 +65,10 @@ public struct FileBlobStore: BlobStore {
         }
     }
 
+    public func lastModified(id: String) -> Date? {
+        try? FileManager.default.attributesOfItem(atPath: path(for: id))[.modificationDate] as? Date
+    }
+
     public func availableBytes() throws -> Int64 {
         var stats = statvfs()
         guard statvfs(root.path, &stats) == 0 else { throw StorageError.from("statvfs", errno: errno) }
