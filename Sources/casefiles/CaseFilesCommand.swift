@@ -9,7 +9,8 @@ struct CaseFilesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casefiles",
         abstract: "Resumable, integrity-checked file transfer for support cases (tus 1.0).",
-        subcommands: [Serve.self, Users.self, Cases.self, Purge.self, Settings.self])
+        subcommands: [Serve.self, Users.self, Cases.self, Purge.self, Settings.self,
+                      Upload.self, Download.self, Attachments.self])
 }
 
 /// `--storage PATH` (default `./Storage`, or `CASEFILES_STORAGE`): the database and blobs.
@@ -367,6 +368,151 @@ struct Settings: AsyncParsableCommand {
             guard (1...3650).contains(value) else { throw ValidationError("\(key) must be between 1 and 3650 days") }
             try storage.openServices().database.setSetting(key, String(value))
             print("\(key)\t\(value)")
+        }
+    }
+}
+
+// MARK: - Client commands
+
+/// `--server` and `--token` (or CASEFILES_SERVER / CASEFILES_TOKEN), retries and output.
+struct ClientOptions: ParsableArguments {
+    @Option(help: "Server URL, e.g. http://127.0.0.1:8080 (default: $CASEFILES_SERVER).") var server: String?
+    @Option(help: "Bearer token (default: $CASEFILES_TOKEN).") var token: String?
+    @Option(help: "Attempts per request before giving up on network errors, timeouts and 5xx.") var retries = 10
+    @Option(help: "First retry delay in seconds; it doubles each time (with jitter) up to --max-retry-delay.")
+    var retryDelay = 0.5
+    @Option(help: "Longest wait between retries, in seconds.") var maxRetryDelay = 30.0
+    @Option(help: "Seconds one request may take.") var timeout: Int64 = 300
+    @Flag(help: "Print only the final result.") var quiet = false
+
+    func makeClient() throws -> CaseFilesClient {
+        let environment = ProcessInfo.processInfo.environment
+        guard let server = server ?? environment["CASEFILES_SERVER"], !server.isEmpty else {
+            throw ValidationError("give --server or set CASEFILES_SERVER")
+        }
+        guard let token = token ?? environment["CASEFILES_TOKEN"], !token.isEmpty else {
+            throw ValidationError("give --token or set CASEFILES_TOKEN")
+        }
+        guard retries >= 1, retryDelay >= 0, maxRetryDelay >= 0, timeout > 0 else {
+            throw ValidationError("--retries must be at least 1; delays and --timeout must not be negative")
+        }
+        let quiet = self.quiet
+        return CaseFilesClient(
+            server: server, token: token,
+            retry: RetryPolicy(maxAttempts: retries, baseDelay: retryDelay, maxDelay: maxRetryDelay),
+            requestTimeout: timeout, log: { if !quiet { print($0) } })
+    }
+}
+
+/// Runs a client operation, turning a `ClientFailure` into its documented exit code.
+func runClient(_ options: ClientOptions, _ body: (CaseFilesClient) async throws -> Void) async throws {
+    let client = try options.makeClient()
+    do {
+        try await body(client)
+        await client.shutdown()
+    } catch let failure as ClientFailure {
+        await client.shutdown()
+        FileHandle.standardError.write(Data("error: \(failure.message)\n".utf8))
+        throw ExitCode(failure.kind.rawValue)
+    } catch {
+        await client.shutdown()
+        throw error
+    }
+}
+
+struct Upload: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Upload files to a case over tus, resuming by itself after any interruption.",
+        discussion: """
+            Each file's SHA-256 is declared at creation and every chunk carries Upload-Checksum: sha256. \
+            The upload URL is remembered under $XDG_STATE_HOME/casefiles (or ~/.local/state/casefiles): run \
+            the same command again after Ctrl-C, a crash or a reboot and it continues from the server's offset. \
+            A file changed since is uploaded anew.
+
+            """ + ClientFailure.exitCodeHelp)
+
+    @OptionGroup var options: ClientOptions
+    @Option(name: .customLong("case"), help: "Case number.") var caseNumber: String
+    @Option(help: "Chunk size: bytes, or with KiB/MiB/GiB (default 8MiB).") var chunkSize = "8MiB"
+    @Argument(help: "Files to upload.") var files: [String]
+
+    func run() async throws {
+        guard let chunk = ByteCount.parse(chunkSize), chunk <= 1 << 30 else {
+            throw ValidationError("--chunk-size must be a positive size up to 1GiB, like 8388608, 512KiB or 8MiB")
+        }
+        guard let number = CaseNumber.normalise(caseNumber) else { throw ValidationError("--case must be 1 to 8 digits") }
+        guard !files.isEmpty else { throw ValidationError("name at least one file") }
+        try await runClient(options) { client in
+            let uploader = TusUploader(client: client, chunkSize: chunk, quiet: options.quiet)
+            for file in files {
+                let result = try await uploader.upload(path: file, caseNumber: number)
+                print("uploaded \(file): attachment \(result.attachmentID) sha256 \(result.sha256) "
+                      + "(\(result.size) bytes; resumed at \(result.resumedFrom); sent \(result.bytesSent))")
+            }
+        }
+    }
+}
+
+struct Download: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Download attachments, resuming after interruptions and verifying their SHA-256.",
+        discussion: """
+            Bytes go to PATH.part, which a later run resumes with Range/If-Range; the file is renamed into \
+            place only when its SHA-256 matches the server's Repr-Digest (otherwise the part is deleted).
+
+            """ + ClientFailure.exitCodeHelp)
+
+    @OptionGroup var options: ClientOptions
+    @Option(name: .shortAndLong, help: "Output file, or directory (default: the attachment's name here).") var output: String?
+    @Option(name: .customLong("case"), help: "With --all: the case whose attachments to download.") var caseNumber: String?
+    @Flag(help: "Download every verified attachment of --case into --output (a directory, default .).") var all = false
+    @Argument(help: "Attachment ids.") var ids: [String] = []
+
+    func run() async throws {
+        if all {
+            guard let raw = caseNumber, let number = CaseNumber.normalise(raw) else {
+                throw ValidationError("--all needs --case NUMBER")
+            }
+            try await runClient(options) { client in
+                let downloader = AttachmentDownloader(client: client, quiet: options.quiet)
+                let directory = output ?? "."
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                for attachment in try await client.attachments(caseNumber: number).attachments where attachment.state == "verified" {
+                    let result = try await downloader.download(id: attachment.id, to: directory)
+                    print("downloaded \(result.path): sha256 \(result.sha256) (\(result.size) bytes)")
+                }
+            }
+            return
+        }
+        guard !ids.isEmpty else { throw ValidationError("name an attachment id, or use --case NUMBER --all") }
+        if ids.count > 1, let output, !FileManager.default.fileExists(atPath: output) {
+            throw ValidationError("with several ids, --output must be an existing directory")
+        }
+        try await runClient(options) { client in
+            let downloader = AttachmentDownloader(client: client, quiet: options.quiet)
+            for id in ids {
+                let result = try await downloader.download(id: id, to: output)
+                print("downloaded \(result.path): sha256 \(result.sha256) (\(result.size) bytes)")
+            }
+        }
+    }
+}
+
+struct Attachments: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List a case's attachments and unfinished uploads.")
+    @OptionGroup var options: ClientOptions
+    @Option(name: .customLong("case"), help: "Case number.") var caseNumber: String
+
+    func run() async throws {
+        guard let number = CaseNumber.normalise(caseNumber) else { throw ValidationError("--case must be 1 to 8 digits") }
+        try await runClient(options) { client in
+            let list = try await client.attachments(caseNumber: number)
+            for a in list.attachments {
+                print([a.id, a.state, String(a.size), a.sha256 ?? "-", a.uploadedBy, a.filename].joined(separator: "\t"))
+            }
+            for u in list.uploads {
+                print([u.id, "uploading", "\(u.offset)/\(u.length.map(String.init) ?? "?")", "-", "-", u.filename].joined(separator: "\t"))
+            }
         }
     }
 }
