@@ -1,0 +1,404 @@
+"""The benchmark run behind Scripts/bench: every row measured in the same run, medians of several runs."""
+import base64
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BINARY = sys.argv[1]
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+MiB = 1 << 20
+GiB = 1 << 30
+rows: list[dict] = []
+notes: list[str] = []
+
+
+def row(name, value, unit, detail=""):
+    rows.append({"benchmark": name, "value": round(value, 2), "unit": unit, "detail": detail})
+    print(f"  {name:<58} {value:>10.2f} {unit:<8} {detail}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port, path="/", timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", path)
+            c.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def proc_cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_peak_rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class CaseFiles:
+    def __init__(self, storage: Path):
+        self.storage = storage
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+        self.token = self.cli("users", "create", f"bench{time.time_ns()}", "--role", "customer", "--account", "BENCH")
+        self.case = self.cli("cases", "create", "--account", "BENCH", "--subject", "benchmark")
+
+    def cli(self, *args):
+        return subprocess.run([BINARY, *args, "--storage", str(self.storage)], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    def start(self):
+        self.started = time.monotonic()
+        self.process = subprocess.Popen([BINARY, "serve", "--storage", str(self.storage), "--port", str(self.port),
+                                         "--min-free-space", "0", "--log-level", "warning"])
+        wait_http(self.port, "/healthz")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(60)
+
+    def headers(self):
+        return {"Authorization": f"Bearer {self.token}", "Tus-Resumable": "1.0.0"}
+
+    def create(self, length, sha256=None, path=None):
+        meta = "filename " + base64.b64encode(b"bench.bin").decode()
+        if sha256:
+            meta += ",sha256 " + base64.b64encode(sha256.encode()).decode()
+        c = http.client.HTTPConnection("127.0.0.1", self.port)
+        c.request("POST", path or f"/api/v1/cases/{self.case}/uploads",
+                  headers={**self.headers(), "Upload-Length": str(length), "Upload-Metadata": meta})
+        r = c.getresponse()
+        r.read()
+        assert r.status == 201, r.status
+        return self.url + r.getheader("Location")
+
+
+def curl_patch(url, chunk: Path, offset, checksum, headers, extra=()):
+    args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "-X", "PATCH", url,
+            "-H", "Tus-Resumable: 1.0.0", "-H", f"Upload-Offset: {offset}",
+            "-H", "Content-Type: application/offset+octet-stream", "-H", f"Upload-Checksum: sha256 {checksum}",
+            "-H", "Expect:", "--data-binary", f"@{chunk}", *extra]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]), float(out[1])
+
+
+def split_chunks(source: Path, size: int, into: Path):
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["split", "-b", str(size), "-d", "-a", "4", str(source), str(into / "c")], check=True)
+    chunks = sorted(into.iterdir())
+    sums = [base64.b64encode(hashlib.sha256(p.read_bytes()).digest()).decode() for p in chunks]
+    return list(zip(chunks, sums))
+
+
+def chunk_loop(create_url, chunks, headers):
+    """The same client for both tus servers: one curl PATCH per chunk, each with Upload-Checksum: sha256."""
+    url = create_url()
+    started = time.monotonic()
+    offset = 0
+    for path, checksum in chunks:
+        status, _ = curl_patch(url, path, offset, checksum, headers)
+        assert status == 204, f"PATCH answered {status}"
+        offset += path.stat().st_size
+    return time.monotonic() - started
+
+
+def main():
+    work = ROOT / ".bench" / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    free = shutil.disk_usage(work).free
+    size = 2 * GiB
+    if free < 10 * GiB:
+        size = max(256 * MiB, (free - 2 * GiB) // 5 // (64 * MiB) * 64 * MiB)
+        notes.append(f"only {free / GiB:.1f} GiB free: file size scaled down to {size / MiB:.0f} MiB")
+    print(f"CaseFiles benchmark: {size / MiB:.0f} MiB file, medians of {RUNS} runs, storage {work}")
+    source = work / "source.bin"
+    with open(source, "wb") as f:
+        block = os.urandom(MiB)
+        for _ in range(size // MiB):
+            f.write(block)
+    source_sha = hashlib.sha256(source.read_bytes()).hexdigest()
+
+    print("1. machine limits")
+    out = subprocess.run(["openssl", "speed", "-evp", "sha256", "-bytes", str(MiB), "-seconds", "2"],
+                         capture_output=True, text=True).stdout
+    sha_rate = float(re.search(r"sha256\s+([\d.]+)k", out)[1]) * 1000 / 1e6
+    row("openssl speed -evp sha256 (1 MiB blocks)", sha_rate, "MB/s")
+    dd_rates = []
+    for _ in range(RUNS):
+        started = time.monotonic()
+        subprocess.run(["dd", "if=/dev/zero", f"of={work / 'dd.bin'}", "bs=1M", f"count={size // MiB}",
+                        "conv=fdatasync"], capture_output=True, check=True)
+        dd_rates.append(size / (time.monotonic() - started) / 1e6)
+        (work / "dd.bin").unlink()
+    disk = statistics.median(dd_rates)
+    row("dd conv=fdatasync to the storage filesystem", disk, "MB/s")
+
+    print("2. reference server: nginx WebDAV PUT (no hashing, no fsync)")
+    nginx_rate = bench_nginx(work, source, size)
+
+    print("3./4. tus servers, same curl chunk loop, Upload-Checksum: sha256 on every PATCH")
+    results = {}
+    casefiles = CaseFiles(work / "casefiles")
+    casefiles.start()
+    tuspy_port = free_port()
+    tuspy = start_tuspyserver(work, tuspy_port)
+    for chunk_size in (8 * MiB, 64 * MiB):
+        chunks = split_chunks(source, chunk_size, work / f"chunks-{chunk_size // MiB}")
+        ours, cpu, theirs = [], [], []
+        for _ in range(RUNS):
+            cpu_before = proc_cpu_seconds(casefiles.process.pid)
+            ours.append(size / chunk_loop(lambda: casefiles.create(size, source_sha), chunks, casefiles.headers()) / 1e6)
+            cpu.append((proc_cpu_seconds(casefiles.process.pid) - cpu_before) / (size / GiB))
+            clear_blobs(casefiles.storage)
+            theirs.append(size / chunk_loop(lambda: create_tuspy(tuspy_port, size), chunks, {}) / 1e6)
+            shutil.rmtree(work / "tuspy-files", ignore_errors=True)
+            (work / "tuspy-files").mkdir()
+        results[chunk_size] = (statistics.median(ours), statistics.median(theirs))
+        row(f"CaseFiles, {chunk_size // MiB} MiB chunks (chunk + file SHA-256, fsync)", results[chunk_size][0], "MB/s",
+            f"{statistics.median(cpu):.2f} CPU s/GiB")
+        row(f"tuspyserver, {chunk_size // MiB} MiB chunks (ignores Upload-Checksum)", results[chunk_size][1], "MB/s",
+            f"CaseFiles is {results[chunk_size][0] / results[chunk_size][1]:.1f}x")
+        if chunk_size == 8 * MiB:
+            client_rates = []
+            for _ in range(RUNS):
+                started = time.monotonic()
+                subprocess.run([BINARY, "upload", "--server", casefiles.url, "--token", casefiles.token, "--case",
+                                casefiles.case, "--chunk-size", "8MiB", "--quiet", str(source)],
+                               check=True, capture_output=True, env={**os.environ, "XDG_STATE_HOME": str(work / "xdg")})
+                client_rates.append(size / (time.monotonic() - started) / 1e6)
+                clear_blobs(casefiles.storage)
+            row("casefiles upload, 8 MiB chunks (includes hashing the file first)", statistics.median(client_rates),
+                "MB/s", f"curl chunk loop: {results[chunk_size][0]:.0f} MB/s")
+        if chunk_size == 64 * MiB:
+            peak = proc_peak_rss_mib(casefiles.process.pid)
+            best = min(nginx_rate, disk)
+            row("CaseFiles single stream 64 MiB chunks vs min(nginx, dd)", results[chunk_size][0] / best, "x",
+                f"target >= 0.8; server peak RSS {peak:.1f} MiB")
+            row("CaseFiles server peak RSS", peak, "MiB")
+        shutil.rmtree(work / f"chunks-{chunk_size // MiB}")
+    tuspy.terminate()
+    tuspy.wait(10)
+
+    print("5./6. concurrency and the resume probe")
+    bench_concurrency(casefiles, source, work)
+    casefiles.stop()
+
+    print("7. restart and resume")
+    bench_restart(work)
+
+    source.unlink()
+    shutil.rmtree(work, ignore_errors=True)
+    report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "file_bytes": size, "runs": RUNS,
+              "rows": rows, "notes": notes}
+    out = ROOT / ".bench" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    for note in notes:
+        print("note:", note)
+    print(f"written to {out}")
+
+
+def clear_blobs(storage: Path):
+    # Benchmarks only: drop finished blobs between runs so the disk does not fill.
+    for blob in (storage / "blobs").glob("*/*"):
+        blob.unlink()
+
+
+def bench_nginx(work: Path, source: Path, size: int):
+    port = free_port()
+    root = work / "nginx-root"
+    temp = work / "nginx-tmp"
+    root.mkdir()
+    temp.mkdir()
+    conf = work / "nginx.conf"
+    conf.write_text(f"""
+user root;
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ }}
+http {{
+    access_log off;
+    client_body_temp_path {temp};
+    client_max_body_size 0;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ root {root}; dav_methods PUT; create_full_put_path on; client_body_buffer_size 1m; }}
+    }}
+}}
+""")
+    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)])
+    wait_http(port)
+    rates = []
+    for n in range(RUNS):
+        started = time.monotonic()
+        subprocess.run(["curl", "-sS", "-f", "-T", str(source), f"http://127.0.0.1:{port}/put-{n}.bin"], check=True)
+        rates.append(size / (time.monotonic() - started) / 1e6)
+        (root / f"put-{n}.bin").unlink()
+    nginx.terminate()
+    nginx.wait(10)
+    rate = statistics.median(rates)
+    row("nginx WebDAV PUT, curl -T", rate, "MB/s")
+    return rate
+
+
+def start_tuspyserver(work: Path, port: int):
+    files = work / "tuspy-files"
+    files.mkdir()
+    app = work / "tuspy_app.py"
+    app.write_text(f"""
+from fastapi import FastAPI
+from tuspyserver import create_tus_router
+app = FastAPI()
+app.include_router(create_tus_router(prefix="files", files_dir="{files}"))
+""")
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "tuspy_app:app", "--port", str(port), "--log-level",
+                                "warning"], cwd=work)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("tuspyserver did not start")
+
+
+def create_tuspy(port, size):
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    c.request("POST", "/files/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(size),
+                                          "Upload-Metadata": "filename " + base64.b64encode(b"bench.bin").decode()})
+    r = c.getresponse()
+    r.read()
+    location = r.getheader("Location")
+    return location if location.startswith("http") else f"http://127.0.0.1:{port}{location}"
+
+
+def head_latencies(casefiles, url, count):
+    c = http.client.HTTPConnection("127.0.0.1", casefiles.port)
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        c.request("HEAD", url[len(casefiles.url):], headers=casefiles.headers())
+        c.getresponse().read()
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+
+def bench_concurrency(casefiles, source, work):
+    chunk = work / "chunk-64"
+    with open(source, "rb") as f:
+        chunk.write_bytes(f.read(64 * MiB))
+    checksum = base64.b64encode(hashlib.sha256(chunk.read_bytes()).digest()).decode()
+    probe = casefiles.create(1 * GiB)
+    idle = head_latencies(casefiles, probe, 1000)
+    row("1,000 HEAD (idle server) p50", percentile(idle, 50), "ms")
+    row("1,000 HEAD (idle server) p99", percentile(idle, 99), "ms")
+
+    urls = [casefiles.create(64 * MiB) for _ in range(32)]
+    busy: list[float] = []
+    stop = threading.Event()
+
+    def probe_loop():
+        while not stop.is_set() and len(busy) < 1000:
+            busy.extend(head_latencies(casefiles, probe, 10))
+
+    prober = threading.Thread(target=probe_loop)
+    started = time.monotonic()
+    prober.start()
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(lambda url: curl_patch(url, chunk, 0, checksum, casefiles.headers()), urls))
+    elapsed = time.monotonic() - started
+    stop.set()
+    prober.join()
+    latencies = [seconds * 1000 for status, seconds in results]
+    assert all(status == 204 for status, _ in results), results
+    row("32 concurrent 64 MiB uploads, aggregate", 32 * 64 * MiB / elapsed / 1e6, "MB/s")
+    row("32 concurrent uploads: PATCH latency p50", percentile(latencies, 50), "ms")
+    row("32 concurrent uploads: PATCH latency p99", percentile(latencies, 99), "ms")
+    if busy:
+        row(f"HEAD during the 32 uploads ({len(busy)} probes) p50", percentile(busy, 50), "ms")
+        row(f"HEAD during the 32 uploads ({len(busy)} probes) p99", percentile(busy, 99), "ms", "target < 5 ms")
+    clear_blobs(casefiles.storage)
+    chunk.unlink()
+
+
+def stream_patch(casefiles, url, offset, length):
+    c = http.client.HTTPConnection("127.0.0.1", casefiles.port, timeout=600)
+    c.putrequest("PATCH", url[len(casefiles.url):])
+    for name, value in {**casefiles.headers(), "Upload-Offset": str(offset),
+                        "Content-Type": "application/offset+octet-stream", "Content-Length": str(length)}.items():
+        c.putheader(name, value)
+    c.endheaders()
+    block = b"\x5a" * MiB
+    for _ in range(length // MiB):
+        c.send(block)
+    r = c.getresponse()
+    r.read()
+    assert r.status == 204, r.status
+
+
+def bench_restart(work):
+    free = shutil.disk_usage(work).free
+    total = 4 * GiB if free > 8 * GiB else max(512 * MiB, free // 3 // GiB * GiB)
+    for done_fraction in (0.25, 0.75):
+        casefiles = CaseFiles(work / f"restart-{done_fraction}")
+        casefiles.start()
+        url = casefiles.create(total)
+        done = int(total * done_fraction) // MiB * MiB
+        stream_patch(casefiles, url, 0, done)
+        casefiles.stop(signal.SIGKILL)
+        started = time.monotonic()
+        casefiles.start()
+        c = http.client.HTTPConnection("127.0.0.1", casefiles.port)
+        c.request("HEAD", url[len(casefiles.url):], headers=casefiles.headers())
+        r = c.getresponse()
+        r.read()
+        offset = int(r.getheader("Upload-Offset"))
+        stream_patch(casefiles, url, offset, MiB)
+        elapsed = (time.monotonic() - started) * 1000
+        row(f"restart → first accepted byte, {done / GiB:.2f} of {total / GiB:.0f} GiB uploaded", elapsed, "ms",
+            "includes process start")
+        casefiles.stop()
+        shutil.rmtree(casefiles.storage)
+
+
+if __name__ == "__main__":
+    main()
