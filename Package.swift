@@ -25,10 +25,13 @@ let package = Package(
             pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]
         ),
+        // sync_file_range, which Swift's Glibc module does not expose.
+        .target(name: "CLinuxIO"),
         .target(
             name: "CaseFiles",
             dependencies: [
                 "COpenSSL",
+                "CLinuxIO",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),

@@ -89,6 +89,9 @@ class CaseFiles:
     def headers(self):
         return {"Authorization": f"Bearer {self.token}", "Tus-Resumable": "1.0.0"}
 
+    def auth(self):
+        return {"Authorization": f"Bearer {self.token}"}
+
     def create(self, length, sha256=None, path=None):
         meta = "filename " + base64.b64encode(b"bench.bin").decode()
         if sha256:
@@ -106,7 +109,7 @@ def curl_patch(url, chunk: Path, offset, checksum, headers, extra=()):
     args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "-X", "PATCH", url,
             "-H", "Tus-Resumable: 1.0.0", "-H", f"Upload-Offset: {offset}",
             "-H", "Content-Type: application/offset+octet-stream", "-H", f"Upload-Checksum: sha256 {checksum}",
-            "-H", "Expect:", "--data-binary", f"@{chunk}", *extra]
+            "-H", "Expect:", "-T", str(chunk), *extra]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
@@ -179,7 +182,7 @@ def main():
         ours, cpu, theirs = [], [], []
         for _ in range(RUNS):
             cpu_before = proc_cpu_seconds(casefiles.process.pid)
-            ours.append(size / chunk_loop(lambda: casefiles.create(size, source_sha), chunks, casefiles.headers()) / 1e6)
+            ours.append(size / chunk_loop(lambda: casefiles.create(size, source_sha), chunks, casefiles.auth()) / 1e6)
             cpu.append((proc_cpu_seconds(casefiles.process.pid) - cpu_before) / (size / GiB))
             clear_blobs(casefiles.storage)
             theirs.append(size / chunk_loop(lambda: create_tuspy(tuspy_port, size), chunks, {}) / 1e6)
@@ -344,7 +347,7 @@ def bench_concurrency(casefiles, source, work):
     started = time.monotonic()
     prober.start()
     with ThreadPoolExecutor(32) as pool:
-        results = list(pool.map(lambda url: curl_patch(url, chunk, 0, checksum, casefiles.headers()), urls))
+        results = list(pool.map(lambda url: curl_patch(url, chunk, 0, checksum, casefiles.auth()), urls))
     elapsed = time.monotonic() - started
     stop.set()
     prober.join()

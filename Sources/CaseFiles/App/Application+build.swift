@@ -46,7 +46,7 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
     let router = buildRouter(services)
     return Application(
         responder: MethodOverrideResponder(wrapped: router.buildResponder()),
-        server: .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()])),
+        server: .http1(configuration: .init(additionalChannelHandlers: [LargeReadsHandler(), ExpectContinueHandler()])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
         services: [
             UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),

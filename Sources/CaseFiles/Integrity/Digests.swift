@@ -140,6 +140,11 @@ public enum SecureRandom {
     public static func identifier() -> String {
         bytes(16).hexString
     }
+
+    /// Whether `text` has the shape of an `identifier()`; nothing else may name an upload (or a file).
+    public static func isIdentifier(_ text: String) -> Bool {
+        text.utf8.count == 32 && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
 }
 
 extension Sequence where Element == UInt8 {

@@ -149,8 +149,8 @@ struct AttachmentsController: Sendable {
     private func verifiedAttachment(_ context: AppRequestContext) async throws -> Upload {
         let user = try context.requireUser()
         let id = context.parameters.get("id") ?? ""
-        guard id.utf8.count == 32, id.utf8.allSatisfy({ isxdigit(Int32($0)) != 0 }),
-              let upload = try await services.database.upload(id: id.lowercased()),
+        guard SecureRandom.isIdentifier(id),
+              let upload = try await services.database.upload(id: id),
               let supportCase = try await services.database.supportCase(number: upload.caseNumber),
               AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: .readCase) == .allow
         else {

@@ -12,6 +12,8 @@ struct UploadsController: Sendable {
     let services: AppServices
 
     static let extensions = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
+    /// Below this a buffer is hashed on one core: handing it to a second costs more than it saves.
+    static let parallelHashingThreshold = 128 * 1024
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.post("cases/:number/uploads", use: create)
@@ -219,9 +221,21 @@ struct UploadsController: Sendable {
                         break
                     }
                     try buffer.withUnsafeReadableBytes { bytes in
-                        chunkDigest?.update(bytes)
-                        fileDigest.update(bytes)
-                        try appender.append(bytes)
+                        guard chunkDigest != nil, bytes.count >= Self.parallelHashingThreshold else {
+                            chunkDigest?.update(bytes)
+                            fileDigest.update(bytes)
+                            try appender.append(bytes)
+                            return
+                        }
+                        // Two SHA-256 passes over the same bytes: run them on both cores at once.
+                        var writeError: (any Error)?
+                        inParallel({
+                            chunkDigest!.update(bytes)
+                            do { try appender.append(bytes) } catch { writeError = error }
+                        }, {
+                            fileDigest.update(bytes)
+                        })
+                        if let writeError { throw writeError }
                     }
                 }
             } catch {
@@ -347,9 +361,8 @@ struct UploadsController: Sendable {
     private func authorizedUpload(_ context: AppRequestContext, mayModify: Bool) async throws -> (Upload, SupportCase) {
         let user = try context.requireUser()
         let id = context.parameters.get("id") ?? ""
-        // Ids are 32 hex characters made here; nothing else can name an upload (or a path).
-        guard id.utf8.count == 32, id.utf8.allSatisfy({ isxdigit(Int32($0)) != 0 }),
-              let upload = try await database.upload(id: id.lowercased()),
+        guard SecureRandom.isIdentifier(id),
+              let upload = try await database.upload(id: id),
               let supportCase = try await database.supportCase(number: upload.caseNumber)
         else { throw APIError.uploadNotFound(String(id.prefix(64))) }
         let action: AccessPolicy.Action =

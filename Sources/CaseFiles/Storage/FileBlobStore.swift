@@ -1,3 +1,4 @@
+import CLinuxIO
 import Foundation
 import NIOCore
 import NIOPosix
@@ -13,7 +14,7 @@ public struct FileBlobStore: BlobStore {
 
     func path(for id: String) -> String {
         // Ids are generated here as hex; refuse anything else so no id can name a path outside the root.
-        precondition(id.utf8.count >= 2 && id.utf8.allSatisfy { isxdigit(Int32($0)) != 0 }, "invalid blob id")
+        precondition(SecureRandom.isIdentifier(id), "invalid blob id")
         return root.appendingPathComponent(String(id.prefix(2))).appendingPathComponent(id).path
     }
 
@@ -60,9 +61,10 @@ public struct FileBlobStore: BlobStore {
 
     public func storedIDs() throws -> [String] {
         let fm = FileManager.default
+        // Only names this store could have made; anything else dropped here is left alone.
         return try fm.contentsOfDirectory(atPath: root.path).flatMap { shard in
             (try? fm.contentsOfDirectory(atPath: root.appendingPathComponent(shard).path)) ?? []
-        }
+        }.filter(SecureRandom.isIdentifier)
     }
 
     public func lastModified(id: String) -> Date? {
@@ -91,11 +93,15 @@ public final class BlobAppender: @unchecked Sendable {
     public let start: Int64
     /// Where the next byte goes.
     public private(set) var position: Int64
+    /// Bytes before this have had write-back started.
+    private var writebackFrom: Int64
+    static let writebackStep: Int64 = 8 << 20
 
     init(fd: Int32, start: Int64) {
         self.fd = fd
         self.start = start
         self.position = start
+        self.writebackFrom = start
     }
 
     deinit { close(fd) }
@@ -113,6 +119,12 @@ public final class BlobAppender: @unchecked Sendable {
             done += n
             position += Int64(n)
         }
+        // Start write-back every few MiB so the fdatasync before the acknowledgement is short
+        // instead of flushing a whole chunk at once. A failure here only loses the head start.
+        if position - writebackFrom >= Self.writebackStep {
+            _ = casefiles_start_writeback(fd, off_t(writebackFrom), off_t(position - writebackFrom))
+            writebackFrom = position
+        }
     }
 
     /// Makes every appended byte durable (fdatasync) on NIO's blocking-I/O thread pool.
@@ -127,12 +139,7 @@ public final class BlobAppender: @unchecked Sendable {
     public func discard() throws {
         guard ftruncate(fd, off_t(start)) == 0 else { throw StorageError.from("ftruncate", errno: errno) }
         position = start
-    }
-
-    /// Keeps the first `count` appended bytes and drops the rest.
-    public func truncate(toAppended count: Int64) throws {
-        guard ftruncate(fd, off_t(start + count)) == 0 else { throw StorageError.from("ftruncate", errno: errno) }
-        position = start + count
+        writebackFrom = start
     }
 }
 
