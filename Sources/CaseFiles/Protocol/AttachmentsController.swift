@@ -197,18 +197,26 @@ enum ContentDisposition {
     }
 }
 
-/// IMF-fixdate (RFC 9110 §5.6.7), as used by Last-Modified, If-Range and Upload-Expires.
+/// IMF-fixdate (RFC 9110 §5.6.7), as used by Last-Modified, If-Range and Upload-Expires. Formatting
+/// uses strftime (C locale): thread-safe and cheap, unlike building a DateFormatter per response.
 enum HTTPDate {
-    private static func formatter() -> DateFormatter {
+    static func format(_ date: Date) -> String {
+        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        var buffer = [CChar](repeating: 0, count: 64)
+        let count = strftime(&buffer, buffer.count, "%a, %d %b %Y %H:%M:%S GMT", &parts)
+        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Parsing is rare (If-Range), so a formatter per call is fine here.
+    static func parse(_ text: String) -> Date? {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
-        return formatter
+        return formatter.date(from: text)
     }
-
-    static func format(_ date: Date) -> String { formatter().string(from: date) }
-    static func parse(_ text: String) -> Date? { formatter().date(from: text) }
 }
 
 extension HTTPField.Name {

@@ -12,8 +12,6 @@ struct UploadsController: Sendable {
     let services: AppServices
 
     static let extensions = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
-    /// Below this a buffer is hashed on one core: handing it to a second costs more than it saves.
-    static let parallelHashingThreshold = 128 * 1024
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.post("cases/:number/uploads", use: create)
@@ -205,11 +203,11 @@ struct UploadsController: Sendable {
         let contentLength = try TusHeaders.count(.contentLength, in: request.headers)
         let room = upload.length.map { $0 - upload.offset }
         if let room, let contentLength, contentLength > room { throw APIError.bodyExceedsLength(upload.length!) }
-        guard var fileDigest = SHA256Digest(savedState: upload.digestState) else {
+        guard let restored = SHA256Digest(savedState: upload.digestState) else {
             throw StorageError.io(operation: "restore digest state", errno: 0)
         }
-        var chunkDigest = checksum.map { ChunkDigest($0.0) }
         let appender = try services.blobs.openForAppend(id: upload.id, at: upload.offset)
+        let sink = ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender)
 
         var interruption: (any Error)?
         var overran = false
@@ -220,23 +218,7 @@ struct UploadsController: Sendable {
                         overran = true
                         break
                     }
-                    try buffer.withUnsafeReadableBytes { bytes in
-                        guard chunkDigest != nil, bytes.count >= Self.parallelHashingThreshold else {
-                            chunkDigest?.update(bytes)
-                            fileDigest.update(bytes)
-                            try appender.append(bytes)
-                            return
-                        }
-                        // Two SHA-256 passes over the same bytes: run them on both cores at once.
-                        var writeError: (any Error)?
-                        inParallel({
-                            chunkDigest!.update(bytes)
-                            do { try appender.append(bytes) } catch { writeError = error }
-                        }, {
-                            fileDigest.update(bytes)
-                        })
-                        if let writeError { throw writeError }
-                    }
+                    try await sink.consume(buffer)
                 }
             } catch {
                 interruption = error
@@ -251,7 +233,8 @@ struct UploadsController: Sendable {
             try appender.discard()
             throw APIError.bodyExceedsLength(upload.length!)
         }
-        if let checksum, let chunkDigest, interruption != nil || chunkDigest.finalize() != checksum.1 {
+        let fileDigest = sink.fileDigest
+        if let checksum, let chunkDigest = sink.chunkDigest, interruption != nil || chunkDigest.finalize() != checksum.1 {
             try appender.discard()
             if let interruption { throw Self.describe(interruption) }
             context.logger.notice("checksum mismatch", metadata: ["upload": "\(upload.id)", "offset": "\(upload.offset)"])
