@@ -284,3 +284,70 @@ import Testing
         }
     }
 }
+
+/// Signed download links (for browsers, which cannot send a bearer header on a plain link).
+@Suite struct DownloadLinkTests {
+    @Test func aLinkServesOneDownloadAndItsResumptionsOnly() async throws {
+        let world = try TestWorld()
+        try await world.withServer { client in
+            let id = try await DownloadTests.attach(client, world, DownloadTests.file)
+            let issued = try await client.execute(uri: "/api/v1/attachments/\(id)/link", method: .post,
+                                                  headers: [.authorization: "Bearer \(world.engineer)"])
+            #expect(issued.status == .ok)
+            let json = try JSONSerialization.jsonObject(with: Data(buffer: issued.body)) as? [String: Any]
+            let url = try #require(json?["url"] as? String)
+
+            let first = try await client.execute(uri: url, method: .get)  // no Authorization header
+            #expect(first.status == .ok)
+            #expect(Array(buffer: first.body) == DownloadTests.file)
+            let resumed = try await client.execute(uri: url, method: .get, headers: [.range: "bytes=5000-"])
+            #expect(resumed.status == .partialContent)
+            let again = try await client.execute(uri: url, method: .get)
+            #expect(again.status == .gone)
+            #expect(errorCode(again) == "link_used")
+
+            let forged = url.replacingOccurrences(of: "sig=", with: "sig=0")
+            #expect(try await client.execute(uri: forged, method: .get).status == .forbidden)
+            let otherAttachment = try await DownloadTests.attach(client, world, testBytes(10))
+            let swapped = url.replacingOccurrences(of: id, with: otherAttachment)
+            #expect(try await client.execute(uri: swapped, method: .get).status == .forbidden)
+
+            world.clock.advance(by: 301)
+            let expired = try await client.execute(uri: url, method: .get, headers: [.range: "bytes=0-1"])
+            #expect(expired.status == .forbidden)
+            #expect(errorCode(expired) == "invalid_link")
+
+            let log = try await client.execute(uri: "/api/v1/access-log?attachment=\(id)", method: .get,
+                                               headers: [.authorization: "Bearer \(world.admin)"])
+            #expect(String(buffer: log.body).components(separatedBy: "\"user\":\"erin\"").count - 1 == 2)
+        }
+    }
+
+    @Test func aCustomerOfAnotherAccountGetsNoLink() async throws {
+        let world = try TestWorld()
+        try await world.withServer { client in
+            let id = try await DownloadTests.attach(client, world, DownloadTests.file)
+            let refused = try await client.execute(uri: "/api/v1/attachments/\(id)/link", method: .post,
+                                                   headers: [.authorization: "Bearer \(world.otherCustomer)"])
+            #expect(refused.status == .notFound)
+        }
+    }
+}
+
+/// The pages are served with a strict policy.
+@Suite struct WebPageTests {
+    @Test func pagesAndAssetsCarryAStrictContentSecurityPolicy() async throws {
+        let world = try TestWorld()
+        try await world.withServer { client in
+            for path in ["/", "/cases/00001413", "/static/app.js", "/static/app.css"] {
+                let response = try await client.execute(uri: path, method: .get)
+                #expect(response.status == .ok, "\(path)")
+                let csp = response.headers[HTTPField.Name("Content-Security-Policy")!] ?? ""
+                #expect(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "\(path)")
+                #expect(response.headers[HTTPField.Name("X-Content-Type-Options")!] == "nosniff")
+            }
+            let page = try await client.execute(uri: "/", method: .get)
+            #expect(!String(buffer: page.body).contains("<script>"), "no inline script")
+        }
+    }
+}

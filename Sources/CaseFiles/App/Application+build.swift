@@ -43,7 +43,7 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
     let orphans = try services.sweepOrphanBlobs()
     if !orphans.isEmpty { logger.notice("removed orphan blobs", metadata: ["count": "\(orphans.count)"]) }
 
-    let router = buildRouter(services)
+    let router = try buildRouter(services)
     return Application(
         responder: MethodOverrideResponder(wrapped: router.buildResponder()),
         server: .http1(configuration: .init(additionalChannelHandlers: [LargeReadsHandler(), ExpectContinueHandler()])),
@@ -55,10 +55,11 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
         logger: logger)
 }
 
-func buildRouter(_ services: AppServices) -> Router<AppRequestContext> {
+func buildRouter(_ services: AppServices) throws -> Router<AppRequestContext> {
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: ErrorMiddleware())
     router.get("healthz") { _, _ in ["status": "ok"] }
+    try WebController().addRoutes(to: router)
 
     let tus = router.group("api/v1").add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database))
     UploadsController(services: services).addRoutes(to: tus)

@@ -159,6 +159,15 @@ public struct AppDatabase: Sendable {
                 t.column("at", .datetime).notNull()
             }
         }
+        migrator.registerMigration("v4: signed download links") { db in
+            try db.create(table: "downloadLink") { t in
+                t.primaryKey("nonce", .text)
+                t.column("uploadID", .text).notNull().references("upload", onDelete: .restrict)
+                t.column("userID", .integer).notNull().references("user", onDelete: .restrict)
+                t.column("expiresAt", .datetime).notNull()
+                t.column("firstUsedAt", .datetime)
+            }
+        }
         return migrator
     }
 }
@@ -432,6 +441,45 @@ extension AppDatabase {
 
     public func supportCaseNow(number: String) throws -> SupportCase? {
         try writer.read { db in try SupportCase.fetchOne(db, key: number) }
+    }
+}
+
+// MARK: - Signed download links
+
+extension AppDatabase {
+    public func createDownloadLink(nonce: String, uploadID: String, userID: Int64, expiresAt: Date) async throws {
+        try await writer.write { db in
+            try db.execute(sql: "INSERT INTO downloadLink (nonce, uploadID, userID, expiresAt) VALUES (?, ?, ?, ?)",
+                           arguments: [nonce, uploadID, userID, expiresAt])
+        }
+    }
+
+    public enum LinkUse: Sendable { case granted(userID: Int64), unknown, alreadyUsed }
+
+    /// A link serves one download: its first request starting at byte 0 claims it; range requests
+    /// (the same download resuming) are allowed until it expires.
+    public func useDownloadLink(nonce: String, uploadID: String, startsAtZero: Bool, at now: Date) async throws -> LinkUse {
+        try await writer.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT userID, firstUsedAt FROM downloadLink WHERE nonce = ? AND uploadID = ?",
+                                             arguments: [nonce, uploadID]) else { return .unknown }
+            let used: Date? = row["firstUsedAt"]
+            if startsAtZero {
+                if used != nil { return .alreadyUsed }
+                try db.execute(sql: "UPDATE downloadLink SET firstUsedAt = ? WHERE nonce = ?", arguments: [now, nonce])
+            }
+            return .granted(userID: row["userID"])
+        }
+    }
+
+    /// The server's secret for signing links, made once and kept in the settings table.
+    public func linkSigningKey() throws -> [UInt8] {
+        try writer.write { db in
+            if let hex = try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = 'link-signing-key'"),
+               let key = [UInt8](hex: hex, byteCount: 32) { return key }
+            let key = SecureRandom.bytes(32)
+            try db.execute(sql: "INSERT OR REPLACE INTO setting (key, value) VALUES ('link-signing-key', ?)", arguments: [key.hexString])
+            return key
+        }
     }
 }
 

@@ -127,6 +127,22 @@ public struct ChunkDigest: Sendable {
     }
 }
 
+/// HMAC-SHA256 through OpenSSL, for signed download links.
+public enum HMACSHA256 {
+    public static func sign(_ message: String, key: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length: UInt32 = 0
+        let bytes = Array(message.utf8)
+        _ = HMAC(EVP_sha256(), key, Int32(key.count), bytes, bytes.count, &out, &length)
+        return Array(out[..<Int(length)])
+    }
+
+    /// Constant-time comparison (CRYPTO_memcmp), so a forger learns nothing from timing.
+    public static func matches(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        a.count == b.count && CRYPTO_memcmp(a, b, a.count) == 0
+    }
+}
+
 /// Cryptographically secure random bytes from OpenSSL: the one generator for ids and tokens.
 public enum SecureRandom {
     public static func bytes(_ count: Int) -> [UInt8] {

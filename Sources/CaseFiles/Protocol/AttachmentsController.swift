@@ -14,6 +14,8 @@ struct AttachmentsController: Sendable {
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("attachments/:id", use: show)
         group.methodNotAllowed("attachments/:id", allowed: [.get])
+        group.post("attachments/:id/link", use: link)
+        group.methodNotAllowed("attachments/:id/link", allowed: [.post])
         group.get("attachments/:id/content", use: content)
         group.head("attachments/:id/content", use: content)
         group.methodNotAllowed("attachments/:id/content", allowed: [.get, .head])
@@ -24,7 +26,7 @@ struct AttachmentsController: Sendable {
     // MARK: - JSON
 
     @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> CasesController.AttachmentJSON {
-        let upload = try await verifiedAttachment(context)
+        let upload = try await verifiedAttachment(context, user: try context.requireUser())
         let names = try await services.database.userNames(ids: [upload.createdBy])
         return CasesController.AttachmentJSON(upload, uploadedBy: names[upload.createdBy])
     }
@@ -51,11 +53,60 @@ struct AttachmentsController: Sendable {
             caseNumber: caseNumber, attachmentID: attachment, limit: limit))
     }
 
+    // MARK: - Signed links
+
+    struct Link: ResponseEncodable {
+        var url: String
+        var expiresAt: Date
+    }
+
+    /// A short-lived URL for this attachment that needs no bearer header (browsers, pasted into curl).
+    @Sendable func link(_ request: Request, context: AppRequestContext) async throws -> Link {
+        let user = try context.requireUser()
+        let upload = try await verifiedAttachment(context, user: user)
+        let nonce = SecureRandom.identifier()
+        let expiresAt = services.now().addingTimeInterval(DownloadLinks.lifetime)
+        let expires = Int64(expiresAt.timeIntervalSince1970)
+        try await services.database.createDownloadLink(nonce: nonce, uploadID: upload.id, userID: user.id!, expiresAt: expiresAt)
+        let links = DownloadLinks(key: try services.database.linkSigningKey())
+        return Link(url: links.path(id: upload.id, nonce: nonce, expires: expires), expiresAt: expiresAt)
+    }
+
+    /// The user a signed link was issued to, if the link is genuine, unexpired and not used up.
+    private func linkUser(_ request: Request, id: String, nonce: String) async throws -> User {
+        let query = request.uri.queryParameters
+        let links = DownloadLinks(key: try services.database.linkSigningKey())
+        guard links.verify(id: id, nonce: nonce, expires: query["expires"].map(String.init) ?? "",
+                           sig: query["sig"].map(String.init) ?? "", now: services.now())
+        else {
+            throw APIError(.forbidden, "invalid_link", "This download link is invalid or has expired; ask for a new one.")
+        }
+        let startsAtZero = request.method == .get && request.headers[.range] == nil
+        switch try await services.database.useDownloadLink(nonce: nonce, uploadID: id, startsAtZero: startsAtZero, at: services.now()) {
+        case .granted(let userID):
+            guard let user = try await services.database.user(id: userID), user.revokedAt == nil else {
+                throw APIError.invalidToken()
+            }
+            return user
+        case .unknown:
+            throw APIError(.forbidden, "invalid_link", "This download link is invalid or has expired; ask for a new one.")
+        case .alreadyUsed:
+            throw APIError(.gone, "link_used",
+                           "This download link was already used; it only resumes that download. Ask for a new link.")
+        }
+    }
+
     // MARK: - Content
 
     @Sendable func content(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let user = try context.requireUser()
-        let upload = try await verifiedAttachment(context)
+        let id = context.parameters.get("id") ?? ""
+        let user: User
+        if let nonce = request.uri.queryParameters["link"], context.user == nil {
+            user = try await linkUser(request, id: id, nonce: String(nonce))
+        } else {
+            user = try context.requireUser()
+        }
+        let upload = try await verifiedAttachment(context, user: user)
         guard let sha256 = upload.sha256, let digest = [UInt8](hex: sha256, byteCount: SHA256Digest.byteCount) else {
             throw StorageError.io(operation: "verified attachment without a digest", errno: 0)
         }
@@ -146,8 +197,7 @@ struct AttachmentsController: Sendable {
     }
 
     /// The attachment named in the path, if the caller may read its case and it verified.
-    private func verifiedAttachment(_ context: AppRequestContext) async throws -> Upload {
-        let user = try context.requireUser()
+    private func verifiedAttachment(_ context: AppRequestContext, user: User) async throws -> Upload {
         let id = context.parameters.get("id") ?? ""
         guard SecureRandom.isIdentifier(id),
               let upload = try await services.database.upload(id: id),

@@ -1,0 +1,115 @@
+"""The "Transfer Files" page in real headless Chromium (Debian's chromium + chromium-driver, Selenium)."""
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from conftest import ROOT
+from helpers import auth, pattern
+from test_uploads import MiB
+
+ARTIFACTS = ROOT / "Tests" / "artifacts"
+
+
+@pytest.fixture
+def browser(tmp_path):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(argument)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.downloads = downloads
+    ARTIFACTS.mkdir(exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def sign_in(driver, server, token):
+    driver.get(server.url + "/")
+    field = WebDriverWait(driver, 20).until(EC.visibility_of_element_located((By.ID, "token")))
+    field.send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "#signin-form button").click()
+    WebDriverWait(driver, 20).until(EC.visibility_of_element_located((By.ID, "case-list")))
+
+
+def unfinished(server) -> list[dict]:
+    response = requests.get(f"{server.url}/api/v1/cases/{server.case}/attachments", headers=auth(server.engineer), timeout=10)
+    return response.json()["uploads"]
+
+
+def test_upload_reload_resume_verify_and_download(server, browser, tmp_path):
+    data = pattern(50 * MiB, seed=40)
+    path = tmp_path / "diagnostics.tar"
+    path.write_bytes(data)
+    sign_in(browser, server, server.customer)
+    browser.get(f"{server.url}/cases/{server.case}")
+    WebDriverWait(browser, 20).until(EC.text_to_be_present_in_element((By.ID, "case-title"), server.case))
+
+    # Throttle the browser so that "mid-upload" exists on loopback.
+    browser.set_network_conditions(offline=False, latency=5, download_throughput=512 * MiB,
+                                   upload_throughput=4 * MiB)
+    browser.find_element(By.ID, "files").send_keys(str(path))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(u["offset"] >= 16 * MiB for u in unfinished(server)):
+        time.sleep(0.2)
+    before_reload = unfinished(server)
+    assert len(before_reload) == 1 and before_reload[0]["offset"] >= 16 * MiB, before_reload
+    browser.save_screenshot(str(ARTIFACTS / "case-page-uploading.png"))
+
+    browser.refresh()  # the page forgets everything but sessionStorage (token) and localStorage (the upload URL)
+    WebDriverWait(browser, 20).until(EC.text_to_be_present_in_element((By.ID, "case-title"), server.case))
+    time.sleep(0.5)
+    settled = unfinished(server)[0]
+    read_before = server.proc_io("rchar")
+    browser.delete_network_conditions()
+    browser.find_element(By.ID, "files").send_keys(str(path))  # the same file, picked again
+    WebDriverWait(browser, 120).until(
+        EC.presence_of_element_located((By.CSS_SELECTOR, '#transfers li[data-state="verified"]')))
+    received = server.proc_io("rchar") - read_before
+    # It resumed: the server received only what was missing, not the whole 50 MiB again.
+    assert received < len(data) - settled["offset"] + 9 * MiB, (received, settled)
+
+    WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#attachments button")))
+    rows = requests.get(f"{server.url}/api/v1/cases/{server.case}/attachments", headers=auth(server.engineer),
+                        timeout=10).json()
+    assert [a["id"] for a in rows["attachments"]] == [settled["id"]], "the same upload finished; none was restarted"
+    assert rows["attachments"][0]["sha256"] == hashlib.sha256(data).hexdigest()
+    browser.save_screenshot(str(ARTIFACTS / "case-page-verified.png"))
+
+    browser.find_element(By.CSS_SELECTOR, "#attachments button").click()
+    target = browser.downloads / "diagnostics.tar"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not target.exists() or list(browser.downloads.glob("*.crdownload"))):
+        time.sleep(0.2)
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_a_customer_of_another_account_cannot_see_the_case(server, browser):
+    other = server.cli("users", "create", "oscar", "--role", "customer", "--account", "OTHER")
+    sign_in(browser, server, other)
+    assert server.case not in browser.find_element(By.ID, "case-list").text
+    browser.get(f"{server.url}/cases/{server.case}")
+    WebDriverWait(browser, 20).until(EC.text_to_be_present_in_element((By.ID, "message"), "No case with that number"))
+    assert browser.find_element(By.ID, "attachments").text.count("\n") == 0  # header row only
+    browser.save_screenshot(str(ARTIFACTS / "case-page-other-account.png"))
+
+
+def test_a_closed_case_refuses_uploads_in_the_page(server, browser):
+    requests.post(f"{server.url}/api/v1/cases/{server.case}/close", json={"subStatus": "Resolved"},
+                  headers=auth(server.customer), timeout=10)
+    sign_in(browser, server, server.customer)
+    browser.get(f"{server.url}/cases/{server.case}")
+    note = WebDriverWait(browser, 20).until(EC.visibility_of_element_located((By.ID, "closed-note")))
+    assert "closed" in note.text and "Reopen" in note.text
+    assert not browser.find_element(By.ID, "files").is_enabled()
