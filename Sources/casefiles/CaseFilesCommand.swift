@@ -38,6 +38,10 @@ struct Serve: AsyncParsableCommand {
     var minFreeSpace: Int64 = 256 * 1024 * 1024
     @Option(help: "Unfinished uploads without progress for this long expire: seconds, or with s/m/h/d (default 7d).")
     var uploadExpiry = "7d"
+    @Option(help: "Cut off a request body slower than this many bytes/s over --stall-timeout.")
+    var minUploadRate: Double = 1024
+    @Option(help: "The window for --min-upload-rate: seconds, or with s/m/h (default 60s).")
+    var stallTimeout = "60s"
     @Option(help: "How often the retention purge runs: seconds, or with s/m/h/d (default 1h).")
     var purgeInterval = "1h"
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "info"
@@ -46,12 +50,16 @@ struct Serve: AsyncParsableCommand {
         guard let purgeEvery = DurationOption.seconds(purgeInterval) else {
             throw ValidationError("--purge-interval must be a number of seconds or use a suffix: 90s, 30m, 12h, 7d")
         }
+        guard let stallWindow = DurationOption.seconds(stallTimeout), minUploadRate >= 0 else {
+            throw ValidationError("--stall-timeout must be a positive duration and --min-upload-rate not negative")
+        }
         guard let expiry = DurationOption.seconds(uploadExpiry) else {
             throw ValidationError("--upload-expiry must be a number of seconds or use a suffix: 90s, 30m, 12h, 7d")
         }
         let configuration = AppConfiguration(
             host: host, port: port, storage: storage.url,
-            limits: UploadLimits(maxUploadSize: maxUploadSize, minFreeBytes: minFreeSpace, uploadExpiry: expiry),
+            limits: UploadLimits(maxUploadSize: maxUploadSize, minFreeBytes: minFreeSpace, uploadExpiry: expiry,
+                                 minReceiveRate: minUploadRate, stallWindow: stallWindow),
             logLevel: Logger.Level(rawValue: logLevel) ?? .info,
             purgeInterval: .seconds(purgeEvery))
         try await buildApplication(configuration).runService()

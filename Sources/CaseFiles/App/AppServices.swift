@@ -57,11 +57,18 @@ public struct UploadLimits: Sendable {
     public var minFreeBytes: Int64
     /// An unfinished upload without progress for this long expires (tus expiration): 410, blob reclaimed.
     public var uploadExpiry: TimeInterval
+    /// A request body slower than this (bytes/s) over `stallWindow` is cut off, keeping what it verified.
+    /// An idle timer alone would not do: a trickle of tiny body parts resets it forever.
+    public var minReceiveRate: Double
+    public var stallWindow: TimeInterval
 
     public init(maxUploadSize: Int64? = nil, minFreeBytes: Int64 = 256 * 1024 * 1024,
-                uploadExpiry: TimeInterval = 7 * 24 * 3600) {
+                uploadExpiry: TimeInterval = 7 * 24 * 3600, minReceiveRate: Double = 1024,
+                stallWindow: TimeInterval = 60) {
         self.maxUploadSize = maxUploadSize
         self.minFreeBytes = minFreeBytes
         self.uploadExpiry = uploadExpiry
+        self.minReceiveRate = minReceiveRate
+        self.stallWindow = stallWindow
     }
 }

@@ -122,6 +122,13 @@ extension APIError {
                  + "Send a HEAD request and resume from its Upload-Offset.")
     }
 
+    static func tooSlow(minimumRate: Double, window: TimeInterval) -> APIError {
+        APIError(.requestTimeout, "too_slow",
+                 "The request body arrived slower than \(Int(minimumRate)) bytes/s for \(Int(window)) s and was stopped; "
+                 + "the bytes that arrived were kept unless the request carried Upload-Checksum. Send a HEAD request "
+                 + "and resume from its Upload-Offset.")
+    }
+
     static func wrongContentType() -> APIError {
         APIError(.unsupportedMediaType, "unsupported_media_type",
                  "Upload data must be sent with `Content-Type: application/offset+octet-stream`.")

@@ -1,6 +1,17 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+
+/// Counts a request body's bytes so a watchdog can stop a client that stalls or trickles.
+final class ReceiveWatch: Sendable {
+    private let state = NIOLockedValueBox<(bytes: Int64, cutOff: Bool)>((0, false))
+
+    func add(_ count: Int) { state.withLockedValue { $0.bytes += Int64(count) } }
+    var bytes: Int64 { state.withLockedValue { $0.bytes } }
+    var wasCutOff: Bool { state.withLockedValue { $0.cutOff } }
+    func markCutOff() { state.withLockedValue { $0.cutOff = true } }
+}
 
 /// One request body's bytes on their way to disk: the chunk's digest (for `Upload-Checksum`), the
 /// whole file's running SHA-256, and the blob appender. Owned by one request at a time (the upload's

@@ -89,11 +89,14 @@ struct UploadsController: Sendable {
         var headers: HTTPFields = [.location: "/api/v1/uploads/\(upload.id)"]
         var current = upload
         if upload.length == 0 {
-            current = try await appendBody(nil, to: upload, request: request, checksum: nil, context: context)
+            current = try await appendBody(nil, to: upload, request: request, checksum: nil, watch: ReceiveWatch(),
+                                           context: context)
         } else if carriesData {
             await context.sendContinueIfExpected()
-            current = try await withWriterLock(upload.id) {
-                try await appendBody(request.body, to: upload, request: request, checksum: checksum, context: context)
+            let watch = ReceiveWatch()
+            current = try await withWriterLock(upload.id, watch: watch) {
+                try await appendBody(request.body, to: upload, request: request, checksum: checksum, watch: watch,
+                                     context: context)
             }
         }
         if carriesData || upload.length == 0 { headers[.uploadOffset] = String(current.offset) }
@@ -131,7 +134,8 @@ struct UploadsController: Sendable {
         try checkWritable(found)
         await context.sendContinueIfExpected()
 
-        let upload = try await withWriterLock(found.id) { () async throws -> Upload in
+        let watch = ReceiveWatch()
+        let upload = try await withWriterLock(found.id, watch: watch) { () async throws -> Upload in
             // Re-read under the lock: the request we superseded may have committed more bytes.
             guard var upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
             try checkWritable(upload)
@@ -161,7 +165,8 @@ struct UploadsController: Sendable {
                     upload.declaredSHA256 = declared
                 }
             }
-            return try await appendBody(request.body, to: upload, request: request, checksum: checksum, context: context)
+            return try await appendBody(request.body, to: upload, request: request, checksum: checksum, watch: watch,
+                                        context: context)
         }
         var headers: HTTPFields = [.uploadOffset: String(upload.offset)]
         if upload.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(upload)) }
@@ -198,7 +203,7 @@ struct UploadsController: Sendable {
     /// The caller holds the upload's writer lock.
     private func appendBody(
         _ body: RequestBody?, to upload: Upload, request: Request,
-        checksum: (ChecksumAlgorithm, [UInt8])?, context: AppRequestContext
+        checksum: (ChecksumAlgorithm, [UInt8])?, watch: ReceiveWatch, context: AppRequestContext
     ) async throws -> Upload {
         let contentLength = try TusHeaders.count(.contentLength, in: request.headers)
         let room = upload.length.map { $0 - upload.offset }
@@ -219,6 +224,7 @@ struct UploadsController: Sendable {
                         break
                     }
                     try await sink.consume(buffer)
+                    watch.add(buffer.readableBytes)
                 }
             } catch {
                 interruption = error
@@ -236,7 +242,7 @@ struct UploadsController: Sendable {
         let fileDigest = sink.fileDigest
         if let checksum, let chunkDigest = sink.chunkDigest, interruption != nil || chunkDigest.finalize() != checksum.1 {
             try appender.discard()
-            if let interruption { throw Self.describe(interruption) }
+            if let interruption { throw describe(interruption, watch) }
             context.logger.notice("checksum mismatch", metadata: ["upload": "\(upload.id)", "offset": "\(upload.offset)"])
             throw APIError.checksumMismatch(checksum.0, offset: upload.offset)
         }
@@ -247,7 +253,7 @@ struct UploadsController: Sendable {
         let committed = try await Task {
             try await Self.commit(appender: appender, upload: upload, fileDigest: fileDigest, services: services)
         }.value
-        if let interruption { throw Self.describe(interruption) }
+        if let interruption { throw describe(interruption, watch) }
         if committed.state == .failed {
             throw APIError.wholeFileDigestMismatch(declared: committed.declaredSHA256 ?? "", computed: committed.sha256 ?? "")
         }
@@ -265,6 +271,7 @@ struct UploadsController: Sendable {
         var upload = upload
         let newOffset = appender.position
         if newOffset > upload.offset { try await appender.sync() }
+        Failpoint.hit("append.after-fsync")
         var completion: UploadCompletion?
         if let length = upload.length, newOffset == length {
             let sha256 = fileDigest.finalize().hexString
@@ -280,9 +287,11 @@ struct UploadsController: Sendable {
             return upload
         }
         let now = services.now()
+        if completion != nil { Failpoint.hit("complete.before-commit") }
         try await services.database.recordAppend(
             id: upload.id, from: upload.offset, to: newOffset, digestState: fileDigest.savedState,
             completion: completion, at: now)
+        Failpoint.hit("append.after-commit")
         upload.offset = newOffset
         upload.digestState = fileDigest.savedState
         upload.updatedAt = now
@@ -291,9 +300,11 @@ struct UploadsController: Sendable {
         return upload
     }
 
-    private static func describe(_ error: any Error) -> any Error {
+    private func describe(_ error: any Error, _ watch: ReceiveWatch) -> any Error {
         switch error {
         case StorageError.noSpace: APIError.insufficientStorage("the disk filled while writing")
+        case _ where watch.wasCutOff:
+            APIError.tooSlow(minimumRate: services.limits.minReceiveRate, window: services.limits.stallWindow)
         case is CancellationError: APIError.superseded()
         default: error
         }
@@ -303,7 +314,7 @@ struct UploadsController: Sendable {
 
     /// Runs `operation` as the upload's only writer, asking any request already writing it to stop first.
     private func withWriterLock<T: Sendable>(
-        _ uploadID: String, _ operation: @escaping @Sendable () async throws -> T
+        _ uploadID: String, watch: ReceiveWatch? = nil, _ operation: @escaping @Sendable () async throws -> T
     ) async throws -> T {
         let worker = NIOLockedValueBox<(stopped: Bool, cancel: (@Sendable () -> Void)?)>((false, nil))
         let stop: @Sendable () -> Void = {
@@ -320,6 +331,25 @@ struct UploadsController: Sendable {
             return state.stopped
         }
         if stoppedAlready { task.cancel() }
+        // A client that stops sending, or trickles, is cut off; what it sent and verified is kept.
+        let limits = services.limits
+        let watchdog = watch.map { watch in
+            Task {
+                var seen = watch.bytes
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(limits.stallWindow))
+                    if Task.isCancelled { return }
+                    let now = watch.bytes
+                    if Double(now - seen) < limits.minReceiveRate * limits.stallWindow {
+                        watch.markCutOff()
+                        task.cancel()
+                        return
+                    }
+                    seen = now
+                }
+            }
+        }
+        defer { watchdog?.cancel() }
         // On SIGTERM the server waits for in-flight requests; an upload may take hours, so it is asked
         // to stop now: it commits what it verified and answers, and the client resumes later.
         let result = await withGracefulShutdownHandler {
