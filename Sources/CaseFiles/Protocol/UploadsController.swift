@@ -250,9 +250,17 @@ struct UploadsController: Sendable {
         // Commit what arrived, even after a cut, in a task of its own so a cancelled request still
         // finishes making its verified bytes durable and recorded.
         let services = self.services
-        let committed = try await Task {
-            try await Self.commit(appender: appender, upload: upload, fileDigest: fileDigest, services: services)
-        }.value
+        let committed: Upload
+        do {
+            committed = try await Task {
+                try await Self.commit(appender: appender, upload: upload, fileDigest: fileDigest, services: services)
+            }.value
+        } catch {
+            // Nothing past the committed offset counts; dropping it now also gives back the space when the
+            // disk is full (SQLite needs a little to record anything). The offset stays at the last durable byte.
+            try? appender.discard()
+            throw describe(interruption.map { $0 as? StorageError == .noSpace ? $0 : error } ?? error, watch)
+        }
         if let interruption { throw describe(interruption, watch) }
         if committed.state == .failed {
             throw APIError.wholeFileDigestMismatch(declared: committed.declaredSHA256 ?? "", computed: committed.sha256 ?? "")
