@@ -265,6 +265,10 @@ extension AppDatabase {
         }
     }
 
+    /// Bytes are committed only while the upload's case is not Closed, checked in the same statement,
+    /// so a case closed during a PATCH receives nothing after its closing transaction.
+    static let caseIsOpen = "(SELECT status FROM supportCase WHERE number = upload.caseNumber) <> 'Closed'"
+
     /// Commits bytes that are already durable on disk: the new offset, the digest state that covers
     /// exactly [0, offset) and, when the upload just completed, its final state, in one transaction.
     /// The `offset = expected` guard makes a lost race fail instead of skipping bytes.
@@ -278,7 +282,7 @@ extension AppDatabase {
                 try db.execute(
                     sql: """
                         UPDATE upload SET offset = ?, digestState = ?, updatedAt = ?
-                        WHERE id = ? AND offset = ? AND state = 'uploading'
+                        WHERE id = ? AND offset = ? AND state = 'uploading' AND \(Self.caseIsOpen)
                         """,
                     arguments: [newOffset, digestState, date, id, expectedOffset])
             case .verified(let sha256), .failed(let sha256):
@@ -286,11 +290,17 @@ extension AppDatabase {
                 try db.execute(
                     sql: """
                         UPDATE upload SET offset = ?, digestState = ?, updatedAt = ?, state = ?, sha256 = ?, completedAt = ?
-                        WHERE id = ? AND offset = ? AND state = 'uploading'
+                        WHERE id = ? AND offset = ? AND state = 'uploading' AND \(Self.caseIsOpen)
                         """,
                     arguments: [newOffset, digestState, date, state, sha256, date, id, expectedOffset])
             }
-            if db.changesCount != 1 { throw DatabaseError(message: "upload \(id) changed under its writer") }
+            if db.changesCount != 1 {
+                if let row = try Row.fetchOne(db, sql: "SELECT caseNumber, NOT \(Self.caseIsOpen) AS closed FROM upload WHERE id = ?",
+                                              arguments: [id]), row["closed"] == true {
+                    throw CaseClosedDuringUpload(caseNumber: row["caseNumber"])
+                }
+                throw DatabaseError(message: "upload \(id) changed under its writer")
+            }
         }
     }
 
@@ -320,6 +330,11 @@ extension AppDatabase {
         }
     }
 
+}
+
+/// The case was closed while bytes were arriving: nothing more is committed to it.
+public struct CaseClosedDuringUpload: Error {
+    public let caseNumber: String
 }
 
 public struct CaseNumberTaken: Error, CustomStringConvertible {

@@ -311,6 +311,7 @@ struct UploadsController: Sendable {
     private func describe(_ error: any Error, _ watch: ReceiveWatch) -> any Error {
         switch error {
         case StorageError.noSpace: APIError.insufficientStorage("the disk filled while writing")
+        case let closed as CaseClosedDuringUpload: APIError.caseClosed(closed.caseNumber)
         case _ where watch.wasCutOff:
             APIError.tooSlow(minimumRate: services.limits.minReceiveRate, window: services.limits.stallWindow)
         case is CancellationError: APIError.superseded()
@@ -366,7 +367,14 @@ struct UploadsController: Sendable {
             task.cancel()
         }
         await services.locks.release(lease)
-        return try result.get()
+        do {
+            return try result.get()
+        } catch is CancellationError {
+            // Stopped before its body was read (a database call noticed first): still just superseded.
+            throw watch?.wasCutOff == true
+                ? APIError.tooSlow(minimumRate: limits.minReceiveRate, window: limits.stallWindow)
+                : APIError.superseded()
+        }
     }
 
     private func authorizedCase(_ number: String, user: User, action: AccessPolicy.Action) async throws -> SupportCase {

@@ -1,0 +1,69 @@
+"""Races: many writers on one upload at once, a DELETE during a PATCH, a case closed during a PATCH.
+Exactly one writer wins, the state stays consistent, no bytes interleave."""
+import hashlib
+import threading
+import time
+
+import requests
+
+from helpers import auth, pattern, sha256_header
+from test_uploads import MiB, _raw_patch_start, attachments, blob_bytes, create, head_offset, patch
+from test_slow_clients import read_status
+
+
+def test_many_clients_patching_one_upload_at_once(server):
+    data = pattern(16 * MiB, seed=90)
+    url = create(server, len(data), "contested.log", sha256=hashlib.sha256(data).hexdigest())
+    statuses = []
+
+    def writer():
+        # Every writer sends the same first 8 MiB at offset 0; only one may land. A loser that was
+        # stopped mid-body may also just lose its connection.
+        headers = {**auth(server.customer), "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
+                   "Upload-Checksum": sha256_header(data[:8 * MiB])}
+        try:
+            statuses.append(requests.patch(url, data=data[:8 * MiB], headers=headers, timeout=15).status_code)
+        except requests.RequestException:
+            statuses.append("dropped")
+
+    threads = [threading.Thread(target=writer) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses.count(204) >= 1
+    assert set(statuses) <= {204, 409, "dropped"}, statuses
+    assert head_offset(server, url) == 8 * MiB  # no byte was committed twice
+    assert patch(server, url, 8 * MiB, data[8 * MiB:]).status_code == 204
+    listing = attachments(server)["attachments"]
+    assert listing[0]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert blob_bytes(server, listing[0]["id"]) == data
+
+
+def test_a_delete_during_a_patch_wins_cleanly(server):
+    data = pattern(8 * MiB, seed=91)
+    url = create(server, len(data), "deleted.log")
+    sock = _raw_patch_start(server, url, 0, len(data), data[:2 * MiB])
+    time.sleep(0.3)
+    deleted = requests.delete(url, headers=auth(server.customer), timeout=10)
+    assert deleted.status_code == 204
+    assert read_status(sock, 10).startswith("HTTP/1.1 409")  # the PATCH stopped, kept its bytes, then lost
+    sock.close()
+    assert requests.head(url, headers=auth(server.customer), timeout=10).status_code == 410
+    upload_id = url.rsplit("/", 1)[1]
+    assert not (server.storage / "blobs" / upload_id[:2] / upload_id).exists()
+
+
+def test_a_case_closed_during_a_patch_gets_no_more_bytes(server):
+    data = pattern(8 * MiB, seed=92)
+    url = create(server, len(data), "late.log")
+    sock = _raw_patch_start(server, url, 0, len(data), data[:2 * MiB])
+    time.sleep(0.3)
+    closed = requests.post(f"{server.url}/api/v1/cases/{server.case}/close", json={"subStatus": "Resolved"},
+                           headers=auth(server.customer), timeout=10)
+    assert closed.status_code == 200
+    sock.sendall(data[2 * MiB:])
+    status = read_status(sock, 10)
+    sock.close()
+    assert status.startswith("HTTP/1.1 403"), status
+    assert head_offset(server, url) == 0  # nothing was committed after the case closed
