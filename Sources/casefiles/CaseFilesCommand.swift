@@ -164,7 +164,7 @@ struct Cases: AsyncParsableCommand {
         func run() async throws {
             let database = try storage.openServices().database
             let number = try Cases.number(number)
-            guard let c = try database.supportCaseNow(number: number) else { throw ValidationError("no case \(number)") }
+            guard let c = try await database.supportCase(number: number) else { throw ValidationError("no case \(number)") }
             print(Cases.describe(c))
             for event in try await database.caseHistory(number) {
                 print("  \(event.at.formatted(.iso8601))  \(event.kind.rawValue)  \(event.status.rawValue) / \(event.subStatus)  by \(event.actor)\(event.comment.map { "  — \($0)" } ?? "")")

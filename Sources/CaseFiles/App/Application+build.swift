@@ -66,6 +66,6 @@ func buildRouter(_ services: AppServices) throws -> Router<AppRequestContext> {
 
     let api = router.group("api/v1").add(middleware: AuthMiddleware(database: services.database))
     CasesController(services: services).addRoutes(to: api)
-    AttachmentsController(services: services).addRoutes(to: api)
+    try AttachmentsController(services: services).addRoutes(to: api)
     return router
 }

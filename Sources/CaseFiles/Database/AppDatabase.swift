@@ -453,10 +453,6 @@ extension AppDatabase {
     public func allCases() throws -> [SupportCase] {
         try writer.read { db in try SupportCase.order(Column("number")).fetchAll(db) }
     }
-
-    public func supportCaseNow(number: String) throws -> SupportCase? {
-        try writer.read { db in try SupportCase.fetchOne(db, key: number) }
-    }
 }
 
 // MARK: - Signed download links

@@ -9,7 +9,13 @@ import NIOPosix
 /// blocks nor is blocked by anything.
 struct AttachmentsController: Sendable {
     let services: AppServices
+    let links: DownloadLinks
     static let readSize = 256 * 1024
+
+    init(services: AppServices) throws {
+        self.services = services
+        self.links = DownloadLinks(key: try services.database.linkSigningKey())
+    }
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("attachments/:id", use: show)
@@ -68,14 +74,12 @@ struct AttachmentsController: Sendable {
         let expiresAt = services.now().addingTimeInterval(DownloadLinks.lifetime)
         let expires = Int64(expiresAt.timeIntervalSince1970)
         try await services.database.createDownloadLink(nonce: nonce, uploadID: upload.id, userID: user.id!, expiresAt: expiresAt)
-        let links = DownloadLinks(key: try services.database.linkSigningKey())
         return Link(url: links.path(id: upload.id, nonce: nonce, expires: expires), expiresAt: expiresAt)
     }
 
     /// The user a signed link was issued to, if the link is genuine, unexpired and not used up.
     private func linkUser(_ request: Request, id: String, nonce: String) async throws -> User {
         let query = request.uri.queryParameters
-        let links = DownloadLinks(key: try services.database.linkSigningKey())
         guard links.verify(id: id, nonce: nonce, expires: query["expires"].map(String.init) ?? "",
                            sig: query["sig"].map(String.init) ?? "", now: services.now())
         else {

@@ -106,19 +106,10 @@ struct CasesController: Sendable {
         guard AccessPolicy.decide(user: user, caseAccount: nil, action: .createCase) == .allow else {
             throw APIError.forbidden("create cases; ask a support engineer to open one")
         }
-        guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
-            throw APIError(.unsupportedMediaType, "unsupported_media_type", "Send the case as `Content-Type: application/json`.")
-        }
-        let input: CreateCase
-        do {
-            input = try await request.decode(as: CreateCase.self, context: context)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw error
-        } catch {
-            throw APIError.badRequest("invalid_json",
-                                      "The body must be JSON like {\"account\": \"ACME\", \"subject\": \"...\"} "
-                                      + "with optional number, priority (Prod Down|High|Medium|Low) and requestType (Support|Admin|License).")
-        }
+        let input = try await decodeJSON(
+            CreateCase.self, request, context,
+            expected: #"{"account": "ACME", "subject": "..."} with optional number, priority (Prod Down|High|Medium|Low) "#
+                + "and requestType (Support|Admin|License)")
         let supportCase = try CaseFactory.newCase(
             account: input.account, subject: input.subject, number: input.number,
             priority: input.priority, requestType: input.requestType, at: services.now())
@@ -166,7 +157,8 @@ struct CasesController: Sendable {
 
     @Sendable func changeStatus(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
         let (supportCase, actor) = try await caseFor(context, action: .changeCaseStatus)
-        let input = try await decodeJSON(StatusChange.self, request, context)
+        let input = try await decodeJSON(
+            StatusChange.self, request, context, expected: #"{"status": "Awaiting Info", "subStatus": "...", "comment": "..."}"#)
         let now = services.now()
         return CaseJSON(try await database.transitionCase(
             supportCase.number, kind: .status, actor: actor.name, comment: input.comment, at: now) {
@@ -176,7 +168,8 @@ struct CasesController: Sendable {
 
     @Sendable func close(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
         let (supportCase, actor) = try await caseFor(context, action: .closeOrReopenCase)
-        let input = try await decodeJSON(Closing.self, request, context)
+        let input = try await decodeJSON(
+            Closing.self, request, context, expected: #"{"subStatus": "Resolved", "comment": "..."}"#)
         let now = services.now()
         return CaseJSON(try await database.transitionCase(
             supportCase.number, kind: .closed, actor: actor.name, comment: input.comment, at: now) {
@@ -186,7 +179,7 @@ struct CasesController: Sendable {
 
     @Sendable func reopen(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
         let (supportCase, actor) = try await caseFor(context, action: .closeOrReopenCase)
-        let input = request.headers[.contentType] == nil ? Comment() : try await decodeJSON(Comment.self, request, context)
+        let input = request.headers[.contentType] == nil ? Comment() : try await decodeJSON(Comment.self, request, context, expected: #"{"comment": "..."}"#)
         let now = services.now()
         let settings = try database.retentionSettings()
         return CaseJSON(try await database.transitionCase(
@@ -239,7 +232,10 @@ struct CasesController: Sendable {
         return (supportCase, CaseActor(user: user))
     }
 
-    private func decodeJSON<T: Decodable>(_ type: T.Type, _ request: Request, _ context: AppRequestContext) async throws -> T {
+    /// The one way this API reads a JSON body: the right Content-Type, then a message naming what was expected.
+    private func decodeJSON<T: Decodable>(
+        _ type: T.Type, _ request: Request, _ context: AppRequestContext, expected: String
+    ) async throws -> T {
         guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
             throw APIError(.unsupportedMediaType, "unsupported_media_type", "Send `Content-Type: application/json`.")
         }
@@ -248,7 +244,7 @@ struct CasesController: Sendable {
         } catch let error as HTTPError where error.status == .contentTooLarge {
             throw error
         } catch {
-            throw APIError.badRequest("invalid_json", "The body is not the JSON this endpoint expects: \(error).")
+            throw APIError.badRequest("invalid_json", "The body must be JSON like \(expected).")
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOPosix
 import ServiceLifecycle
 
 /// The 30-day retention policy: all attached data of a case closed for the retention period is
@@ -67,7 +68,9 @@ public struct RetentionPurge: Sendable {
             run.casesPurged += 1
         }
         do {
-            try services.sweepOrphanBlobs(unknownOlderThan: 600)
+            // Lists and unlinks files: blocking I/O, so off the cooperative pool.
+            let services = self.services
+            _ = try await NIOThreadPool.singleton.runIfActive { try services.sweepOrphanBlobs(unknownOlderThan: 600) }
         } catch {
             errors.append("orphan sweep: \(error)")
         }

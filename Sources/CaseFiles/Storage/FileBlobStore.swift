@@ -154,14 +154,13 @@ public final class BlobReader: @unchecked Sendable {
     /// Reads up to `count` bytes at `offset` into a new buffer; fewer only at end of file.
     public func read(at offset: Int64, count: Int, allocator: ByteBufferAllocator) throws -> ByteBuffer {
         var buffer = allocator.buffer(capacity: count)
-        let n = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in
+        try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in
             while true {
                 let n = pread(fd, target.baseAddress!, count, off_t(offset))
                 if n >= 0 { return n }
                 if errno != EINTR { throw StorageError.from("read", errno: errno) }
             }
         }
-        _ = n
         return buffer
     }
 }

@@ -3,6 +3,12 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 
+/// The package was built without its `static/` resources: the server cannot start without its pages.
+struct MissingWebAsset: Error, CustomStringConvertible {
+    let name: String
+    var description: String { "web asset \(name) is missing from the CaseFiles resource bundle" }
+}
+
 /// The "Transfer Files" pages: static HTML, CSS and JavaScript shipped in the repository (no build
 /// step, no CDN), read once at startup. The page talks to the same JSON and tus API as every client.
 struct WebController: Sendable {
@@ -16,7 +22,7 @@ struct WebController: Sendable {
     init() throws {
         func load(_ name: String, _ type: String) throws -> Asset {
             guard let url = Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "static") else {
-                throw StorageError.missingBlob("web asset \(name)")
+                throw MissingWebAsset(name: name)
             }
             return Asset(contentType: type, bytes: ByteBuffer(data: try Data(contentsOf: url)))
         }
