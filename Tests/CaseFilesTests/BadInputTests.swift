@@ -102,7 +102,7 @@ import Testing
         Case(description: "wrong offset", method: .patch, path: "{upload}", headers: patch([("Upload-Offset", "0")]),
              body: [1], status: 409, code: "offset_mismatch"),
         Case(description: "changed length", method: .patch, path: "{upload}",
-             headers: patch([("Upload-Offset", "10"), ("Upload-Length", "200")]), status: 400, code: "length_conflict"),
+             headers: patch([("Upload-Offset", "10"), ("Upload-Length", "200")]), status: 409, code: "length_fixed"),
         Case(description: "body past the length", method: .patch, path: "{upload}", headers: patch([("Upload-Offset", "10")]),
              body: Array(repeating: 1, count: 91), status: 413, code: "body_exceeds_length"),
         Case(description: "wrong content type", method: .patch, path: "{upload}",

@@ -248,7 +248,8 @@ import Testing
         ("/api/v1/uploads/0123456789abcdef0123456789abcdef", HTTPRequest.Method.get, "HEAD, PATCH, DELETE, OPTIONS"),
         ("/api/v1/uploads/0123456789abcdef0123456789abcdef", .put, "HEAD, PATCH, DELETE, OPTIONS"),
         ("/api/v1/cases/00001413/uploads", .get, "POST, OPTIONS"),
-        ("/api/v1/cases/00001413", .delete, "GET, PATCH"),
+        ("/api/v1/cases/00001413", .delete, "GET, HEAD, PATCH"),
+        ("/api/v1/cases", HTTPRequest.Method("TRACE")!, "GET, HEAD, POST"),
         ("/api/v1/attachments/0123456789abcdef0123456789abcdef/content", .post, "GET, HEAD"),
     ])
     func wrongMethodsAre405WithAllow(path: String, method: HTTPRequest.Method, allow: String) async throws {

@@ -87,12 +87,13 @@ import Testing
         #expect(throws: APIError.self) { try UploadMetadata(parsing: "sha256 \(base64(good + "0"))").sha256() }
     }
 
-    @Test func reprDigestTakesSHA256AndIgnoresOtherAlgorithms() throws {
+    @Test func reprDigestTakesSHA256AndRefusesAHeaderWithoutIt() throws {
         let digest = SHA256Digest.hash([9, 9])
         let b64 = Data(digest).base64EncodedString()
         #expect(try TusHeaders.parseReprDigest("sha-256=:\(b64):") == digest.hexString)
         #expect(try TusHeaders.parseReprDigest("sha-512=:AAAA:, sha-256=:\(b64):") == digest.hexString)
-        #expect(try TusHeaders.parseReprDigest("sha-512=:AAAA:") == nil)
+        #expect(throws: APIError.self) { try TusHeaders.parseReprDigest("sha-512=:AAAA:") }
+        #expect(throws: APIError.self) { try TusHeaders.parseReprDigest("") }
         #expect(throws: APIError.self) { try TusHeaders.parseReprDigest("sha-256=\(b64)") }
         #expect(throws: APIError.self) { try TusHeaders.parseReprDigest("sha-256=:AAAA:") }
         #expect(throws: APIError.self) { try TusHeaders.parseReprDigest("garbage") }

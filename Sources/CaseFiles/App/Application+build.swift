@@ -45,7 +45,7 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
 
     let router = try buildRouter(services)
     return Application(
-        responder: MethodOverrideResponder(wrapped: router.buildResponder()),
+        responder: MethodOverrideResponder(wrapped: MethodNotAllowedResponder(wrapped: router.buildResponder(), routes: router.routes)),
         server: .http1(configuration: .init(additionalChannelHandlers: [LargeReadsHandler(), ExpectContinueHandler()])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
         services: [
@@ -56,7 +56,7 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
 }
 
 func buildRouter(_ services: AppServices) throws -> Router<AppRequestContext> {
-    let router = Router(context: AppRequestContext.self)
+    let router = Router(context: AppRequestContext.self, options: .autoGenerateHeadEndpoints)
     router.add(middleware: ErrorMiddleware())
     router.get("healthz") { _, _ in ["status": "ok"] }
     try WebController().addRoutes(to: router)

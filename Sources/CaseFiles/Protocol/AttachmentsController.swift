@@ -19,14 +19,10 @@ struct AttachmentsController: Sendable {
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("attachments/:id", use: show)
-        group.methodNotAllowed("attachments/:id", allowed: [.get])
         group.post("attachments/:id/link", use: link)
-        group.methodNotAllowed("attachments/:id/link", allowed: [.post])
         group.get("attachments/:id/content", use: content)
         group.head("attachments/:id/content", use: content)
-        group.methodNotAllowed("attachments/:id/content", allowed: [.get, .head])
         group.get("access-log", use: accessLog)
-        group.methodNotAllowed("access-log", allowed: [.get])
     }
 
     // MARK: - JSON
@@ -53,7 +49,12 @@ struct AttachmentsController: Sendable {
             }
             return number
         }
-        let limit = request.uri.queryParameters["limit"].flatMap { Int(String($0)) }.map { min(max($0, 1), 10_000) } ?? 1000
+        let limit = try request.uri.queryParameters["limit"].map { raw in
+            guard let limit = Int(String(raw)), (1...10_000).contains(limit) else {
+                throw APIError.badRequest("invalid_limit", "`limit` must be a whole number from 1 to 10000.")
+            }
+            return limit
+        } ?? 1000
         let attachment = request.uri.queryParameters["attachment"].map(String.init)
         return AccessLog(downloads: try await services.database.downloads(
             caseNumber: caseNumber, attachmentID: attachment, limit: limit))
@@ -275,17 +276,4 @@ enum HTTPDate {
 
 extension HTTPField.Name {
     static let contentSecurityPolicy = Self("Content-Security-Policy")!
-}
-
-extension RouterGroup {
-    /// Answers every other standard method on `path` with 405 and an `Allow` header (RFC 9110 §15.5.6).
-    func methodNotAllowed(_ path: RouterPath, allowed: [HTTPRequest.Method]) {
-        let allowHeader = allowed.map(\.rawValue).joined(separator: ", ")
-        for method: HTTPRequest.Method in [.get, .head, .post, .put, .patch, .delete, .options] where !allowed.contains(method) {
-            on(path, method: method) { _, _ -> Response in
-                throw APIError(.methodNotAllowed, "method_not_allowed",
-                               "This endpoint accepts \(allowHeader) only.", headers: [.allow: allowHeader])
-            }
-        }
-    }
 }

@@ -9,23 +9,15 @@ struct CasesController: Sendable {
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.get("cases", use: list)
         group.post("cases", use: create)
-        group.methodNotAllowed("cases", allowed: [.get, .post])
         group.get("cases/:number", use: show)
         group.patch("cases/:number", use: changeStatus)
-        group.methodNotAllowed("cases/:number", allowed: [.get, .patch])
         group.post("cases/:number/close", use: close)
-        group.methodNotAllowed("cases/:number/close", allowed: [.post])
         group.post("cases/:number/reopen", use: reopen)
-        group.methodNotAllowed("cases/:number/reopen", allowed: [.post])
         group.get("cases/:number/history", use: history)
-        group.methodNotAllowed("cases/:number/history", allowed: [.get])
         group.post("cases/:number/hold", use: hold)
         group.delete("cases/:number/hold", use: release)
-        group.methodNotAllowed("cases/:number/hold", allowed: [.post, .delete])
         group.get("purge-runs", use: purgeRuns)
-        group.methodNotAllowed("purge-runs", allowed: [.get])
         group.get("cases/:number/attachments", use: attachments)
-        group.methodNotAllowed("cases/:number/attachments", allowed: [.get])
     }
 
     private var database: AppDatabase { services.database }

@@ -101,3 +101,35 @@ struct MethodOverrideResponder<Wrapped: HTTPResponder>: HTTPResponder where Wrap
         return try await wrapped.respond(to: Request(head: head, body: request.body), context: context)
     }
 }
+
+/// Answers a known path asked with a method it does not serve (any method, TRACE included) with 405 and
+/// `Allow` (RFC 9110 §15.5.6): Hummingbird's router would answer 404, which tells a client nothing.
+/// The table is the router's own list of routes, so it cannot drift from them.
+struct MethodNotAllowedResponder<Wrapped: HTTPResponder>: HTTPResponder where Wrapped.Context == AppRequestContext {
+    typealias Context = AppRequestContext
+    let wrapped: Wrapped
+    let routes: [(path: RouterPath, methods: Set<HTTPRequest.Method>)]
+
+    init(wrapped: Wrapped, routes: [Router<AppRequestContext>.RouteDescription]) {
+        self.wrapped = wrapped
+        self.routes = Dictionary(grouping: routes, by: \.path.description).map { _, described in
+            var methods = Set(described.map(\.method))
+            if methods.contains(.get) { methods.insert(.head) }  // the router answers HEAD for every GET
+            return (described[0].path, methods)
+        }
+    }
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        let components = request.uri.path.split(separator: "/")
+        let allowed = routes.filter { route in
+            route.path.components.count == components.count && zip(route.path.components, components).allSatisfy { $0 ~= $1 }
+        }.reduce(into: Set<HTTPRequest.Method>()) { $0.formUnion($1.methods) }
+        guard allowed.isEmpty || allowed.contains(request.method) else {
+            let order: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
+            let allow = order.filter(allowed.contains).map(\.rawValue).joined(separator: ", ")
+            return APIError(.methodNotAllowed, "method_not_allowed", "This endpoint accepts \(allow) only.",
+                            headers: [.allow: allow]).response(includeBody: request.method != .head)
+        }
+        return try await wrapped.respond(to: request, context: context)
+    }
+}

@@ -80,9 +80,9 @@ public enum TusHeaders {
         try single(.uploadChecksum, in: fields).map(parseChecksum)
     }
 
-    /// The SHA-256 from RFC 9530 `Repr-Digest: sha-256=:<base64>:` as hex; nil if the header names
-    /// no sha-256 (other algorithms are allowed and ignored).
-    public static func parseReprDigest(_ text: String) throws -> String? {
+    /// The SHA-256 from RFC 9530 `Repr-Digest: sha-256=:<base64>:` as hex. Other algorithms may come
+    /// along, but a header without sha-256 is refused: a digest the server cannot check must not look checked.
+    public static func parseReprDigest(_ text: String) throws -> String {
         for member in text.split(separator: ",") {
             let trimmed = member.trimmingCharacters(in: .whitespaces)
             guard let equals = trimmed.firstIndex(of: "=") else {
@@ -98,11 +98,13 @@ public enum TusHeaders {
             }
             return Array(bytes).hexString
         }
-        return nil
+        throw APIError.badRequest("unsupported_digest_algorithm",
+                                  "Repr-Digest has no sha-256 member, and SHA-256 is the only digest this server verifies: "
+                                  + "send `Repr-Digest: sha-256=:<base64>:` or leave the header out.")
     }
 
     static func reprDigest(in fields: HTTPFields) throws -> String? {
-        try single(.reprDigest, in: fields).flatMap(parseReprDigest)
+        try single(.reprDigest, in: fields).map(parseReprDigest)
     }
 }
 

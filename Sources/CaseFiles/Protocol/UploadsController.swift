@@ -16,12 +16,10 @@ struct UploadsController: Sendable {
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.post("cases/:number/uploads", use: create)
         group.on("cases/:number/uploads", method: .options, use: options)
-        group.methodNotAllowed("cases/:number/uploads", allowed: [.post, .options])
         group.on("uploads/:id", method: .head, use: head)
         group.patch("uploads/:id", use: patch)
         group.delete("uploads/:id", use: delete)
         group.on("uploads/:id", method: .options, use: options)
-        group.methodNotAllowed("uploads/:id", allowed: [.head, .patch, .delete, .options])
     }
 
     private var database: AppDatabase { services.database }
@@ -142,7 +140,8 @@ struct UploadsController: Sendable {
             guard offset == upload.offset else { throw APIError.offsetMismatch(expected: upload.offset, got: offset) }
             if let newLength {
                 if let length = upload.length, length != newLength {
-                    throw APIError.badRequest("length_conflict", "Upload-Length is \(length) and cannot change.")
+                    throw APIError(.conflict, "length_fixed",
+                                   "Upload-Length is already \(length) and cannot change; send it only to set a deferred length.")
                 }
                 if upload.length == nil {
                     guard newLength >= upload.offset else {

@@ -10,7 +10,8 @@ struct MissingWebAsset: Error, CustomStringConvertible {
 }
 
 /// The "Transfer Files" pages: static HTML, CSS and JavaScript shipped in the repository (no build
-/// step, no CDN), read once at startup. The page talks to the same JSON and tus API as every client.
+/// step, no CDN), read once at startup. The page talks to the same JSON and tus API as every client,
+/// which `openapi.json` describes (served anonymously, like the page).
 struct WebController: Sendable {
     struct Asset: Sendable {
         let contentType: String
@@ -30,6 +31,7 @@ struct WebController: Sendable {
             "index.html": try load("index.html", "text/html; charset=utf-8"),
             "app.js": try load("app.js", "text/javascript; charset=utf-8"),
             "app.css": try load("app.css", "text/css; charset=utf-8"),
+            "openapi.json": try load("openapi.json", "application/json"),
         ]
     }
 
@@ -49,6 +51,7 @@ struct WebController: Sendable {
         router.get("/cases/:number") { _, _ in serve("index.html") }
         router.get("/static/app.js") { _, _ in serve("app.js") }
         router.get("/static/app.css") { _, _ in serve("app.css") }
+        router.get("/api/v1/openapi.json") { _, _ in serve("openapi.json") }
     }
 
     func serve(_ name: String) -> Response {

@@ -1,0 +1,164 @@
+"""The access-control matrix: every route against every kind of caller, from one table.
+
+Columns: no token, a bad token, a customer of the case's account, a customer of another account, an
+engineer, an admin. Each cell is the exact status; every refusal must carry the JSON error body (HEAD
+refusals carry none, by HTTP). Routes that change state get fresh objects for every cell, so one cell never
+depends on another. The table must name every route the router has: a new route without a row fails."""
+import re
+
+import pytest
+import requests
+
+from helpers import TUS, b64, pattern, sha256_header
+
+CALLERS = ["none", "bad", "own", "other", "engineer", "admin"]
+UPLOAD = {"Upload-Length": "4", "Upload-Metadata": f"filename {b64('m.log')}"}
+
+
+class World:
+    """Tokens for every caller and helpers that make fresh cases, uploads and attachments as an admin."""
+
+    def __init__(self, server):
+        self.server = server
+        self.tokens = {"none": None, "bad": "not-a-real-token-" + "x" * 20, "own": server.customer,
+                       "other": server.cli("users", "create", "olga", "--role", "customer", "--account", "GLOBEX"),
+                       "engineer": server.engineer, "admin": server.admin}
+
+    def headers(self, caller: str, extra=None) -> dict:
+        headers = dict(TUS)
+        if self.tokens[caller]:
+            headers["Authorization"] = f"Bearer {self.tokens[caller]}"
+        headers.update(extra or {})
+        return headers
+
+    def as_admin(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = self.headers("admin", kwargs.pop("headers", None))
+        response = requests.request(method, self.server.url + path, headers=headers, timeout=10, **kwargs)
+        assert response.status_code < 300, (method, path, response.status_code, response.text)
+        return response
+
+    def new_case(self) -> str:
+        return self.as_admin("POST", "/api/v1/cases", json={"account": "ACME", "subject": "matrix"}).json()["number"]
+
+    def closed_case(self) -> str:
+        number = self.new_case()
+        self.as_admin("POST", f"/api/v1/cases/{number}/close", json={"subStatus": "Resolved"})
+        return number
+
+    def held_case(self) -> str:
+        number = self.new_case()
+        self.as_admin("POST", f"/api/v1/cases/{number}/hold")
+        return number
+
+    def upload(self, creator: str = "own") -> str:
+        headers = self.headers(creator, UPLOAD)
+        response = requests.post(f"{self.server.url}/api/v1/cases/{self.server.case}/uploads", headers=headers, timeout=10)
+        assert response.status_code == 201, response.text
+        return response.headers["Location"].rsplit("/", 1)[1]
+
+    def attachment(self) -> str:
+        upload_id = self.upload()
+        data = b"data"
+        self.as_admin("PATCH", f"/api/v1/uploads/{upload_id}", data=data, headers={
+            "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream", "Upload-Checksum": sha256_header(data)})
+        return upload_id
+
+
+CHUNK = {"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+
+# (route as the router spells it, method, how to make the path, request extras, expected statuses by CALLERS)
+# Customers of another account get 404 for anything inside a case: they must not learn that it exists.
+MATRIX = [
+    ("/healthz", "GET", lambda w: "/healthz", {}, [200, 200, 200, 200, 200, 200]),
+    ("/", "GET", lambda w: "/", {}, [200, 200, 200, 200, 200, 200]),
+    ("/cases/:number", "GET", lambda w: f"/cases/{w.server.case}", {}, [200, 200, 200, 200, 200, 200]),
+    ("/static/app.js", "GET", lambda w: "/static/app.js", {}, [200, 200, 200, 200, 200, 200]),
+    ("/static/app.css", "GET", lambda w: "/static/app.css", {}, [200, 200, 200, 200, 200, 200]),
+    ("/api/v1/openapi.json", "GET", lambda w: "/api/v1/openapi.json", {}, [200, 200, 200, 200, 200, 200]),
+    ("/api/v1/cases", "GET", lambda w: "/api/v1/cases", {}, [401, 401, 200, 200, 200, 200]),
+    ("/api/v1/cases", "POST", lambda w: "/api/v1/cases", {"json": {"account": "ACME", "subject": "new"}},
+     [401, 401, 403, 403, 201, 201]),
+    ("/api/v1/cases/:number", "GET", lambda w: f"/api/v1/cases/{w.server.case}", {}, [401, 401, 200, 404, 200, 200]),
+    ("/api/v1/cases/:number", "PATCH", lambda w: f"/api/v1/cases/{w.new_case()}",
+     {"json": {"status": "Awaiting Info", "subStatus": "Info required from the customer"}},
+     [401, 401, 403, 404, 200, 200]),
+    ("/api/v1/cases/:number/close", "POST", lambda w: f"/api/v1/cases/{w.new_case()}/close",
+     {"json": {"subStatus": "Resolved"}}, [401, 401, 200, 404, 200, 200]),
+    ("/api/v1/cases/:number/reopen", "POST", lambda w: f"/api/v1/cases/{w.closed_case()}/reopen", {},
+     [401, 401, 200, 404, 200, 200]),
+    ("/api/v1/cases/:number/history", "GET", lambda w: f"/api/v1/cases/{w.server.case}/history", {},
+     [401, 401, 200, 404, 200, 200]),
+    ("/api/v1/cases/:number/hold", "POST", lambda w: f"/api/v1/cases/{w.new_case()}/hold", {},
+     [401, 401, 403, 404, 403, 200]),
+    ("/api/v1/cases/:number/hold", "DELETE", lambda w: f"/api/v1/cases/{w.held_case()}/hold", {},
+     [401, 401, 403, 404, 403, 200]),
+    ("/api/v1/cases/:number/attachments", "GET", lambda w: f"/api/v1/cases/{w.server.case}/attachments", {},
+     [401, 401, 200, 404, 200, 200]),
+    ("/api/v1/purge-runs", "GET", lambda w: "/api/v1/purge-runs", {}, [401, 401, 403, 403, 403, 200]),
+    ("/api/v1/access-log", "GET", lambda w: "/api/v1/access-log", {}, [401, 401, 403, 403, 403, 200]),
+    # tus discovery is anonymous by design: clients probe it before they have credentials.
+    ("/api/v1/cases/:number/uploads", "OPTIONS", lambda w: f"/api/v1/cases/{w.server.case}/uploads", {},
+     [204, 204, 204, 204, 204, 204]),
+    ("/api/v1/cases/:number/uploads", "POST", lambda w: f"/api/v1/cases/{w.server.case}/uploads",
+     {"headers": UPLOAD}, [401, 401, 201, 404, 201, 201]),
+    ("/api/v1/uploads/:id", "OPTIONS", lambda w: f"/api/v1/uploads/{w.upload()}", {}, [204, 204, 204, 204, 204, 204]),
+    ("/api/v1/uploads/:id", "HEAD", lambda w: f"/api/v1/uploads/{w.upload()}", {}, [401, 401, 200, 404, 200, 200]),
+    ("/api/v1/uploads/:id", "PATCH", lambda w: f"/api/v1/uploads/{w.upload()}", {"data": b"da", "headers": CHUNK},
+     [401, 401, 204, 404, 204, 204]),
+    ("/api/v1/uploads/:id", "DELETE", lambda w: f"/api/v1/uploads/{w.upload()}", {}, [401, 401, 204, 404, 204, 204]),
+    # The same routes on an upload an engineer started: a customer may not touch it.
+    ("/api/v1/uploads/:id", "PATCH", lambda w: f"/api/v1/uploads/{w.upload('engineer')}",
+     {"data": b"da", "headers": CHUNK}, [401, 401, 403, 404, 204, 204]),
+    ("/api/v1/uploads/:id", "DELETE", lambda w: f"/api/v1/uploads/{w.upload('engineer')}", {},
+     [401, 401, 403, 404, 204, 204]),
+    ("/api/v1/attachments/:id", "GET", lambda w: f"/api/v1/attachments/{w.attachment()}", {},
+     [401, 401, 200, 404, 200, 200]),
+    ("/api/v1/attachments/:id/link", "POST", lambda w: f"/api/v1/attachments/{w.attachment()}/link", {},
+     [401, 401, 200, 404, 200, 200]),
+    ("/api/v1/attachments/:id/content", "GET", lambda w: f"/api/v1/attachments/{w.attachment()}/content", {},
+     [401, 401, 200, 404, 200, 200]),
+    ("/api/v1/attachments/:id/content", "HEAD", lambda w: f"/api/v1/attachments/{w.attachment()}/content", {},
+     [401, 401, 200, 404, 200, 200]),
+]
+
+
+def router_routes() -> set[tuple[str, str]]:
+    """Every (path, method) the Swift sources register, read from the controllers themselves."""
+    from conftest import ROOT
+    found = set()
+    prefix = {"router": "", "group": "/api/v1"}
+    for source in (ROOT / "Sources" / "CaseFiles").rglob("*.swift"):
+        text = source.read_text()
+        for receiver, method, path in re.findall(r'\b(router|group)\.(get|post|patch|delete|head)\("([^"]*)"', text):
+            found.add((prefix[receiver] + "/" + path.strip("/"), method.upper()))
+        for receiver, path, method in re.findall(r'\b(router|group)\.on\("([^"]*)", method: \.(\w+)', text):
+            found.add((prefix[receiver] + "/" + path.strip("/"), method.upper()))
+    return {(path.rstrip("/") or "/", method) for path, method in found}
+
+
+def test_the_matrix_names_every_route():
+    routes = router_routes()
+    assert len(routes) > 25  # the scan itself works
+    assert routes == {(route, method) for route, method, *_ in MATRIX}
+
+
+def test_every_route_against_every_caller(server):
+    world = World(server)
+    checked = 0
+    failures = []
+    for route, method, make_path, extras, expected in MATRIX:
+        for caller, status in zip(CALLERS, expected):
+            kwargs = dict(extras)
+            headers = world.headers(caller, kwargs.pop("headers", None))
+            response = requests.request(method, server.url + make_path(world), headers=headers, timeout=10, **kwargs)
+            cell = f"{method} {route} as {caller}: {response.status_code}, expected {status}"
+            if response.status_code != status:
+                failures.append(cell + f" {response.text[:120]}")
+            elif status >= 400 and method != "HEAD":
+                body = response.json()
+                if not (body.get("error") and body.get("message")):
+                    failures.append(cell + " without a JSON error body")
+            checked += 1
+    assert not failures, "\n".join(failures)
+    assert checked == len(MATRIX) * len(CALLERS)
+    print(f"\naccess matrix: {len(MATRIX)} routes x {len(CALLERS)} callers = {checked} statuses checked")
