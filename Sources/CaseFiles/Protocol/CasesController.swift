@@ -21,6 +21,8 @@ struct CasesController: Sendable {
     }
 
     private var database: AppDatabase { services.database }
+    /// The largest case command is a few hundred bytes; a subject and a comment fit many times over.
+    static let maxJSONBytes = 64 * 1024
 
     // MARK: - Representations
 
@@ -228,13 +230,13 @@ struct CasesController: Sendable {
     private func decodeJSON<T: Decodable>(
         _ type: T.Type, _ request: Request, _ context: AppRequestContext, expected: String
     ) async throws -> T {
-        guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
+        let mediaType = request.headers[.contentType]?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces)
+        guard mediaType?.lowercased() == "application/json" else {
             throw APIError(.unsupportedMediaType, "unsupported_media_type", "Send `Content-Type: application/json`.")
         }
+        let body = try await request.body.collect(upTo: Self.maxJSONBytes)
         do {
-            return try await request.decode(as: T.self, context: context)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw error
+            return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
         } catch {
             throw APIError.badRequest("invalid_json", "The body must be JSON like \(expected).")
         }

@@ -2,6 +2,8 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import NIOCore
+import NIOHTTP1
 
 /// The one place that turns errors into responses: `APIError`s as they are, Hummingbird's own
 /// errors (unknown route, body too large) as JSON, and anything else as a logged 500.
@@ -15,6 +17,13 @@ struct ErrorMiddleware: RouterMiddleware {
             return error.response(includeBody: request.method != .head)
         } catch let error as HTTPError {
             return Self.translate(error).response(includeBody: request.method != .head)
+        } catch is NIOTooManyBytesError {
+            return APIError(.contentTooLarge, "body_too_large", "The request body is too large for this endpoint.")
+                .response(includeBody: request.method != .head)
+        } catch let error as HTTPParserError {
+            // The body broke HTTP framing part-way (a bad chunk size, say); the headers were fine.
+            return APIError.badRequest("malformed_body", "The request body is not valid HTTP framing: \(error).")
+                .response(includeBody: request.method != .head)
         } catch {
             context.logger.error("unhandled error", metadata: ["error": "\(String(reflecting: error))",
                                                                "path": "\(request.uri.path)"])
