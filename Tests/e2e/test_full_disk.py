@@ -2,6 +2,7 @@
 that fills during a PATCH gets 507, the offset stays at the last durable byte, other requests keep working,
 and once space is freed the upload resumes and verifies."""
 import hashlib
+import sqlite3
 import subprocess
 
 import pytest
@@ -64,3 +65,41 @@ def test_a_full_disk_is_507_and_the_upload_resumes_once_space_is_freed(small_ser
     assert patch(server, url, 4 * MiB, data[4 * MiB:]).status_code == 204
     done = {a["filename"]: a["sha256"] for a in attachments(server)["attachments"]}
     assert done["big.log"] == hashlib.sha256(data).hexdigest()
+
+
+def test_sqlite_on_a_full_disk_is_507_and_the_service_stays_up(small_server):
+    """The database lives on the same small filesystem: once not a byte is left, writes to SQLite itself fail.
+    Each such request gets 507 with a JSON body, reads keep working, and writes work again once space is freed."""
+    server = small_server
+    kept = create(server, 4, "kept.log")
+    assert patch(server, kept, 0, b"kept").status_code == 204
+    filler = server.storage.parent / "filler.bin"
+    with open(filler, "wb", buffering=0) as f:  # every last byte: SQLite's own writes (WAL, journal) now fail
+        for block in (MiB, 4096):
+            try:
+                while f.write(b"\0" * block):
+                    pass
+            except OSError:
+                pass
+    statuses = []
+    for i in range(300):  # WAL pages already allocated absorb the first writes; bounded either way
+        response = requests.post(f"{server.url}/api/v1/cases", timeout=10, json={"account": "ACME", "subject": f"full {i}"},
+                                 headers=auth(server.engineer))
+        statuses.append(response.status_code)
+        if response.status_code != 201:
+            break
+    assert statuses[-1] == 507, statuses[-5:]
+    assert set(statuses) <= {201, 507}
+    assert response.json()["error"] == "insufficient_storage" and "disk" in response.json()["message"]
+    # Reads keep working while the disk is full.
+    assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    assert head_offset(server, kept) == 4
+    listing = requests.get(f"{server.url}/api/v1/cases", headers=auth(server.engineer), timeout=10)
+    assert listing.status_code == 200
+
+    filler.unlink()
+    again = requests.post(f"{server.url}/api/v1/cases", json={"account": "ACME", "subject": "space again"},
+                          headers=auth(server.engineer), timeout=10)
+    assert again.status_code == 201, again.text
+    with sqlite3.connect(server.storage / "casefiles.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

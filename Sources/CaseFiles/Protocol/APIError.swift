@@ -164,6 +164,13 @@ extension APIError {
                  + "retry later and resume from the Upload-Offset that HEAD returns.")
     }
 
+    /// SQLite itself could not write: nothing of the request was saved, and nothing earlier was lost.
+    static func databaseFull() -> APIError {
+        APIError(HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), "insufficient_storage",
+                 "The server's disk is full, so this change was not saved (everything saved before is intact). "
+                 + "Retry later; uploads resume from the Upload-Offset that HEAD returns.")
+    }
+
     static func unsupportedVersion() -> APIError {
         APIError(.preconditionFailed, "unsupported_tus_version",
                  "This server speaks tus 1.0.0 only: send `Tus-Resumable: 1.0.0`.",

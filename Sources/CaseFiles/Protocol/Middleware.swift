@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -17,6 +18,9 @@ struct ErrorMiddleware: RouterMiddleware {
             return error.response(includeBody: request.method != .head)
         } catch let error as HTTPError {
             return Self.translate(error).response(includeBody: request.method != .head)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
+            context.logger.error("database write failed: disk full", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            return APIError.databaseFull().response(includeBody: request.method != .head)
         } catch is NIOTooManyBytesError {
             return APIError(.contentTooLarge, "body_too_large", "The request body is too large for this endpoint.")
                 .response(includeBody: request.method != .head)
