@@ -1,4 +1,5 @@
 """Fixtures that run the real `casefiles` binary on a temporary storage root, on loopback."""
+import json
 import os
 import signal
 import socket
@@ -69,6 +70,19 @@ class Server:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
         raise KeyError(field)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's figures for this run, also kept in Tests/artifacts/suite-summary.json."""
+    from helpers import SUMMARY
+    if not SUMMARY:
+        return
+    terminalreporter.section("fault suite summary")
+    for name, value in sorted(SUMMARY.items()):
+        terminalreporter.write_line(f"{value:>14,}  {name}")
+    artifacts = ROOT / "Tests" / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "suite-summary.json").write_text(json.dumps(dict(sorted(SUMMARY.items())), indent=2) + "\n")
 
 
 @pytest.fixture

@@ -1,5 +1,9 @@
 import base64
+import collections
 import hashlib
+
+# What the suite proved, added up across tests and printed at the end of the run (conftest.py).
+SUMMARY: collections.Counter = collections.Counter()
 
 TUS = {"Tus-Resumable": "1.0.0"}
 

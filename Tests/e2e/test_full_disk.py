@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from conftest import Server
-from helpers import auth, pattern
+from helpers import SUMMARY, auth, pattern
 from test_uploads import MiB, attachments, create, head_offset, patch
 
 
@@ -53,6 +53,7 @@ def test_a_full_disk_is_507_and_the_upload_resumes_once_space_is_freed(small_ser
 
     full = patch(server, url, 4 * MiB, data[4 * MiB:], checksum=False)
     assert full.status_code == 507, full.text
+    SUMMARY["full-disk failures answered 507 and recovered"] += 1
     assert full.json()["error"] == "insufficient_storage"
     assert head_offset(server, url) == 4 * MiB  # the last durable byte
     # Everything else keeps working: reads, listings, downloads.
@@ -101,5 +102,6 @@ def test_sqlite_on_a_full_disk_is_507_and_the_service_stays_up(small_server):
     again = requests.post(f"{server.url}/api/v1/cases", json={"account": "ACME", "subject": "space again"},
                           headers=auth(server.engineer), timeout=10)
     assert again.status_code == 201, again.text
+    SUMMARY["full-disk failures answered 507 and recovered"] += 1
     with sqlite3.connect(server.storage / "casefiles.sqlite") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

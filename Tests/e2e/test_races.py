@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from helpers import auth, pattern, sha256_header
+from helpers import SUMMARY, auth, pattern, sha256_header
 from test_uploads import MiB, _raw_patch_start, attachments, blob_bytes, create, head_offset, patch
 from test_slow_clients import read_status
 
@@ -38,6 +38,7 @@ def test_many_clients_patching_one_upload_at_once(server):
     listing = attachments(server)["attachments"]
     assert listing[0]["sha256"] == hashlib.sha256(data).hexdigest()
     assert blob_bytes(server, listing[0]["id"]) == data
+    SUMMARY["concurrent writers refused or dropped while one won"] += len(statuses) - statuses.count(204)
 
 
 def test_a_delete_during_a_patch_wins_cleanly(server):

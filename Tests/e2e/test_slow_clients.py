@@ -4,7 +4,7 @@ import socket
 import threading
 import time
 
-from helpers import pattern, sha256_header
+from helpers import SUMMARY, pattern, sha256_header
 from test_uploads import MiB, _raw_patch_start, attachments, create, head_offset, patch
 
 
@@ -55,6 +55,7 @@ def test_stalled_and_trickling_clients_are_cut_off(server):
 
     assert read_status(stalled, 15).startswith("HTTP/1.1 408"), "the stalled request was not cut off"
     assert read_status(trickle, 15).startswith("HTTP/1.1 408"), "the trickling request was not cut off"
+    SUMMARY["stalled or trickling clients cut off"] += 2
     stop.set()
     dripping.join(5)
     stalled.close()
