@@ -31,6 +31,12 @@ def row(name, value, unit, detail=""):
     print(f"  {name:<58} {value:>10.2f} {unit:<8} {detail}", flush=True)
 
 
+def quiet_disk():
+    """Flush every dirty page before a timed run, so no row pays for the write-back of the one before
+    (nginx and tuspyserver leave their files dirty in the page cache)."""
+    os.sync()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,6 +133,7 @@ def split_chunks(source: Path, size: int, into: Path):
 def chunk_loop(create_url, chunks, headers):
     """The same client for both tus servers: one curl PATCH per chunk, each with Upload-Checksum: sha256."""
     url = create_url()
+    quiet_disk()
     started = time.monotonic()
     offset = 0
     for path, checksum in chunks:
@@ -196,6 +203,7 @@ def main():
         if chunk_size == 8 * MiB:
             client_rates = []
             for _ in range(RUNS):
+                quiet_disk()
                 started = time.monotonic()
                 subprocess.run([BINARY, "upload", "--server", casefiles.url, "--token", casefiles.token, "--case",
                                 casefiles.case, "--chunk-size", "8MiB", "--quiet", str(source)],
@@ -266,6 +274,7 @@ http {{
     wait_http(port)
     rates = []
     for n in range(RUNS):
+        quiet_disk()
         started = time.monotonic()
         subprocess.run(["curl", "-sS", "-f", "-T", str(source), f"http://127.0.0.1:{port}/put-{n}.bin"], check=True)
         rates.append(size / (time.monotonic() - started) / 1e6)
@@ -344,6 +353,7 @@ def bench_concurrency(casefiles, source, work):
             busy.extend(head_latencies(casefiles, probe, 10))
 
     prober = threading.Thread(target=probe_loop)
+    quiet_disk()
     started = time.monotonic()
     prober.start()
     with ThreadPoolExecutor(32) as pool:

@@ -10,3 +10,15 @@ int casefiles_start_writeback(int fd, off_t offset, off_t count) {
     return 0;
 #endif
 }
+
+int casefiles_drop_behind(int fd, off_t offset, off_t count) {
+#ifdef __linux__
+    int waited = sync_file_range(fd, offset, count,
+                                 SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    if (waited != 0) return waited;
+    return posix_fadvise(fd, offset, count, POSIX_FADV_DONTNEED);
+#else
+    (void)fd; (void)offset; (void)count;
+    return 0;
+#endif
+}

@@ -95,6 +95,8 @@ public final class BlobAppender: @unchecked Sendable {
     public private(set) var position: Int64
     /// Bytes before this have had write-back started.
     private var writebackFrom: Int64
+    /// Bytes before this are on the device and out of the page cache (this request's, that is).
+    private var droppedFrom: Int64
     static let writebackStep: Int64 = 8 << 20
 
     init(fd: Int32, start: Int64) {
@@ -102,6 +104,7 @@ public final class BlobAppender: @unchecked Sendable {
         self.start = start
         self.position = start
         self.writebackFrom = start
+        self.droppedFrom = start
     }
 
     deinit { close(fd) }
@@ -120,9 +123,15 @@ public final class BlobAppender: @unchecked Sendable {
             position += Int64(n)
         }
         // Start write-back every few MiB so the fdatasync before the acknowledgement is short
-        // instead of flushing a whole chunk at once. A failure here only loses the head start.
+        // instead of flushing a whole chunk at once, and drop the step before it from the page cache
+        // once it is on the device (which also paces a client faster than the disk). Failures here
+        // only lose the head start or leave pages cached.
         if position - writebackFrom >= Self.writebackStep {
             _ = casefiles_start_writeback(fd, off_t(writebackFrom), off_t(position - writebackFrom))
+            if writebackFrom > droppedFrom {
+                _ = casefiles_drop_behind(fd, off_t(droppedFrom), off_t(writebackFrom - droppedFrom))
+            }
+            droppedFrom = writebackFrom
             writebackFrom = position
         }
     }
