@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include "CLinuxIO.h"
 
 int casefiles_start_writeback(int fd, off_t offset, off_t count) {
@@ -19,6 +21,15 @@ int casefiles_drop_behind(int fd, off_t offset, off_t count) {
     return posix_fadvise(fd, offset, count, POSIX_FADV_DONTNEED);
 #else
     (void)fd; (void)offset; (void)count;
+    return 0;
+#endif
+}
+
+int casefiles_lower_thread_priority(int nice) {
+#ifdef __linux__
+    return setpriority(PRIO_PROCESS, (id_t)gettid(), nice);
+#else
+    (void)nice;
     return 0;
 #endif
 }

@@ -13,4 +13,8 @@ int casefiles_start_writeback(int fd, off_t offset, off_t count);
 /// several times the copy itself. Not a durability step: fdatasync still is.
 int casefiles_drop_behind(int fd, off_t offset, off_t count);
 
+/// Lowers the calling thread's scheduling priority (its nice value; a thread, not the process, on Linux),
+/// for threads that do bulk work so that request routing on the other threads is not kept waiting.
+int casefiles_lower_thread_priority(int nice);
+
 #endif

@@ -205,8 +205,7 @@ struct AttachmentsController: Sendable {
     private func verifiedAttachment(_ context: AppRequestContext, user: User) async throws -> Upload {
         let id = context.parameters.get("id") ?? ""
         guard SecureRandom.isIdentifier(id),
-              let upload = try await services.database.upload(id: id),
-              let supportCase = try await services.database.supportCase(number: upload.caseNumber),
+              let (upload, supportCase) = try await services.database.uploadWithCase(id: id),
               AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: .readCase) == .allow
         else {
             throw APIError(.notFound, "attachment_not_found", "No attachment \(id.prefix(64)) is visible to you.")

@@ -26,14 +26,6 @@ final class ChunkSink: @unchecked Sendable {
     /// Below this a buffer is hashed on one core: handing it to a second costs more than it saves.
     static let parallelHashingThreshold = 128 * 1024
 
-    /// Hashing costs ~1.4 ns a byte; done on Swift's cooperative pool (two threads on a two-core
-    /// machine) it would make every other request, a 1 ms HEAD probe included, wait behind uploads.
-    static let pool: NIOThreadPool = {
-        let pool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
-        pool.start()
-        return pool
-    }()
-
     init(chunkDigest: ChunkDigest?, fileDigest: SHA256Digest, appender: BlobAppender) {
         self.chunkDigest = chunkDigest
         self.fileDigest = fileDigest
@@ -44,7 +36,12 @@ final class ChunkSink: @unchecked Sendable {
         if buffer.readableBytes < Self.offloadThreshold {
             try consumeHere(buffer)
         } else {
-            try await Self.pool.runIfActive { try self.consumeHere(buffer) }
+            // Hashing costs ~1.4 ns a byte; done on Swift's cooperative pool (two threads on a two-core
+            // machine) it would make every other request, a 1 ms HEAD probe included, wait behind uploads.
+            try await BulkWork.primary.runIfActive {
+                BulkWork.lowerPriority()
+                try self.consumeHere(buffer)
+            }
         }
     }
 
@@ -58,7 +55,7 @@ final class ChunkSink: @unchecked Sendable {
             }
             // The two SHA-256 passes over the same bytes run on both cores at once.
             var writeError: (any Error)?
-            inParallel({
+            BulkWork.inParallel({
                 chunkDigest!.update(bytes)
                 do { try appender.append(bytes) } catch { writeError = error }
             }, {

@@ -97,7 +97,8 @@ public final class BlobAppender: @unchecked Sendable {
     private var writebackFrom: Int64
     /// Bytes before this are on the device and out of the page cache (this request's, that is).
     private var droppedFrom: Int64
-    static let writebackStep: Int64 = 8 << 20
+    /// Small enough that the fdatasync before an acknowledgement finds at most a few MiB to write.
+    static let writebackStep: Int64 = 2 << 20
 
     init(fd: Int32, start: Int64) {
         self.fd = fd
