@@ -99,6 +99,8 @@ public final class BlobAppender: @unchecked Sendable {
     private var droppedFrom: Int64
     /// Small enough that the fdatasync before an acknowledgement finds at most a few MiB to write.
     static let writebackStep: Int64 = 2 << 20
+    /// How far behind the write-back front pages are dropped from the page cache.
+    static let dropLag: Int64 = 6 << 20
 
     init(fd: Int32, start: Int64) {
         self.fd = fd
@@ -124,15 +126,16 @@ public final class BlobAppender: @unchecked Sendable {
             position += Int64(n)
         }
         // Start write-back every few MiB so the fdatasync before the acknowledgement is short
-        // instead of flushing a whole chunk at once, and drop the step before it from the page cache
-        // once it is on the device (which also paces a client faster than the disk). Failures here
-        // only lose the head start or leave pages cached.
+        // instead of flushing a whole chunk at once, and drop what was handed to the device a few steps
+        // earlier (by now usually written, so the wait is short) from the page cache; waiting also paces
+        // a client faster than the disk. Failures here only lose the head start or leave pages cached.
         if position - writebackFrom >= Self.writebackStep {
             _ = casefiles_start_writeback(fd, off_t(writebackFrom), off_t(position - writebackFrom))
-            if writebackFrom > droppedFrom {
-                _ = casefiles_drop_behind(fd, off_t(droppedFrom), off_t(writebackFrom - droppedFrom))
+            let dropUpTo = writebackFrom - Self.dropLag
+            if dropUpTo > droppedFrom {
+                _ = casefiles_drop_behind(fd, off_t(droppedFrom), off_t(dropUpTo - droppedFrom))
+                droppedFrom = dropUpTo
             }
-            droppedFrom = writebackFrom
             writebackFrom = position
         }
     }
