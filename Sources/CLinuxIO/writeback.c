@@ -25,6 +25,15 @@ int casefiles_drop_behind(int fd, off_t offset, off_t count) {
 #endif
 }
 
+int casefiles_drop_cached(int fd, off_t offset, off_t count) {
+#ifdef __linux__
+    return posix_fadvise(fd, offset, count, POSIX_FADV_DONTNEED);
+#else
+    (void)fd; (void)offset; (void)count;
+    return 0;
+#endif
+}
+
 int casefiles_lower_thread_priority(int nice) {
 #ifdef __linux__
     return setpriority(PRIO_PROCESS, (id_t)gettid(), nice);

@@ -13,6 +13,9 @@ int casefiles_start_writeback(int fd, off_t offset, off_t count);
 /// several times the copy itself. Not a durability step: fdatasync still is.
 int casefiles_drop_behind(int fd, off_t offset, off_t count);
 
+/// Drops a range that is already on the device (after fdatasync) from the page cache: no waiting.
+int casefiles_drop_cached(int fd, off_t offset, off_t count);
+
 /// Lowers the calling thread's scheduling priority (its nice value; a thread, not the process, on Linux),
 /// for threads that do bulk work so that request routing on the other threads is not kept waiting.
 int casefiles_lower_thread_priority(int nice);

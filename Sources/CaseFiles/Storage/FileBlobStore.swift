@@ -142,10 +142,13 @@ public final class BlobAppender: @unchecked Sendable {
 
     /// Makes every appended byte durable (fdatasync) on NIO's blocking-I/O thread pool.
     public func sync() async throws {
-        let fd = self.fd
+        let (fd, cachedFrom, end) = (self.fd, droppedFrom, position)
         try await NIOThreadPool.singleton.runIfActive {
             guard fdatasync(fd) == 0 else { throw StorageError.from("fdatasync", errno: errno) }
+            // Now clean, the rest of this request's pages leave the cache at no cost (see drop-behind).
+            _ = casefiles_drop_cached(fd, off_t(cachedFrom), off_t(end - cachedFrom))
         }
+        droppedFrom = end
     }
 
     /// Drops everything appended by this request (a chunk that failed its checksum, say).
