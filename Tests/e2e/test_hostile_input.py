@@ -100,6 +100,10 @@ def rows(server, upload_path, deferred_path, attachment_path) -> list[Row]:
         table.append(Row(f"Tus-Resumable {value[:12]!r}", "PATCH", upload_path, [("Tus-Resumable", value), ("Upload-Offset", "0")] + chunk,
                          b"x", 412, "unsupported_tus_version"))
     table.append(Row("no Tus-Resumable", "HEAD", upload_path, [], None, 412, None))
+    table.append(Row("Tus-Resumable 1.0.0 and 0.2.2", "PATCH", upload_path,
+                     [("Tus-Resumable", "1.0.0"), ("Tus-Resumable", "0.2.2"), ("Upload-Offset", "0")] + chunk, b"x",
+                     412, "unsupported_tus_version"))
+    table.append(Row("Tus-Resumable 1.0.0 twice is still 1.0.0", "HEAD", upload_path, tus + tus, None, 200, None))
     for value, code in CHECKSUMS_BAD:
         table.append(Row(f"Upload-Checksum {value[:20]!r}", "PATCH", upload_path,
                          tus + chunk + [("Upload-Offset", "0"), ("Upload-Checksum", value)], b"x", 400, code))

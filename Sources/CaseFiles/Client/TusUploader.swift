@@ -87,6 +87,7 @@ public struct TusUploader: Sendable {
     private func create(path: String, caseNumber: String, identity: FileIdentity, handle: FileHandle) async throws
         -> UploadStateStore.Entry
     {
+        try await checkCaseAcceptsUploads(caseNumber)
         let progress = TransferProgress(label: "hashing", total: identity.size, startingAt: 0, quiet: quiet)
         var digest = SHA256Digest()
         var hashed: Int64 = 0
@@ -114,6 +115,20 @@ public struct TusUploader: Sendable {
             server: client.server, caseNumber: caseNumber, path: path, size: identity.size,
             modifiedNanoseconds: identity.modifiedNanoseconds, sha256: sha256,
             uploadURL: location.hasPrefix("http") ? location : client.server + location)
+    }
+
+    /// Asks first, so that a bad token, an unknown case or a closed case is reported before a large file
+    /// has been read end to end for its digest.
+    private func checkCaseAcceptsUploads(_ caseNumber: String) async throws {
+        struct CaseState: Decodable {
+            var number: String
+            var status: String
+        }
+        let found = try await client.json(CaseState.self, "checking case \(caseNumber)", "/api/v1/cases/\(caseNumber)")
+        guard found.status != "Closed" else {
+            throw ClientFailure(.refused, "case_closed: case \(found.number) is closed, so it accepts no uploads. "
+                                + "Reopen it (within 30 days of closure) or open a new case.")
+        }
     }
 
     /// The committed offset (HEAD), or nil if the server no longer has the upload.

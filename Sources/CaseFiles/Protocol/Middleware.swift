@@ -85,7 +85,9 @@ struct TusMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var response: Response
-        if request.method != .options && request.headers[.tusResumable] != TusProtocol.version {
+        // Every line must say 1.0.0; a client that repeats the header identically is still speaking it.
+        let versions = request.headers[values: .tusResumable]
+        if request.method != .options && (versions.isEmpty || versions.contains { $0 != TusProtocol.version }) {
             response = APIError.unsupportedVersion().response(includeBody: request.method != .head)
         } else {
             do {
