@@ -68,3 +68,35 @@ def test_a_case_closed_during_a_patch_gets_no_more_bytes(server):
     sock.close()
     assert status.startswith("HTTP/1.1 403"), status
     assert head_offset(server, url) == 0  # nothing was committed after the case closed
+
+
+def test_a_superseded_writer_that_keeps_sending_is_let_go_at_once(server):
+    """Its body stream was stopped, so the server answers 409 and closes the connection instead of leaving
+    a client that is still sending blocked until its own timeout."""
+    data = pattern(64 * MiB, seed=93)
+    url = create(server, len(data), "superseded.log")
+    sock = _raw_patch_start(server, url, 0, len(data), data[:2 * MiB])
+    time.sleep(0.3)
+    # The newer writer takes over; the old one commits what it verified first, so a HEAD taken before
+    # that may be stale (409), and the newcomer asks again.
+    for _ in range(2):
+        offset = head_offset(server, url)
+        taken_over = patch(server, url, offset, data[offset:offset + MiB])
+        if taken_over.status_code == 204:
+            break
+    assert taken_over.status_code == 204, taken_over.text
+    started = time.monotonic()
+    sock.settimeout(10)
+    answer = ""
+    try:
+        sock.sendall(data[2 * MiB:])  # the old client goes on sending the rest of its 64 MiB
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    try:
+        answer = read_status(sock, 5)
+    except ConnectionResetError:
+        answer = "reset"
+    sock.close()
+    assert time.monotonic() - started < 8, "the old client was left blocked"
+    assert answer.startswith("HTTP/1.1 409") or answer in ("reset", ""), answer
+    assert head_offset(server, url) == offset + MiB  # nothing the old writer sent later was committed

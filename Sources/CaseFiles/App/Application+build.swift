@@ -46,7 +46,9 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
     let router = try buildRouter(services)
     return Application(
         responder: MethodOverrideResponder(wrapped: MethodNotAllowedResponder(wrapped: router.buildResponder(), routes: router.routes)),
-        server: .http1(configuration: .init(additionalChannelHandlers: [LargeReadsHandler(), ExpectContinueHandler()])),
+        server: .http1(configuration: .init(additionalChannelHandlers: [
+            LargeReadsHandler(), ExpectContinueHandler(), CloseAfterResponseHandler(),
+        ])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
         services: [
             UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),

@@ -27,4 +27,9 @@ public struct AppRequestContext: RequestContext {
     func sendContinueIfExpected() async {
         try? await channel.triggerUserOutboundEvent(ExpectContinueHandler.SendContinue()).get()
     }
+
+    /// Closes the connection after this request's response (see `CloseAfterResponseHandler`).
+    func closeConnectionAfterResponse() async {
+        try? await channel.triggerUserOutboundEvent(CloseAfterResponseHandler.CloseAfterResponse()).get()
+    }
 }

@@ -92,7 +92,7 @@ struct UploadsController: Sendable {
         } else if carriesData {
             await context.sendContinueIfExpected()
             let watch = ReceiveWatch()
-            current = try await withWriterLock(upload.id, watch: watch) {
+            current = try await withWriterLock(upload.id, watch: watch, context: context) {
                 try await appendBody(request.body, to: upload, request: request, checksum: checksum, watch: watch,
                                      context: context)
             }
@@ -133,7 +133,7 @@ struct UploadsController: Sendable {
         await context.sendContinueIfExpected()
 
         let watch = ReceiveWatch()
-        let upload = try await withWriterLock(found.id, watch: watch) { () async throws -> Upload in
+        let upload = try await withWriterLock(found.id, watch: watch, context: context) { () async throws -> Upload in
             // Re-read under the lock: the request we superseded may have committed more bytes.
             guard var upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
             try checkWritable(upload)
@@ -176,7 +176,7 @@ struct UploadsController: Sendable {
 
     @Sendable func delete(_ request: Request, context: AppRequestContext) async throws -> Response {
         let (found, _) = try await authorizedUpload(context, mayModify: true)
-        try await withWriterLock(found.id) {
+        try await withWriterLock(found.id, context: context) {
             guard let upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
             if upload.state == .uploading { try checkWritable(upload) }
             switch upload.state {
@@ -322,7 +322,8 @@ struct UploadsController: Sendable {
 
     /// Runs `operation` as the upload's only writer, asking any request already writing it to stop first.
     private func withWriterLock<T: Sendable>(
-        _ uploadID: String, watch: ReceiveWatch? = nil, _ operation: @escaping @Sendable () async throws -> T
+        _ uploadID: String, watch: ReceiveWatch? = nil, context: AppRequestContext,
+        _ operation: @escaping @Sendable () async throws -> T
     ) async throws -> T {
         let worker = NIOLockedValueBox<(stopped: Bool, cancel: (@Sendable () -> Void)?)>((false, nil))
         let stop: @Sendable () -> Void = {
@@ -366,6 +367,8 @@ struct UploadsController: Sendable {
             task.cancel()
         }
         await services.locks.release(lease)
+        // A body read was stopped part-way: its stream is gone, so the connection cannot be reused.
+        if watch != nil && task.isCancelled { await context.closeConnectionAfterResponse() }
         do {
             return try result.get()
         } catch is CancellationError {
