@@ -105,6 +105,8 @@ public struct RetentionPurgeService: Service {
                     logger.notice("retention purge", metadata: [
                         "cases": "\(run.casesPurged)", "items": "\(run.itemsPurged)", "bytes": "\(run.bytesFreed)"])
                 }
+            } catch is CancellationError {
+                // Shutdown: a purge stopped between items finishes on the next run.
             } catch {
                 logger.error("retention purge failed; will retry", metadata: ["error": "\(error)"])
             }

@@ -29,6 +29,8 @@ public struct UploadExpiryService: Service {
         do {
             let reclaimed = try await sweep()
             if !reclaimed.isEmpty { logger.info("expired abandoned uploads", metadata: ["count": "\(reclaimed.count)"]) }
+        } catch is CancellationError {
+            // Shutdown: nothing failed.
         } catch {
             logger.error("upload expiry pass failed; will retry", metadata: ["error": "\(error)"])
         }
