@@ -392,7 +392,9 @@ struct UploadsController: Sendable {
     private func authorizedUpload(_ context: AppRequestContext, mayModify: Bool) async throws -> (Upload, SupportCase) {
         let user = try context.requireUser()
         let id = context.parameters.get("id") ?? ""
-        guard SecureRandom.isIdentifier(id), let (upload, supportCase) = try await database.uploadWithCase(id: id) else { throw APIError.uploadNotFound(String(id.prefix(64))) }
+        guard SecureRandom.isIdentifier(id), let (upload, supportCase) = try await database.uploadWithCase(id: id) else {
+            throw APIError.uploadNotFound(String(id.prefix(64)))
+        }
         let action: AccessPolicy.Action =
             !mayModify ? .readCase : upload.createdBy == user.id ? .useOwnUpload : .modifyOthersUpload
         switch AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: action) {
