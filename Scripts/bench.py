@@ -111,13 +111,19 @@ class CaseFiles:
         return self.url + r.getheader("Location")
 
 
-def curl_patch(url, chunk: Path, offset, checksum, headers, extra=()):
-    args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "-X", "PATCH", url,
+def patch_args(url, chunk: Path, offset, checksum, headers, write_out):
+    """curl arguments for one checksummed tus PATCH of a file (one transfer of a curl command line)."""
+    args = ["-o", "/dev/null", "-w", write_out, "-X", "PATCH", url,
             "-H", "Tus-Resumable: 1.0.0", "-H", f"Upload-Offset: {offset}",
             "-H", "Content-Type: application/offset+octet-stream", "-H", f"Upload-Checksum: sha256 {checksum}",
-            "-H", "Expect:", "-T", str(chunk), *extra]
+            "-H", "Expect:", "-T", str(chunk)]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
+    return args
+
+
+def curl_patch(url, chunk: Path, offset, checksum, headers):
+    args = ["curl", "-sS", *patch_args(url, chunk, offset, checksum, headers, "%{http_code} %{time_total}")]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
     return int(out[0]), float(out[1])
 
@@ -140,11 +146,7 @@ def chunk_loop(create_url, chunks, headers):
     for n, (path, checksum) in enumerate(chunks):
         if n:
             args.append("--next")
-        args += ["-o", "/dev/null", "-w", "%{http_code}\\n", "-X", "PATCH", url, "-H", "Tus-Resumable: 1.0.0",
-                 "-H", f"Upload-Offset: {offset}", "-H", "Content-Type: application/offset+octet-stream",
-                 "-H", f"Upload-Checksum: sha256 {checksum}", "-H", "Expect:", "-T", str(path)]
-        for name, value in headers.items():
-            args += ["-H", f"{name}: {value}"]
+        args += patch_args(url, path, offset, checksum, headers, "%{http_code}\\n")
         offset += path.stat().st_size
     quiet_disk()
     started = time.monotonic()

@@ -21,8 +21,6 @@ struct CasesController: Sendable {
     }
 
     private var database: AppDatabase { services.database }
-    /// The largest case command is a few hundred bytes; a subject and a comment fit many times over.
-    static let maxJSONBytes = 64 * 1024
 
     // MARK: - Representations
 
@@ -234,7 +232,7 @@ struct CasesController: Sendable {
         guard mediaType?.lowercased() == "application/json" else {
             throw APIError(.unsupportedMediaType, "unsupported_media_type", "Send `Content-Type: application/json`.")
         }
-        let body = try await request.body.collect(upTo: Self.maxJSONBytes)
+        let body = try await request.body.collect(upTo: context.maxUploadSize)
         do {
             return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
         } catch {
