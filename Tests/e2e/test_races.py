@@ -1,5 +1,6 @@
 """Races: many writers on one upload at once, a DELETE during a PATCH, a case closed during a PATCH.
 Exactly one writer wins, the state stays consistent, no bytes interleave."""
+import collections
 import hashlib
 import threading
 import time
@@ -100,3 +101,40 @@ def test_a_superseded_writer_that_keeps_sending_is_let_go_at_once(server):
     assert time.monotonic() - started < 8, "the old client was left blocked"
     assert answer.startswith("HTTP/1.1 409") or answer in ("reset", ""), answer
     assert head_offset(server, url) == offset + MiB  # nothing the old writer sent later was committed
+
+
+def test_many_mixed_requests_at_once_all_get_answers(server):
+    # Synchronous key lookups (token, upload) and pooled asynchronous reads (case, attachment list) at
+    # once: 48 clients must all be answered. A synchronous wait for a pooled SQLite connection on the
+    # cooperative threads once deadlocked the whole server here, with every reader held by a task
+    # waiting for those same threads.
+    urls = [create(server, MiB, f"probe{i}.log") for i in range(8)]
+    case_url = f"{server.url}/api/v1/cases/{server.case}"
+    outcomes = collections.Counter()
+    lock = threading.Lock()
+
+    def client(index):
+        with requests.Session() as session:
+            for round_ in range(25):
+                url = urls[(index + round_) % len(urls)]
+                try:
+                    statuses = (session.head(url, headers=auth(server.customer), timeout=20).status_code,
+                                session.get(case_url, headers=auth(server.customer), timeout=20).status_code,
+                                session.get(f"{case_url}/attachments", headers=auth(server.engineer),
+                                            timeout=20).status_code)
+                except requests.RequestException as error:
+                    statuses = (type(error).__name__,)
+                with lock:
+                    outcomes.update(statuses)
+                if statuses != (200, 200, 200):
+                    return  # a hung server would otherwise cost every client 20 s per request
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(48)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 90
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert outcomes == {200: 48 * 25 * 3}, outcomes
+    assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    SUMMARY["concurrent mixed requests answered"] += sum(outcomes.values())

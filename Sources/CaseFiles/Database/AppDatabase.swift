@@ -5,9 +5,16 @@ import GRDB
 /// query the service makes, each one transaction with an intention-revealing name.
 public struct AppDatabase: Sendable {
     public let writer: any DatabaseWriter
+    /// Connections for synchronous reads only. An asynchronous read keeps its pooled connection until its
+    /// task resumes on a cooperative thread, so a synchronous read waiting on those cooperative threads for
+    /// the same pool can block them all while every connection waits for them: the server once hung so
+    /// under 48 clients. These connections are never held across a suspension, so waiting for one costs
+    /// at most a query.
+    private let syncReader: any DatabaseReader
 
-    public init(_ writer: any DatabaseWriter) throws {
+    public init(_ writer: any DatabaseWriter, syncReader: (any DatabaseReader)? = nil) throws {
         self.writer = writer
+        self.syncReader = syncReader ?? writer
         try Self.migrator.migrate(writer)
     }
 
@@ -18,7 +25,11 @@ public struct AppDatabase: Sendable {
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
-        return try AppDatabase(DatabasePool(path: path, configuration: config))
+        let writer = try DatabasePool(path: path, configuration: config)
+        try migrator.migrate(writer)
+        var readOnly = config
+        readOnly.readonly = true
+        return try AppDatabase(writer, syncReader: DatabasePool(path: path, configuration: readOnly))
     }
 
     static var migrator: DatabaseMigrator {
@@ -200,7 +211,7 @@ extension AppDatabase {
     }
 
     public func allUsers() throws -> [User] {
-        try writer.read { db in try User.order(Column("name")).fetchAll(db) }
+        try syncReader.read { db in try User.order(Column("name")).fetchAll(db) }
     }
 
     public func user(id: Int64) async throws -> User? {
@@ -241,7 +252,7 @@ extension AppDatabase {
     /// A point lookup by key, run on the calling thread: it takes tens of microseconds, less than the two
     /// thread hops of an asynchronous read, which under load add milliseconds to every request.
     private func readInPlace<T>(_ value: (Database) throws -> T) throws -> T {
-        try writer.read(value)
+        try syncReader.read(value)
     }
 
     public func supportCase(number: String) async throws -> SupportCase? {
@@ -467,7 +478,7 @@ extension AppDatabase {
     }
 
     public func allCases() throws -> [SupportCase] {
-        try writer.read { db in try SupportCase.order(Column("number")).fetchAll(db) }
+        try syncReader.read { db in try SupportCase.order(Column("number")).fetchAll(db) }
     }
 }
 
@@ -514,7 +525,7 @@ extension AppDatabase {
 
 extension AppDatabase {
     public func retentionSettings() throws -> RetentionSettings {
-        try writer.read { db in
+        try syncReader.read { db in
             let rows = try Row.fetchAll(db, sql: "SELECT key, value FROM setting")
             var settings = RetentionSettings.defaults
             for row in rows {
@@ -614,7 +625,7 @@ extension AppDatabase {
 
     /// Upload states by id, for the orphan sweep.
     public func uploadStates() throws -> [String: UploadState] {
-        try writer.read { db in
+        try syncReader.read { db in
             let rows = try Row.fetchAll(db, sql: "SELECT id, state FROM upload")
             var states: [String: UploadState] = [:]
             for row in rows {
