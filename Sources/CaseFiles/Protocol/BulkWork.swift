@@ -21,6 +21,22 @@ enum BulkWork {
     /// Called at the start of every work item: cheap, and it keeps the priority on whichever thread runs it.
     static func lowerPriority() { _ = casefiles_lower_thread_priority(niceness) }
 
+    /// Runs `work` on the primary pool. Unlike `runIfActive` it is not cancelled with the calling task:
+    /// bytes taken from a request body reach the disk and both digests together, whatever happens to
+    /// the request meanwhile.
+    static func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            primary.submit { state in
+                guard case .active = state else {
+                    continuation.resume(throwing: NIOThreadPoolError.ThreadPoolInactive())
+                    return
+                }
+                lowerPriority()
+                continuation.resume(with: Result { try work() })
+            }
+        }
+    }
+
     /// Runs `first` here and `second` on the secondary pool, and returns when both are done. The caller
     /// guarantees the two touch disjoint state, which is why the sendability check is waived here and
     /// nowhere else. `second` never waits on anything, so the secondary pool cannot deadlock.

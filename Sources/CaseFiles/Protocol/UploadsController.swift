@@ -214,20 +214,30 @@ struct UploadsController: Sendable {
         let sink = ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender)
 
         var interruption: (any Error)?
+        var writeFailure: (any Error)?
         var overran = false
         if let body {
             do {
                 for try await buffer in body {
-                    if let room, appender.position - appender.start + Int64(buffer.readableBytes) > room {
+                    if let room, sink.received + Int64(buffer.readableBytes) > room {
                         overran = true
                         break
                     }
-                    try await sink.consume(buffer)
                     watch.add(buffer.readableBytes)
+                    do { try await sink.consume(buffer) } catch { writeFailure = error; break }
                 }
             } catch {
                 interruption = error
             }
+            // Whatever arrived is kept, even after a cut: the last batch is written here.
+            if !overran, writeFailure == nil {
+                do { try await sink.flush() } catch { writeFailure = error }
+            }
+        }
+        if let writeFailure {
+            // The running digest may already cover bytes the disk refused, so nothing of this request counts.
+            try? appender.discard()
+            throw describe(writeFailure, watch)
         }
         let received = appender.position - appender.start
         if interruption == nil, Task.isCancelled || (contentLength.map { received < $0 } ?? false) {
