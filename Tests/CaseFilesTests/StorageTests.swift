@@ -25,6 +25,34 @@ import Testing
         #expect(Array(buffer: all) == first)
     }
 
+    @Test func resumesAtUnalignedOffsetsKeepEveryCommittedByte() async throws {
+        // Direct I/O writes whole 4 KiB blocks through a 1 MiB buffer, so every resume rewrites the
+        // committed start of its first block, and a request may end anywhere inside a block.
+        defer { try? FileManager.default.removeItem(at: root) }
+        let store = try FileBlobStore(root: root)
+        let id = SecureRandom.identifier()
+        try store.create(id: id)
+        var expected: [UInt8] = []
+        for (round, size) in [1, 4095, 4097, 1_048_575, 3_000_001, 12_345, 1 << 20].enumerated() {
+            let bytes = testBytes(size, seed: UInt64(round))
+            let appender = try store.openForAppend(id: id, at: Int64(expected.count))
+            for piece in stride(from: 0, to: size, by: 70_001) {
+                try bytes[piece..<min(piece + 70_001, size)].withUnsafeBytes { try appender.append($0) }
+            }
+            try await appender.sync()
+            expected += bytes
+
+            // A request that is then thrown away (a failed checksum) leaves the committed bytes alone,
+            // even after it wrote whole buffers past them.
+            let rejected = try store.openForAppend(id: id, at: Int64(expected.count))
+            try testBytes(2_500_000, seed: 99).withUnsafeBytes { try rejected.append($0) }
+            try rejected.discard()
+        }
+        let all = try store.openForReading(id: id).read(at: 0, count: expected.count + 4096, allocator: ByteBufferAllocator())
+        #expect(all.readableBytes == expected.count)
+        #expect(Array(buffer: all) == expected)
+    }
+
     @Test func reopeningDropsBytesPastTheCommittedOffset() throws {
         defer { try? FileManager.default.removeItem(at: root) }
         let store = try FileBlobStore(root: root)

@@ -30,7 +30,8 @@ final class ChunkSink: @unchecked Sendable {
     /// A batch is handed to the bulk pools once it holds this much; the request body keeps streaming
     /// into the next one meanwhile.
     static let batchSize = 1 << 20
-    /// Batches below this are handled inline: a hop to the pool would cost more than it frees.
+    /// Batches below this are handled inline, unless they fill the appender's buffer (a device write):
+    /// a hop to the pool would cost more than it frees.
     static let offloadThreshold = 64 * 1024
     /// Below this a batch is hashed on one core: handing it to a second costs more than it saves.
     static let parallelHashingThreshold = 128 * 1024
@@ -55,7 +56,7 @@ final class ChunkSink: @unchecked Sendable {
         let buffers = batch, count = batchBytes
         batch = []
         batchBytes = 0
-        if count < Self.offloadThreshold {
+        if count < Self.offloadThreshold && count <= appender.stagingRoom {
             try consumeHere(buffers, count: count)
         } else {
             // Hashing costs ~1.4 ns a byte; done on Swift's cooperative pool (two threads on a two-core

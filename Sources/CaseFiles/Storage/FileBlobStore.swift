@@ -33,7 +33,8 @@ public struct FileBlobStore: BlobStore {
     }
 
     public func openForAppend(id: String, at offset: Int64) throws -> BlobAppender {
-        let fd = open(path(for: id), O_WRONLY | O_CLOEXEC)
+        // Read-write: the appender reads back the committed part of the block it starts in.
+        let fd = open(path(for: id), O_RDWR | O_CLOEXEC)
         guard fd >= 0 else {
             throw errno == ENOENT ? StorageError.missingBlob(id) : StorageError.from("open", errno: errno)
         }
@@ -42,7 +43,7 @@ public struct FileBlobStore: BlobStore {
             close(fd)
             throw StorageError.from("ftruncate", errno: code)
         }
-        return BlobAppender(fd: fd, start: offset)
+        return try BlobAppender(fd: fd, directFD: casefiles_open_direct(path(for: id)), start: offset)
     }
 
     public func openForReading(id: String) throws -> BlobReader {
@@ -87,75 +88,123 @@ public struct FileBlobStore: BlobStore {
 
 /// Appends one request's bytes to a blob. Owned by exactly one request at a time (the upload's
 /// writer lock guarantees it), hence `@unchecked Sendable`.
+///
+/// Bytes are gathered in an aligned 1 MiB staging buffer and written with O_DIRECT, from that buffer to
+/// the device. Through the page cache every written page was a fresh one, and on a VM whose free memory
+/// goes back to the host a fresh page costs several times the copy: buffered writes ran at 270 MB/s and
+/// 3.5 CPU s/GiB where O_DIRECT ran at 1.4 GB/s and 0.15 (dd, 1 MiB blocks). Only the unaligned tail of
+/// a request goes through the page cache; where O_DIRECT is refused (tmpfs) everything does.
 public final class BlobAppender: @unchecked Sendable {
     private let fd: Int32
+    /// O_DIRECT where the file system allows it, else `fd`.
+    private var directFD: Int32
     /// The committed length the appender started from.
     public let start: Int64
     /// Where the next byte goes.
     public private(set) var position: Int64
-    /// Bytes before this have had write-back started.
-    private var writebackFrom: Int64
-    /// Bytes before this are on the device and out of the page cache (this request's, that is).
-    private var droppedFrom: Int64
-    /// Small enough that the fdatasync before an acknowledgement finds at most a few MiB to write.
-    static let writebackStep: Int64 = 2 << 20
-    /// How far behind the write-back front pages are dropped from the page cache.
-    static let dropLag: Int64 = 6 << 20
+    /// Bytes from here (block-aligned) to `position` are in `staging`, not yet written.
+    private var stagedFrom: Int64
+    private let staging: UnsafeMutableRawBufferPointer
 
-    init(fd: Int32, start: Int64) {
+    /// Direct I/O needs buffer addresses, offsets and lengths aligned to the device's block size.
+    static let block = 4096
+    static let stagingSize = 1 << 20
+
+    init(fd: Int32, directFD: Int32, start: Int64) throws {
         self.fd = fd
+        self.directFD = directFD >= 0 ? directFD : fd
         self.start = start
         self.position = start
-        self.writebackFrom = start
-        self.droppedFrom = start
+        self.stagedFrom = start
+        self.staging = .allocate(byteCount: Self.stagingSize, alignment: Self.block)
+        try stageCommittedHead()
     }
 
-    deinit { close(fd) }
+    deinit {
+        if directFD != fd { close(directFD) }
+        close(fd)
+        staging.deallocate()
+    }
 
-    /// Writes to the page cache; a 64 KiB pwrite returns in microseconds, so it runs inline.
-    /// Durability comes from `sync()`, which is the slow call and runs off the cooperative pool.
+    /// Room left before the next write to disk.
+    var stagingRoom: Int { Self.stagingSize - Int(position - stagedFrom) }
+
+    /// Copies into the staging buffer, writing it out each time it fills. Called on a bulk-work thread:
+    /// a full buffer blocks for the device write (about a millisecond).
     public func append(_ bytes: UnsafeRawBufferPointer) throws {
         var done = 0
         while done < bytes.count {
-            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(position))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw StorageError.from("write", errno: errno)
+            let staged = Int(position - stagedFrom)
+            let count = min(bytes.count - done, Self.stagingSize - staged)
+            (staging.baseAddress! + staged).copyMemory(from: bytes.baseAddress! + done, byteCount: count)
+            done += count
+            position += Int64(count)
+            if position - stagedFrom == Int64(Self.stagingSize) {
+                try writeStaged(count: Self.stagingSize)
             }
-            done += n
-            position += Int64(n)
-        }
-        // Start write-back every few MiB so the fdatasync before the acknowledgement is short
-        // instead of flushing a whole chunk at once, and drop what was handed to the device a few steps
-        // earlier (by now usually written, so the wait is short) from the page cache; waiting also paces
-        // a client faster than the disk. Failures here only lose the head start or leave pages cached.
-        if position - writebackFrom >= Self.writebackStep {
-            _ = casefiles_start_writeback(fd, off_t(writebackFrom), off_t(position - writebackFrom))
-            let dropUpTo = writebackFrom - Self.dropLag
-            if dropUpTo > droppedFrom {
-                _ = casefiles_drop_behind(fd, off_t(droppedFrom), off_t(dropUpTo - droppedFrom))
-                droppedFrom = dropUpTo
-            }
-            writebackFrom = position
         }
     }
 
-    /// Makes every appended byte durable (fdatasync) on NIO's blocking-I/O thread pool.
+    /// Writes what is staged and makes every appended byte durable (fdatasync), on NIO's blocking-I/O pool.
     public func sync() async throws {
-        let (fd, cachedFrom, end) = (self.fd, droppedFrom, position)
-        try await NIOThreadPool.singleton.runIfActive {
+        try await NIOThreadPool.singleton.runIfActive { [self] in
+            let staged = Int(position - stagedFrom)
+            let whole = staged / Self.block * Self.block
+            if whole > 0 { try writeStaged(count: whole) }
+            // The last partial block goes through the page cache; it stays staged, so the next full
+            // buffer rewrites it whole, committed bytes and all.
+            let tail = Int(position - stagedFrom)
+            if tail > 0 { try write(fd, staging.baseAddress!, count: tail, at: stagedFrom) }
             guard fdatasync(fd) == 0 else { throw StorageError.from("fdatasync", errno: errno) }
-            // Now clean, the rest of this request's pages leave the cache at no cost (see drop-behind).
-            _ = casefiles_drop_cached(fd, off_t(cachedFrom), off_t(end - cachedFrom))
         }
-        droppedFrom = end
     }
 
     /// Drops everything appended by this request (a chunk that failed its checksum, say).
     public func discard() throws {
         guard ftruncate(fd, off_t(start)) == 0 else { throw StorageError.from("ftruncate", errno: errno) }
         position = start
-        writebackFrom = start
+        stagedFrom = start
+        try stageCommittedHead()
+    }
+
+    /// Stages the committed bytes of the block `start` falls in, so writes begin on a block boundary.
+    private func stageCommittedHead() throws {
+        let head = Int(start % Int64(Self.block))
+        stagedFrom = start - Int64(head)
+        var done = 0
+        while done < head {
+            let n = pread(fd, staging.baseAddress! + done, head - done, off_t(stagedFrom) + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw StorageError.from("read", errno: n < 0 ? errno : EIO) }
+            done += n
+        }
+    }
+
+    /// Writes the first `count` staged bytes (a multiple of the block size) and keeps the rest staged.
+    private func writeStaged(count: Int) throws {
+        do {
+            try write(directFD, staging.baseAddress!, count: count, at: stagedFrom)
+        } catch StorageError.io(_, EINVAL) where directFD != fd {
+            // This device wants a larger alignment than ours: fall back to the page cache for good.
+            close(directFD)
+            directFD = fd
+            try write(fd, staging.baseAddress!, count: count, at: stagedFrom)
+        }
+        let rest = Int(position - stagedFrom) - count
+        if rest > 0 { staging.baseAddress!.copyMemory(from: staging.baseAddress! + count, byteCount: rest) }
+        stagedFrom += Int64(count)
+    }
+
+    private func write(_ target: Int32, _ bytes: UnsafeRawPointer, count: Int, at offset: Int64) throws {
+        var done = 0
+        while done < count {
+            let n = pwrite(target, bytes + done, count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw StorageError.from("write", errno: errno)
+            }
+            done += n
+        }
     }
 }
 
