@@ -94,17 +94,22 @@ public struct FileBlobStore: BlobStore {
 /// goes back to the host a fresh page costs several times the copy: buffered writes ran at 270 MB/s and
 /// 3.5 CPU s/GiB where O_DIRECT ran at 1.4 GB/s and 0.15 (dd, 1 MiB blocks). Only the unaligned tail of
 /// a request goes through the page cache; where O_DIRECT is refused (tmpfs) everything does.
+/// Two buffers take turns: one fills while the other is written, so the device write (about a
+/// millisecond per MiB) overlaps the hashing instead of stalling it.
 public final class BlobAppender: @unchecked Sendable {
     private let fd: Int32
     /// O_DIRECT where the file system allows it, else `fd`.
-    private var directFD: Int32
+    private let directFD: Int32
     /// The committed length the appender started from.
     public let start: Int64
     /// Where the next byte goes.
     public private(set) var position: Int64
     /// Bytes from here (block-aligned) to `position` are in `staging`, not yet written.
     private var stagedFrom: Int64
-    private let staging: UnsafeMutableRawBufferPointer
+    private var staging: UnsafeMutableRawBufferPointer
+    /// The other buffer, possibly still being written.
+    private var writing: UnsafeMutableRawBufferPointer
+    private var inFlight: InFlightWrite?
 
     /// Direct I/O needs buffer addresses, offsets and lengths aligned to the device's block size.
     static let block = 4096
@@ -117,13 +122,16 @@ public final class BlobAppender: @unchecked Sendable {
         self.position = start
         self.stagedFrom = start
         self.staging = .allocate(byteCount: Self.stagingSize, alignment: Self.block)
+        self.writing = .allocate(byteCount: Self.stagingSize, alignment: Self.block)
         try stageCommittedHead()
     }
 
     deinit {
+        _ = try? finishInFlightWrite()
         if directFD != fd { close(directFD) }
         close(fd)
         staging.deallocate()
+        writing.deallocate()
     }
 
     /// Room left before the next write to disk.
@@ -140,7 +148,7 @@ public final class BlobAppender: @unchecked Sendable {
             done += count
             position += Int64(count)
             if position - stagedFrom == Int64(Self.stagingSize) {
-                try writeStaged(count: Self.stagingSize)
+                try writeFullBufferInBackground()
             }
         }
     }
@@ -148,6 +156,7 @@ public final class BlobAppender: @unchecked Sendable {
     /// Writes what is staged and makes every appended byte durable (fdatasync), on NIO's blocking-I/O pool.
     public func sync() async throws {
         try await NIOThreadPool.singleton.runIfActive { [self] in
+            try finishInFlightWrite()
             let staged = Int(position - stagedFrom)
             let whole = staged / Self.block * Self.block
             if whole > 0 { try writeStaged(count: whole) }
@@ -161,6 +170,7 @@ public final class BlobAppender: @unchecked Sendable {
 
     /// Drops everything appended by this request (a chunk that failed its checksum, say).
     public func discard() throws {
+        _ = try? finishInFlightWrite()  // its bytes are being thrown away; it must not land after the truncation
         guard ftruncate(fd, off_t(start)) == 0 else { throw StorageError.from("ftruncate", errno: errno) }
         position = start
         stagedFrom = start
@@ -180,19 +190,44 @@ public final class BlobAppender: @unchecked Sendable {
         }
     }
 
+    /// Hands the full staging buffer to a writer thread and continues in the other one, once the
+    /// write before has finished (and reported any error, a full disk say).
+    private func writeFullBufferInBackground() throws {
+        try finishInFlightWrite()
+        let (target, buffer, offset) = (directFD, staging, stagedFrom)
+        let write = InFlightWrite()
+        Self.writers.submit { _ in
+            write.finish(Result { try self.writeOrFallBack(target, buffer, count: Self.stagingSize, at: offset) })
+        }
+        inFlight = write
+        swap(&staging, &writing)
+        stagedFrom += Int64(Self.stagingSize)
+    }
+
+    private func finishInFlightWrite() throws {
+        guard let write = inFlight else { return }
+        inFlight = nil
+        try write.wait()
+    }
+
     /// Writes the first `count` staged bytes (a multiple of the block size) and keeps the rest staged.
     private func writeStaged(count: Int) throws {
-        do {
-            try write(directFD, staging.baseAddress!, count: count, at: stagedFrom)
-        } catch StorageError.io(_, EINVAL) where directFD != fd {
-            // This device wants a larger alignment than ours: fall back to the page cache for good.
-            close(directFD)
-            directFD = fd
-            try write(fd, staging.baseAddress!, count: count, at: stagedFrom)
-        }
+        try writeOrFallBack(directFD, staging, count: count, at: stagedFrom)
         let rest = Int(position - stagedFrom) - count
         if rest > 0 { staging.baseAddress!.copyMemory(from: staging.baseAddress! + count, byteCount: rest) }
         stagedFrom += Int64(count)
+    }
+
+    private func writeOrFallBack(
+        _ target: Int32, _ buffer: UnsafeMutableRawBufferPointer, count: Int, at offset: Int64
+    ) throws {
+        do {
+            try write(target, buffer.baseAddress!, count: count, at: offset)
+        } catch StorageError.io(_, EINVAL) where target != fd {
+            // This device wants a larger alignment than ours: the page cache it is (for this write; the
+            // next ones find out the same way, which costs one failed call per MiB).
+            try write(fd, buffer.baseAddress!, count: count, at: offset)
+        }
     }
 
     private func write(_ target: Int32, _ bytes: UnsafeRawPointer, count: Int, at offset: Int64) throws {
@@ -205,6 +240,29 @@ public final class BlobAppender: @unchecked Sendable {
             }
             done += n
         }
+    }
+
+    /// Writes of full staging buffers, off the hashing threads; they mostly wait for the device.
+    private static let writers: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
+        pool.start()
+        return pool
+    }()
+}
+
+/// One background write: its result, waited for before its buffer is reused.
+private final class InFlightWrite: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var result: Result<Void, any Error> = .success(())
+
+    func finish(_ result: Result<Void, any Error>) {
+        self.result = result
+        done.signal()
+    }
+
+    func wait() throws {
+        done.wait()
+        try result.get()
     }
 }
 
