@@ -27,8 +27,8 @@ final class ChunkSink: @unchecked Sendable {
     private var batch: [ByteBuffer] = []
     private var batchBytes = 0
 
-    /// A batch is handed to the bulk pools once it holds this much; the request body keeps streaming
-    /// into the next one meanwhile.
+    /// A batch is handed to the bulk pools once it holds this much; meanwhile the event loop keeps
+    /// reading the body into the request's buffer (up to ten socket reads).
     static let batchSize = 1 << 20
     /// Batches below this are handled inline, unless they fill the appender's buffer (a device write):
     /// a hop to the pool would cost more than it frees.

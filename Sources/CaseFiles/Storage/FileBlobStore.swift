@@ -127,7 +127,7 @@ public final class BlobAppender: @unchecked Sendable {
     }
 
     deinit {
-        _ = try? finishInFlightWrite()
+        _ = try? finishInFlightWrite()  // already done: the write holds the appender until it finishes
         if directFD != fd { close(directFD) }
         close(fd)
         staging.deallocate()
@@ -137,8 +137,8 @@ public final class BlobAppender: @unchecked Sendable {
     /// Room left before the next write to disk.
     var stagingRoom: Int { Self.stagingSize - Int(position - stagedFrom) }
 
-    /// Copies into the staging buffer, writing it out each time it fills. Called on a bulk-work thread:
-    /// a full buffer blocks for the device write (about a millisecond).
+    /// Copies into the staging buffer and hands it to a writer thread each time it fills. Called on a
+    /// bulk-work thread: a full buffer waits for the write before it, if that is still going.
     public func append(_ bytes: UnsafeRawBufferPointer) throws {
         var done = 0
         while done < bytes.count {
