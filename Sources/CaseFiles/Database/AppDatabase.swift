@@ -12,10 +12,14 @@ public struct AppDatabase: Sendable {
     /// at most a query.
     private let syncReader: any DatabaseReader
 
-    public init(_ writer: any DatabaseWriter, syncReader: (any DatabaseReader)? = nil) throws {
-        self.writer = writer
-        self.syncReader = syncReader ?? writer
+    public init(_ writer: any DatabaseWriter) throws {
         try Self.migrator.migrate(writer)
+        self.init(migrated: writer, syncReader: writer)
+    }
+
+    private init(migrated writer: any DatabaseWriter, syncReader: any DatabaseReader) {
+        self.writer = writer
+        self.syncReader = syncReader
     }
 
     /// Opens (creating if needed) the database file in WAL mode, so CLI commands can run while `serve` does.
@@ -26,10 +30,10 @@ public struct AppDatabase: Sendable {
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
         let writer = try DatabasePool(path: path, configuration: config)
-        try migrator.migrate(writer)
+        try migrator.migrate(writer)  // before the read-only pool opens: it cannot create the file
         var readOnly = config
         readOnly.readonly = true
-        return try AppDatabase(writer, syncReader: DatabasePool(path: path, configuration: readOnly))
+        return AppDatabase(migrated: writer, syncReader: try DatabasePool(path: path, configuration: readOnly))
     }
 
     static var migrator: DatabaseMigrator {

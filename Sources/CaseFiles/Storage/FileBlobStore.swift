@@ -173,7 +173,6 @@ public final class BlobAppender: @unchecked Sendable {
         _ = try? finishInFlightWrite()  // its bytes are being thrown away; it must not land after the truncation
         guard ftruncate(fd, off_t(start)) == 0 else { throw StorageError.from("ftruncate", errno: errno) }
         position = start
-        stagedFrom = start
         try stageCommittedHead()
     }
 
