@@ -3,6 +3,8 @@ import CaseFiles
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
+import NIOPosix
 
 @main
 struct CaseFilesCommand: AsyncParsableCommand {
@@ -47,6 +49,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "info"
 
     func run() async throws {
+        // Request handlers then run on the event loop that reads their socket instead of hopping to
+        // Swift's cooperative pool and back for every body part and response: thread wake-ups are dear
+        // on a virtual machine (64 MiB chunk loop: ~5% more MB/s at ~5% less CPU per GiB; one HEAD:
+        // 980 -> 870 us of server CPU). Handlers block only for short in-place SQLite reads; hashing,
+        // device writes, fsync and file reads already run on thread pools.
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         guard let purgeEvery = DurationOption.seconds(purgeInterval) else {
             throw ValidationError("--purge-interval must be a number of seconds or use a suffix: 90s, 30m, 12h, 7d")
         }
