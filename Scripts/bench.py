@@ -61,6 +61,11 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def reset_peak_rss(pid):
+    """Starts a new peak: VmHWM then covers what follows, not the whole life of the process."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 def proc_peak_rss_mib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -200,6 +205,7 @@ def main():
     for chunk_size in (8 * MiB, 64 * MiB):
         chunks = split_chunks(source, chunk_size, work / f"chunks-{chunk_size // MiB}")
         ours, cpu, theirs = [], [], []
+        reset_peak_rss(casefiles.process.pid)
         for _ in range(RUNS):
             cpu_before = proc_cpu_seconds(casefiles.process.pid)
             ours.append(size / chunk_loop(lambda: casefiles.create(size, source_sha), chunks, casefiles.auth()) / 1e6)
@@ -230,7 +236,7 @@ def main():
             best = min(nginx_rate, disk)
             row("CaseFiles single stream 64 MiB chunks vs min(nginx, dd)", results[chunk_size][0] / best, "x",
                 f"target >= 0.8; server peak RSS {peak:.1f} MiB")
-            row("CaseFiles server peak RSS", peak, "MiB")
+            row("CaseFiles server peak RSS, 64 MiB chunk loops", peak, "MiB")
         shutil.rmtree(work / f"chunks-{chunk_size // MiB}")
     tuspy.terminate()
     tuspy.wait(10)
@@ -262,19 +268,20 @@ def clear_blobs(storage: Path):
         blob.unlink()
 
 
-def bench_nginx(work: Path, source: Path, size: int):
+def start_nginx(work: Path, name: str, location: str):
+    """One nginx worker on a free port serving `work/name-root` with `location`'s directives."""
     port = free_port()
-    root = work / "nginx-root"
-    temp = work / "nginx-tmp"
+    root = work / f"{name}-root"
+    temp = work / f"{name}-tmp"
     root.mkdir()
     temp.mkdir()
-    conf = work / "nginx.conf"
+    conf = work / f"{name}.conf"
     conf.write_text(f"""
 user root;
 worker_processes 1;
 daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log;
+pid {work}/{name}.pid;
+error_log {work}/{name}-error.log;
 events {{ }}
 http {{
     access_log off;
@@ -282,11 +289,16 @@ http {{
     client_max_body_size 0;
     server {{
         listen 127.0.0.1:{port};
-        location / {{ root {root}; dav_methods PUT; create_full_put_path on; client_body_buffer_size 1m; }}
+        location / {{ root {root}; {location} }}
     }}
 }}
 """)
-    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)])
+    return subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)]), port, root
+
+
+def bench_nginx(work: Path, source: Path, size: int):
+    nginx, port, root = start_nginx(work, "nginx",
+                                    "dav_methods PUT; create_full_put_path on; client_body_buffer_size 1m;")
     wait_http(port)
     rates = []
     for n in range(RUNS):
@@ -334,14 +346,16 @@ def create_tuspy(port, size):
     return location if location.startswith("http") else f"http://127.0.0.1:{port}{location}"
 
 
-def head_latencies(casefiles, url, count):
-    c = http.client.HTTPConnection("127.0.0.1", casefiles.port)
+def head_latencies(port, path, headers, count):
+    """`count` HEAD requests on one new connection, each timed from request to response."""
+    c = http.client.HTTPConnection("127.0.0.1", port)
     latencies = []
     for _ in range(count):
         started = time.perf_counter()
-        c.request("HEAD", url[len(casefiles.url):], headers=casefiles.headers())
+        c.request("HEAD", path, headers=headers)
         c.getresponse().read()
         latencies.append((time.perf_counter() - started) * 1000)
+    c.close()
     return latencies
 
 
@@ -355,21 +369,28 @@ def bench_concurrency(casefiles, source, work):
     with open(source, "rb") as f:
         chunk.write_bytes(f.read(64 * MiB))
     checksum = base64.b64encode(hashlib.sha256(chunk.read_bytes()).digest()).decode()
-    probe = casefiles.create(1 * GiB)
-    idle = head_latencies(casefiles, probe, 1000)
+    probe = casefiles.create(1 * GiB)[len(casefiles.url):]
+    idle = head_latencies(casefiles.port, probe, casefiles.headers(), 1000)
     row("1,000 HEAD (idle server) p50", percentile(idle, 50), "ms")
     row("1,000 HEAD (idle server) p99", percentile(idle, 99), "ms")
 
+    # The same probes, alternating, to an nginx serving a static file: what this client and this
+    # machine under the same load add to any server's answer.
+    nginx, nginx_port, nginx_root = start_nginx(work, "static", "")
+    (nginx_root / "probe").write_bytes(b"probe")
+    wait_http(nginx_port, "/probe")
     urls = [casefiles.create(64 * MiB) for _ in range(32)]
     busy: list[float] = []
     opening: list[float] = []  # the first probe on each connection, which also pays for setting it up
+    floor: list[float] = []
     stop = threading.Event()
 
     def probe_loop():
         while not stop.is_set() and len(busy) < 1000:
-            latencies = head_latencies(casefiles, probe, 10)
+            latencies = head_latencies(casefiles.port, probe, casefiles.headers(), 10)
             busy.extend(latencies)
             opening.append(latencies[0])
+            floor.extend(head_latencies(nginx_port, "/probe", {}, 10))
 
     prober = threading.Thread(target=probe_loop)
     quiet_disk()
@@ -380,6 +401,8 @@ def bench_concurrency(casefiles, source, work):
     elapsed = time.monotonic() - started
     stop.set()
     prober.join()
+    nginx.terminate()
+    nginx.wait(10)
     latencies = [seconds * 1000 for status, seconds in results]
     assert all(status == 204 for status, _ in results), results
     row("32 concurrent 64 MiB uploads, aggregate", 32 * 64 * MiB / elapsed / 1e6, "MB/s")
@@ -390,6 +413,9 @@ def bench_concurrency(casefiles, source, work):
         row(f"HEAD during the 32 uploads ({len(busy)} probes) p99", percentile(busy, 99), "ms", "target < 5 ms")
         row(f"  of which first on a new connection ({len(opening)}) p99", percentile(opening, 99), "ms",
             "connection set-up included")
+        row(f"HEAD to nginx, static file, same load ({len(floor)} probes) p50", percentile(floor, 50), "ms")
+        row(f"HEAD to nginx, static file, same load ({len(floor)} probes) p99", percentile(floor, 99), "ms",
+            "the floor this client and machine set")
     clear_blobs(casefiles.storage)
     chunk.unlink()
 
