@@ -374,15 +374,20 @@ def bench_concurrency(casefiles, source, work):
     row("1,000 HEAD (idle server) p50", percentile(idle, 50), "ms")
     row("1,000 HEAD (idle server) p99", percentile(idle, 99), "ms")
 
-    # The same probes, alternating, to an nginx serving a static file: what this client and this
-    # machine under the same load add to any server's answer.
+    # The same probes, in turn, to an nginx serving a static file (what this client and this machine
+    # under the same load add to any server's answer) and to a second CaseFiles with no uploads of its
+    # own (what this stack adds when it shares the CPUs but not the work).
     nginx, nginx_port, nginx_root = start_nginx(work, "static", "")
     (nginx_root / "probe").write_bytes(b"probe")
     wait_http(nginx_port, "/probe")
+    bystander = CaseFiles(work / "bystander")
+    bystander.start()
+    bystander_probe = bystander.create(1 * GiB)[len(bystander.url):]
     urls = [casefiles.create(64 * MiB) for _ in range(32)]
     busy: list[float] = []
     opening: list[float] = []  # the first probe on each connection, which also pays for setting it up
     floor: list[float] = []
+    unloaded: list[float] = []
     stop = threading.Event()
 
     def probe_loop():
@@ -391,6 +396,7 @@ def bench_concurrency(casefiles, source, work):
             busy.extend(latencies)
             opening.append(latencies[0])
             floor.extend(head_latencies(nginx_port, "/probe", {}, 10))
+            unloaded.extend(head_latencies(bystander.port, bystander_probe, bystander.headers(), 10))
 
     prober = threading.Thread(target=probe_loop)
     quiet_disk()
@@ -403,6 +409,8 @@ def bench_concurrency(casefiles, source, work):
     prober.join()
     nginx.terminate()
     nginx.wait(10)
+    bystander.stop()
+    shutil.rmtree(bystander.storage)
     latencies = [seconds * 1000 for status, seconds in results]
     assert all(status == 204 for status, _ in results), results
     row("32 concurrent 64 MiB uploads, aggregate", 32 * 64 * MiB / elapsed / 1e6, "MB/s")
@@ -416,6 +424,10 @@ def bench_concurrency(casefiles, source, work):
         row(f"HEAD to nginx, static file, same load ({len(floor)} probes) p50", percentile(floor, 50), "ms")
         row(f"HEAD to nginx, static file, same load ({len(floor)} probes) p99", percentile(floor, 99), "ms",
             "the floor this client and machine set")
+        row(f"HEAD to a second CaseFiles without uploads, same load ({len(unloaded)}) p50", percentile(unloaded, 50),
+            "ms")
+        row(f"HEAD to a second CaseFiles without uploads, same load ({len(unloaded)}) p99", percentile(unloaded, 99),
+            "ms", "the stack's own floor on shared CPUs")
     clear_blobs(casefiles.storage)
     chunk.unlink()
 
