@@ -193,7 +193,9 @@ public final class BlobAppender: @unchecked Sendable {
     /// write before has finished (and reported any error, a full disk say).
     private func writeFullBufferInBackground() throws {
         try finishInFlightWrite()
-        let (target, buffer, offset) = (directFD, staging, stagedFrom)
+        let (target, offset) = (directFD, stagedFrom)
+        // Handed over: nothing touches this buffer again until `finishInFlightWrite` has waited for the write.
+        nonisolated(unsafe) let buffer = staging
         let write = InFlightWrite()
         Self.writers.submit { _ in
             write.finish(Result { try self.writeOrFallBack(target, buffer, count: Self.stagingSize, at: offset) })
