@@ -6,8 +6,8 @@ import GRDB
 public struct AppDatabase: Sendable {
     public let writer: any DatabaseWriter
     /// Connections for synchronous reads only. An asynchronous read keeps its pooled connection until its
-    /// task resumes on a cooperative thread, so a synchronous read waiting on those cooperative threads for
-    /// the same pool can block them all while every connection waits for them: the server once hung so
+    /// task resumes on an executor thread (an event loop in `serve`), so a synchronous read waiting on those
+    /// threads for the same pool can block them all while every connection waits for them: the server once hung so
     /// under 48 clients. These connections are never held across a suspension, so waiting for one costs
     /// at most a query.
     private let syncReader: any DatabaseReader

@@ -169,7 +169,7 @@ struct AttachmentsController: Sendable {
                 while position <= range.last {
                     let count = Int(min(Int64(Self.readSize), range.last - position + 1))
                     let at = position
-                    // pread may wait on the disk: keep it off the cooperative pool.
+                    // pread may wait on the disk: keep it off the threads that run handlers.
                     let buffer = try await NIOThreadPool.singleton.runIfActive {
                         try reader.read(at: at, count: count, allocator: ByteBufferAllocator())
                     }

@@ -59,8 +59,8 @@ final class ChunkSink: @unchecked Sendable {
         if count < Self.offloadThreshold && count <= appender.stagingRoom {
             try consumeHere(buffers, count: count)
         } else {
-            // Hashing costs ~1.4 ns a byte; done on Swift's cooperative pool (two threads on a two-core
-            // machine) it would make every other request, a 1 ms HEAD probe included, wait behind uploads.
+            // Hashing costs ~1.4 ns a byte; done on the threads that run handlers (in `serve`, the two event
+            // loops of a two-core machine) it would make every other request, a HEAD probe included, wait.
             try await BulkWork.run { try self.consumeHere(buffers, count: count) }
         }
     }

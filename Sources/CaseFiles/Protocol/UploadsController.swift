@@ -182,7 +182,7 @@ struct UploadsController: Sendable {
             switch upload.state {
             case .uploading:
                 try await database.terminateUpload(id: upload.id, at: services.now())
-                try services.blobs.remove(id: upload.id)
+                try await services.blobs.removeOffThread(id: upload.id)
                 context.logger.info("upload terminated", metadata: ["upload": "\(upload.id)"])
             case .verified:
                 throw APIError(.forbidden, "attachment_not_deletable",
@@ -313,7 +313,7 @@ struct UploadsController: Sendable {
         upload.digestState = fileDigest.savedState
         upload.updatedAt = now
         if completion != nil { upload.completedAt = now }
-        if upload.state == .failed { try? services.blobs.remove(id: upload.id) }
+        if upload.state == .failed { try? await services.blobs.removeOffThread(id: upload.id) }
         return upload
     }
 

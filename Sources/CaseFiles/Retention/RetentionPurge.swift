@@ -57,7 +57,7 @@ public struct RetentionPurge: Sendable {
                 guard try await database.purgeUpload(upload, runID: run.id!, at: services.now()) else { continue }
                 Failpoint.hit("purge.after-tombstone")
                 do {
-                    try services.blobs.remove(id: upload.id)
+                    try await services.blobs.removeOffThread(id: upload.id)
                 } catch {
                     errors.append("\(upload.id): \(error)")  // the row is a tombstone; the sweep retries the file
                 }
@@ -68,7 +68,7 @@ public struct RetentionPurge: Sendable {
             run.casesPurged += 1
         }
         do {
-            // Lists and unlinks files: blocking I/O, so off the cooperative pool.
+            // Lists and unlinks files: blocking I/O, so off the threads that run handlers.
             let services = self.services
             _ = try await NIOThreadPool.singleton.runIfActive { try services.sweepOrphanBlobs(unknownOlderThan: 600) }
         } catch {

@@ -42,7 +42,7 @@ public struct UploadExpiryService: Service {
         let now = services.now()
         let ids = try await services.database.expireUploads(
             idleSince: now.addingTimeInterval(-services.limits.uploadExpiry), at: now)
-        for id in ids { try services.blobs.remove(id: id) }
+        for id in ids { try await services.blobs.removeOffThread(id: id) }
         return ids
     }
 }
