@@ -80,7 +80,8 @@ struct UploadsController: Sendable {
             updatedAt: now, completedAt: nil, purgedAt: nil)
         // Blob first, row second: a crash between them leaves an orphan file the startup sweep removes,
         // never a row without its file.
-        try services.blobs.create(id: upload.id)
+        let blobs = services.blobs
+        try await blockingIO { try blobs.create(id: upload.id) }
         try await database.createUpload(upload)
         context.logger.info("upload created", metadata: ["upload": "\(upload.id)", "case": "\(upload.caseNumber)"])
 
@@ -182,7 +183,8 @@ struct UploadsController: Sendable {
             switch upload.state {
             case .uploading:
                 try await database.terminateUpload(id: upload.id, at: services.now())
-                try await services.blobs.removeOffThread(id: upload.id)
+                let blobs = services.blobs
+                try await blockingIO { try blobs.remove(id: upload.id) }
                 context.logger.info("upload terminated", metadata: ["upload": "\(upload.id)"])
             case .verified:
                 throw APIError(.forbidden, "attachment_not_deletable",
@@ -210,7 +212,8 @@ struct UploadsController: Sendable {
         guard let restored = SHA256Digest(savedState: upload.digestState) else {
             throw StorageError.io(operation: "restore digest state", errno: 0)
         }
-        let appender = try services.blobs.openForAppend(id: upload.id, at: upload.offset)
+        let blobs = services.blobs
+        let appender = try await blockingIO { try blobs.openForAppend(id: upload.id, at: upload.offset) }
         let sink = ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender)
 
         var interruption: (any Error)?
@@ -236,7 +239,7 @@ struct UploadsController: Sendable {
         }
         if let writeFailure {
             // The running digest may already cover bytes the disk refused, so nothing of this request counts.
-            try? appender.discard()
+            _ = try? await blockingIO { try appender.discard() }
             throw describe(writeFailure, watch)
         }
         let received = appender.position - appender.start
@@ -245,12 +248,12 @@ struct UploadsController: Sendable {
         }
 
         if overran {
-            try appender.discard()
+            try await blockingIO { try appender.discard() }
             throw APIError.bodyExceedsLength(upload.length!)
         }
         let fileDigest = sink.fileDigest
         if let checksum, let chunkDigest = sink.chunkDigest, interruption != nil || chunkDigest.finalize() != checksum.1 {
-            try appender.discard()
+            try await blockingIO { try appender.discard() }
             if let interruption { throw describe(interruption, watch) }
             context.logger.notice("checksum mismatch", metadata: ["upload": "\(upload.id)", "offset": "\(upload.offset)"])
             throw APIError.checksumMismatch(checksum.0, offset: upload.offset)
@@ -267,7 +270,7 @@ struct UploadsController: Sendable {
         } catch {
             // Nothing past the committed offset counts; dropping it now also gives back the space when the
             // disk is full (SQLite needs a little to record anything). The offset stays at the last durable byte.
-            try? appender.discard()
+            _ = try? await blockingIO { try appender.discard() }
             throw describe(interruption.map { $0 as? StorageError == .noSpace ? $0 : error } ?? error, watch)
         }
         if let interruption { throw describe(interruption, watch) }
@@ -313,7 +316,10 @@ struct UploadsController: Sendable {
         upload.digestState = fileDigest.savedState
         upload.updatedAt = now
         if completion != nil { upload.completedAt = now }
-        if upload.state == .failed { try? await services.blobs.removeOffThread(id: upload.id) }
+        if upload.state == .failed {
+            let (blobs, id) = (services.blobs, upload.id)
+            _ = try? await blockingIO { try blobs.remove(id: id) }
+        }
         return upload
     }
 

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import NIOPosix
 import ServiceLifecycle
 
 /// The 30-day retention policy: all attached data of a case closed for the retention period is
@@ -57,7 +56,7 @@ public struct RetentionPurge: Sendable {
                 guard try await database.purgeUpload(upload, runID: run.id!, at: services.now()) else { continue }
                 Failpoint.hit("purge.after-tombstone")
                 do {
-                    try await services.blobs.removeOffThread(id: upload.id)
+                    try await blockingIO { [blobs = services.blobs] in try blobs.remove(id: upload.id) }
                 } catch {
                     errors.append("\(upload.id): \(error)")  // the row is a tombstone; the sweep retries the file
                 }
@@ -70,7 +69,7 @@ public struct RetentionPurge: Sendable {
         do {
             // Lists and unlinks files: blocking I/O, so off the threads that run handlers.
             let services = self.services
-            _ = try await NIOThreadPool.singleton.runIfActive { try services.sweepOrphanBlobs(unknownOlderThan: 600) }
+            _ = try await blockingIO { try services.sweepOrphanBlobs(unknownOlderThan: 600) }
         } catch {
             errors.append("orphan sweep: \(error)")
         }

@@ -42,7 +42,8 @@ public struct UploadExpiryService: Service {
         let now = services.now()
         let ids = try await services.database.expireUploads(
             idleSince: now.addingTimeInterval(-services.limits.uploadExpiry), at: now)
-        for id in ids { try await services.blobs.removeOffThread(id: id) }
+        let blobs = services.blobs
+        for id in ids { try await blockingIO { try blobs.remove(id: id) } }
         return ids
     }
 }

@@ -1,6 +1,5 @@
 import Foundation
 import NIOCore
-import NIOPosix
 
 /// Where upload bytes live. Knows nothing of HTTP, tus or the database: the protocol handler
 /// validates offsets and holds the upload's writer lock before calling in, and the database is
@@ -27,15 +26,6 @@ public protocol BlobStore: Sendable {
 
     /// Bytes available to the service on the storage filesystem.
     func availableBytes() throws -> Int64
-}
-
-extension BlobStore {
-    /// `remove` on NIO's blocking-I/O pool. Unlinking a 4 GiB blob took 1.2 s here (ext4 frees its
-    /// extents), which must not stall the event loop a handler runs on. A removal that never ran (its
-    /// task cancelled, or the server stopping) leaves a file the next orphan sweep takes.
-    public func removeOffThread(id: String) async throws {
-        try await NIOThreadPool.singleton.runIfActive { try self.remove(id: id) }
-    }
 }
 
 public enum StorageError: Error, Equatable {
