@@ -6,10 +6,10 @@ import GRDB
 public struct AppDatabase: Sendable {
     public let writer: any DatabaseWriter
     /// Connections for synchronous reads only. An asynchronous read keeps its pooled connection until its
-    /// task resumes on an executor thread (an event loop in `serve`), so a synchronous read waiting on those
-    /// threads for the same pool can block them all while every connection waits for them: the server once hung so
-    /// under 48 clients. These connections are never held across a suspension, so waiting for one costs
-    /// at most a query.
+    /// task resumes on an executor thread (an event loop in `serve`), so a synchronous read waiting on
+    /// those threads for the same pool can block them all while every connection waits for them: the
+    /// server once hung so under 48 clients. These connections are never held across a suspension, so
+    /// waiting for one costs at most a query.
     private let syncReader: any DatabaseReader
 
     public init(_ writer: any DatabaseWriter) throws {

@@ -80,8 +80,7 @@ struct UploadsController: Sendable {
             updatedAt: now, completedAt: nil, purgedAt: nil)
         // Blob first, row second: a crash between them leaves an orphan file the startup sweep removes,
         // never a row without its file.
-        let blobs = services.blobs
-        try await blockingIO { try blobs.create(id: upload.id) }
+        try await blockingIO { [blobs = services.blobs] in try blobs.create(id: upload.id) }
         try await database.createUpload(upload)
         context.logger.info("upload created", metadata: ["upload": "\(upload.id)", "case": "\(upload.caseNumber)"])
 
@@ -183,8 +182,7 @@ struct UploadsController: Sendable {
             switch upload.state {
             case .uploading:
                 try await database.terminateUpload(id: upload.id, at: services.now())
-                let blobs = services.blobs
-                try await blockingIO { try blobs.remove(id: upload.id) }
+                try await blockingIO { [blobs = services.blobs] in try blobs.remove(id: upload.id) }
                 context.logger.info("upload terminated", metadata: ["upload": "\(upload.id)"])
             case .verified:
                 throw APIError(.forbidden, "attachment_not_deletable",
@@ -212,8 +210,9 @@ struct UploadsController: Sendable {
         guard let restored = SHA256Digest(savedState: upload.digestState) else {
             throw StorageError.io(operation: "restore digest state", errno: 0)
         }
-        let blobs = services.blobs
-        let appender = try await blockingIO { try blobs.openForAppend(id: upload.id, at: upload.offset) }
+        let appender = try await blockingIO { [blobs = services.blobs] in
+            try blobs.openForAppend(id: upload.id, at: upload.offset)
+        }
         let sink = ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender)
 
         var interruption: (any Error)?
@@ -317,8 +316,7 @@ struct UploadsController: Sendable {
         upload.updatedAt = now
         if completion != nil { upload.completedAt = now }
         if upload.state == .failed {
-            let (blobs, id) = (services.blobs, upload.id)
-            _ = try? await blockingIO { try blobs.remove(id: id) }
+            _ = try? await blockingIO { [blobs = services.blobs, id = upload.id] in try blobs.remove(id: id) }
         }
         return upload
     }
