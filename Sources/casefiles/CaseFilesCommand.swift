@@ -53,7 +53,7 @@ struct Serve: AsyncParsableCommand {
         // Swift's cooperative pool and back for every body part and response: thread wake-ups are dear
         // on a virtual machine (64 MiB chunk loop: ~5% more MB/s at ~5% less CPU per GiB; one HEAD:
         // 980 -> 870 us of server CPU). Handlers block only for short in-place SQLite reads; hashing,
-        // device writes, fsync and file reads already run on thread pools.
+        // device writes, fsync, file reads and the blob calls that wait on the disk run on thread pools.
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         guard let purgeEvery = DurationOption.seconds(purgeInterval) else {
             throw ValidationError("--purge-interval must be a number of seconds or use a suffix: 90s, 30m, 12h, 7d")

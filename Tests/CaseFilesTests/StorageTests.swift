@@ -10,16 +10,16 @@ import Testing
         defer { try? FileManager.default.removeItem(at: root) }
         let store = try FileBlobStore(root: root)
         let id = SecureRandom.identifier()
-        try store.create(id: id)
+        try await store.create(id: id)
         let first = testBytes(100_000)
-        let appender = try store.openForAppend(id: id, at: 0)
+        let appender = try await store.openForAppend(id: id, at: 0)
         try first.withUnsafeBytes { try appender.append($0) }
         try await appender.sync()
         #expect(appender.position == 100_000)
 
-        let second = try store.openForAppend(id: id, at: 100_000)
+        let second = try await store.openForAppend(id: id, at: 100_000)
         try testBytes(5_000, seed: 7).withUnsafeBytes { try second.append($0) }
-        try second.discard()
+        try await second.discard()
         let reader = try store.openForReading(id: id)
         let all = try reader.read(at: 0, count: 200_000, allocator: ByteBufferAllocator())
         #expect(Array(buffer: all) == first)
@@ -31,11 +31,11 @@ import Testing
         defer { try? FileManager.default.removeItem(at: root) }
         let store = try FileBlobStore(root: root)
         let id = SecureRandom.identifier()
-        try store.create(id: id)
+        try await store.create(id: id)
         var expected: [UInt8] = []
         for (round, size) in [1, 4095, 4097, 1_048_575, 3_000_001, 12_345, 1 << 20].enumerated() {
             let bytes = testBytes(size, seed: UInt64(round))
-            let appender = try store.openForAppend(id: id, at: Int64(expected.count))
+            let appender = try await store.openForAppend(id: id, at: Int64(expected.count))
             for piece in stride(from: 0, to: size, by: 70_001) {
                 try bytes[piece..<min(piece + 70_001, size)].withUnsafeBytes { try appender.append($0) }
             }
@@ -44,9 +44,9 @@ import Testing
 
             // A request that is then thrown away (a failed checksum) leaves the committed bytes alone,
             // even after it wrote whole buffers past them.
-            let rejected = try store.openForAppend(id: id, at: Int64(expected.count))
+            let rejected = try await store.openForAppend(id: id, at: Int64(expected.count))
             try testBytes(2_500_000, seed: 99).withUnsafeBytes { try rejected.append($0) }
-            try rejected.discard()
+            try await rejected.discard()
         }
         let all = try store.openForReading(id: id).read(at: 0, count: expected.count + 4096, allocator: ByteBufferAllocator())
         let stored = Array(buffer: all)

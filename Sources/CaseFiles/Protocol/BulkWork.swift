@@ -24,7 +24,7 @@ enum BulkWork {
     /// Runs `work` on the primary pool, to completion: bytes taken from a request body reach the disk
     /// and both digests together, whatever happens to the request meanwhile.
     static func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await runToCompletion(on: primary) {
+        try await primary.runToCompletion {
             lowerPriority()
             return try work()
         }
@@ -47,29 +47,6 @@ enum BulkWork {
             first()
             done.wait()
             lane.run = nil
-        }
-    }
-}
-
-/// Runs blocking file-system calls (creating, truncating, removing blobs) on NIO's blocking-I/O pool, off
-/// the threads that run handlers (the event loops in `serve`): an fsync waits for the journal, and freeing
-/// a large file's extents took 1.2 s for 4 GiB here. To completion, like `BulkWork.run`: a discard or a
-/// removal that was asked for always happens.
-func blockingIO<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await runToCompletion(on: .singleton, work)
-}
-
-/// Unlike `NIOThreadPool.runIfActive`, not cancelled with the calling task.
-private func runToCompletion<T: Sendable>(
-    on pool: NIOThreadPool, _ work: @escaping @Sendable () throws -> T
-) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        pool.submit { state in
-            guard case .active = state else {
-                continuation.resume(throwing: NIOThreadPoolError.ThreadPoolInactive())
-                return
-            }
-            continuation.resume(with: Result { try work() })
         }
     }
 }

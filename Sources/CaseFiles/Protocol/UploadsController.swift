@@ -80,7 +80,7 @@ struct UploadsController: Sendable {
             updatedAt: now, completedAt: nil, purgedAt: nil)
         // Blob first, row second: a crash between them leaves an orphan file the startup sweep removes,
         // never a row without its file.
-        try await blockingIO { [blobs = services.blobs] in try blobs.create(id: upload.id) }
+        try await services.blobs.create(id: upload.id)
         try await database.createUpload(upload)
         context.logger.info("upload created", metadata: ["upload": "\(upload.id)", "case": "\(upload.caseNumber)"])
 
@@ -182,7 +182,7 @@ struct UploadsController: Sendable {
             switch upload.state {
             case .uploading:
                 try await database.terminateUpload(id: upload.id, at: services.now())
-                try await blockingIO { [blobs = services.blobs] in try blobs.remove(id: upload.id) }
+                try await services.blobs.remove(id: upload.id)
                 context.logger.info("upload terminated", metadata: ["upload": "\(upload.id)"])
             case .verified:
                 throw APIError(.forbidden, "attachment_not_deletable",
@@ -210,9 +210,7 @@ struct UploadsController: Sendable {
         guard let restored = SHA256Digest(savedState: upload.digestState) else {
             throw StorageError.io(operation: "restore digest state", errno: 0)
         }
-        let appender = try await blockingIO { [blobs = services.blobs] in
-            try blobs.openForAppend(id: upload.id, at: upload.offset)
-        }
+        let appender = try await services.blobs.openForAppend(id: upload.id, at: upload.offset)
         let sink = ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender)
 
         var interruption: (any Error)?
@@ -238,7 +236,7 @@ struct UploadsController: Sendable {
         }
         if let writeFailure {
             // The running digest may already cover bytes the disk refused, so nothing of this request counts.
-            _ = try? await blockingIO { try appender.discard() }
+            try? await appender.discard()
             throw describe(writeFailure, watch)
         }
         let received = appender.position - appender.start
@@ -247,12 +245,12 @@ struct UploadsController: Sendable {
         }
 
         if overran {
-            try await blockingIO { try appender.discard() }
+            try await appender.discard()
             throw APIError.bodyExceedsLength(upload.length!)
         }
         let fileDigest = sink.fileDigest
         if let checksum, let chunkDigest = sink.chunkDigest, interruption != nil || chunkDigest.finalize() != checksum.1 {
-            try await blockingIO { try appender.discard() }
+            try await appender.discard()
             if let interruption { throw describe(interruption, watch) }
             context.logger.notice("checksum mismatch", metadata: ["upload": "\(upload.id)", "offset": "\(upload.offset)"])
             throw APIError.checksumMismatch(checksum.0, offset: upload.offset)
@@ -269,7 +267,7 @@ struct UploadsController: Sendable {
         } catch {
             // Nothing past the committed offset counts; dropping it now also gives back the space when the
             // disk is full (SQLite needs a little to record anything). The offset stays at the last durable byte.
-            _ = try? await blockingIO { try appender.discard() }
+            try? await appender.discard()
             throw describe(interruption.map { $0 as? StorageError == .noSpace ? $0 : error } ?? error, watch)
         }
         if let interruption { throw describe(interruption, watch) }
@@ -315,9 +313,7 @@ struct UploadsController: Sendable {
         upload.digestState = fileDigest.savedState
         upload.updatedAt = now
         if completion != nil { upload.completedAt = now }
-        if upload.state == .failed {
-            _ = try? await blockingIO { [blobs = services.blobs, id = upload.id] in try blobs.remove(id: id) }
-        }
+        if upload.state == .failed { try? await services.blobs.remove(id: upload.id) }
         return upload
     }
 

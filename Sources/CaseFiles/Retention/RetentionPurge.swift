@@ -56,7 +56,7 @@ public struct RetentionPurge: Sendable {
                 guard try await database.purgeUpload(upload, runID: run.id!, at: services.now()) else { continue }
                 Failpoint.hit("purge.after-tombstone")
                 do {
-                    try await blockingIO { [blobs = services.blobs] in try blobs.remove(id: upload.id) }
+                    try await services.blobs.remove(id: upload.id)
                 } catch {
                     errors.append("\(upload.id): \(error)")  // the row is a tombstone; the sweep retries the file
                 }

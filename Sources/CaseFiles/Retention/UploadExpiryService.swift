@@ -42,7 +42,7 @@ public struct UploadExpiryService: Service {
         let now = services.now()
         let ids = try await services.database.expireUploads(
             idleSince: now.addingTimeInterval(-services.limits.uploadExpiry), at: now)
-        for id in ids { try await blockingIO { [blobs = services.blobs] in try blobs.remove(id: id) } }
+        for id in ids { try await services.blobs.remove(id: id) }
         return ids
     }
 }

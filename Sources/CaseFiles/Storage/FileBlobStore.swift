@@ -155,7 +155,7 @@ public final class BlobAppender: @unchecked Sendable {
 
     /// Writes what is staged and makes every appended byte durable (fdatasync), on NIO's blocking-I/O pool.
     public func sync() async throws {
-        try await NIOThreadPool.singleton.runIfActive { [self] in
+        try await blockingIO { [self] in
             try finishInFlightWrite()
             let staged = Int(position - stagedFrom)
             let whole = staged / Self.block * Self.block
@@ -168,7 +168,12 @@ public final class BlobAppender: @unchecked Sendable {
         }
     }
 
-    /// Drops everything appended by this request (a chunk that failed its checksum, say).
+    /// Drops everything appended by this request (a chunk that failed its checksum, say), off the calling
+    /// thread: truncating a large tail frees its extents.
+    public func discard() async throws {
+        try await blockingIO { [self] in try discard() }
+    }
+
     public func discard() throws {
         _ = try? finishInFlightWrite()  // its bytes are being thrown away; it must not land after the truncation
         guard ftruncate(fd, off_t(start)) == 0 else { throw StorageError.from("ftruncate", errno: errno) }
