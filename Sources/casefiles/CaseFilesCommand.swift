@@ -473,8 +473,17 @@ struct Download: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Download attachments, resuming after interruptions and verifying their SHA-256.",
         discussion: """
-            Bytes go to PATH.part, which a later run resumes with Range/If-Range; the file is renamed into \
+            Bytes go to PATH.part, which a later run resumes with Range/If-Range; the file is moved into \
             place only when its SHA-256 matches the server's Repr-Digest (otherwise the part is deleted).
+
+            An existing file is never replaced without --force. Into a directory (-o DIR, --all, or . by \
+            default) each file gets the attachment's name made safe: path separators, control and bidi \
+            characters, and < > : " | ? * [ ] $ ` ! become _; leading dots, dashes, ~ and # and trailing \
+            dots and spaces are removed; Windows device names (CON, NUL, COM1…) get a leading _; long names \
+            are cut to 200 bytes; an empty one becomes "attachment". A name already taken gets a number: \
+            server (1).log, server (2).log. A file already there with the same SHA-256 is kept as it is. \
+            -o FILE is used as given, and refused if it holds something else. Each file's final path is \
+            printed.
 
             """ + ClientFailure.exitCodeHelp)
 
@@ -482,6 +491,8 @@ struct Download: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Output file, or directory (default: the attachment's name here).") var output: String?
     @Option(name: .customLong("case"), help: "With --all: the case whose attachments to download.") var caseNumber: String?
     @Flag(help: "Download every verified attachment of --case into --output (a directory, default .).") var all = false
+    @Flag(help: "Replace an existing file instead of numbering the new one (or refusing -o FILE); never one this run wrote.")
+    var force = false
     @Argument(help: "Attachment ids.") var ids: [String] = []
 
     func run() async throws {
@@ -489,27 +500,45 @@ struct Download: AsyncParsableCommand {
             guard let raw = caseNumber, let number = CaseNumber.normalise(raw) else {
                 throw ValidationError("--all needs --case NUMBER")
             }
+            let directory = output ?? "."
             try await runClient(options) { client in
-                let downloader = AttachmentDownloader(client: client, quiet: options.quiet)
-                let directory = output ?? "."
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-                for attachment in try await client.attachments(caseNumber: number).attachments where attachment.state == "verified" {
-                    let result = try await downloader.download(id: attachment.id, to: directory)
-                    print("downloaded \(result.path): sha256 \(result.sha256) (\(result.size) bytes)")
+                do {
+                    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                } catch {
+                    throw ClientFailure(.localFile, "cannot create the directory \(directory): \(error.localizedDescription)")
                 }
+                let verified = try await client.attachments(caseNumber: number).attachments.filter { $0.state == "verified" }
+                try await download(verified.map(\.id), to: .directory(directory), client: client)
             }
             return
         }
         guard !ids.isEmpty else { throw ValidationError("name an attachment id, or use --case NUMBER --all") }
-        if ids.count > 1, let output, !FileManager.default.fileExists(atPath: output) {
+        let destination = DownloadDestination(output: output)
+        if ids.count > 1, case .file = destination {
             throw ValidationError("with several ids, --output must be an existing directory")
         }
         try await runClient(options) { client in
-            let downloader = AttachmentDownloader(client: client, quiet: options.quiet)
-            for id in ids {
-                let result = try await downloader.download(id: id, to: output)
-                print("downloaded \(result.path): sha256 \(result.sha256) (\(result.size) bytes)")
+            if case .directory(let directory) = destination, !FileManager.default.fileExists(atPath: directory) {
+                do {  // -o new/ (a path ending in /) names a directory to create
+                    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                } catch {
+                    throw ClientFailure(.localFile, "cannot create the directory \(directory): \(error.localizedDescription)")
+                }
             }
+            try await download(ids, to: destination, client: client)
+        }
+    }
+
+    /// Downloads each id in turn, printing one line per file with its final path. The paths written so
+    /// far are passed on, so that two attachments with one name become two files, even with --force.
+    private func download(_ ids: [String], to destination: DownloadDestination, client: CaseFilesClient) async throws {
+        let downloader = AttachmentDownloader(client: client, quiet: options.quiet)
+        var written = Set<String>()
+        for id in ids {
+            let result = try await downloader.download(id: id, to: destination, force: force, avoiding: written)
+            written.insert(result.path)
+            let note = result.alreadyPresent ? "; already there, not written again" : ""
+            print("downloaded \(result.path): sha256 \(result.sha256) (\(result.size) bytes\(note))")
         }
     }
 }

