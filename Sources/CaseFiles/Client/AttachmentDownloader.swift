@@ -176,7 +176,7 @@ public struct AttachmentDownloader: Sendable {
         let actual = digest.finalize().hexString
         guard actual == expected, serverDigest == expected else {
             try? FileManager.default.removeItem(atPath: part)
-            throw ClientFailure(.integrity, "the download of \(attachment.filename) has SHA-256 \(actual), the server "
+            throw ClientFailure(.integrity, "the download of attachment \(id) (\(target)) has SHA-256 \(actual), the server "
                                 + "declares \(serverDigest ?? "nothing") and recorded \(expected); the partial file was deleted")
         }
         try handle.synchronize()
