@@ -153,7 +153,7 @@ final class Flag: @unchecked Sendable {
         for suffix in ["-wal", "-shm"] where FileManager.default.fileExists(atPath: "\(root)/casefiles.sqlite\(suffix)") {
             #expect(Self.mode("\(root)/casefiles.sqlite\(suffix)") == 0o600, "\(suffix)")
         }
-        #expect(PrivateStorage.check(root: world.root) == [])
+        #expect(AppServices.permissionProblems(storage: world.root) == [])
     }
 
     @Test func aDatabaseOpenToOthersIsReportedAndStrictOpeningRefuses() throws {
@@ -161,7 +161,7 @@ final class Flag: @unchecked Sendable {
         let database = world.root.appendingPathComponent("casefiles.sqlite").path
         let blobs = world.root.appendingPathComponent("blobs").path
         #expect(chmod(database, 0o644) == 0 && chmod(blobs, 0o755) == 0)
-        let problems = PrivateStorage.check(root: world.root)
+        let problems = AppServices.permissionProblems(storage: world.root)
         #expect(problems.map(\.path) == [database, blobs])
         #expect(problems.map(\.mode) == [0o644, 0o755])
         #expect(problems[0].description == "\(database) has mode 0644 but holds secrets: it should be 0600 (run: chmod 600 '\(database)')")

@@ -48,13 +48,25 @@ public struct AppServices: Sendable {
             return AppServices(database: database, blobs: try FileBlobStore(root: root), linkKeys: linkKeys,
                                limits: limits, security: security, now: now)
         }
-        let problems = PrivateStorage.check(root: root)
+        let problems = permissionProblems(storage: root)
         if security.strictPermissions && !problems.isEmpty { throw StoragePermissionsError(problems: problems) }
         let logger = Logger(label: "casefiles")
         for problem in problems {
             logger.warning("storage path open to other users: \(problem); `serve --strict-permissions` refuses to start")
         }
         return services
+    }
+
+    /// Paths under the storage root that group or others may access, among those the start-up check looks at:
+    /// the root, the database and its -wal and -shm, `blobs/` and its shard folders, and the link-signing key
+    /// file. Not every blob: there may be millions, and `FileBlobStore` creates each one 0600.
+    public static func permissionProblems(storage root: URL) -> [PrivateStorage.Problem] {
+        let blobs = root.appendingPathComponent(FileBlobStore.folderName).path
+        let shards = ((try? FileManager.default.contentsOfDirectory(atPath: blobs)) ?? []).sorted()
+            .map { (blobs as NSString).appendingPathComponent($0) }
+        let database = root.appendingPathComponent(databaseName).path
+        return PrivateStorage.check([root.path, database, database + "-wal", database + "-shm", blobs] + shards
+                                    + [root.appendingPathComponent(LinkKeyFile.name).path])
     }
 
     /// Removes blobs no live upload owns: files of failed, terminated, expired or purged uploads whose

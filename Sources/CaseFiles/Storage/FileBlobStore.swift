@@ -9,9 +9,10 @@ public struct FileBlobStore: BlobStore {
     static let folderName = "blobs"
     public let root: URL
 
-    /// - Parameter root: the storage root, which must exist; `blobs/` is created in it if missing.
+    /// - Parameter root: the storage root; it (its parent must exist) and `blobs/` in it are created if missing.
     public init(root: URL) throws {
         self.root = root.appendingPathComponent(Self.folderName, isDirectory: true)
+        try PrivateStorage.makeDirectory(root.path)
         try PrivateStorage.makeDirectory(self.root.path)
     }
 

@@ -51,21 +51,9 @@ public enum PrivateStorage {
 
     static func octal(_ mode: mode_t) -> String { String(format: "%04o", mode & 0o7777) }
 
-    /// Paths the start-up check looks at: the root, the database and its -wal and -shm, the blobs folder
-    /// and its shard folders, and the link-signing key file. Not every blob: there may be millions, and each
-    /// is created 0600 by `FileBlobStore`.
-    static func checkedPaths(root: URL) -> [String] {
-        let blobs = root.appendingPathComponent(FileBlobStore.folderName).path
-        let shards = ((try? FileManager.default.contentsOfDirectory(atPath: blobs)) ?? []).sorted()
-            .map { (blobs as NSString).appendingPathComponent($0) }
-        let database = root.appendingPathComponent(AppServices.databaseName).path
-        return [root.path, database, database + "-wal", database + "-shm", blobs] + shards
-            + [root.appendingPathComponent(LinkKeyFile.name).path]
-    }
-
-    /// Every checked path that exists and has group or other permission bits, in `checkedPaths` order.
-    public static func check(root: URL) -> [Problem] {
-        checkedPaths(root: root).compactMap { path in
+    /// Each of `paths` that exists and has group or other permission bits, in the order given.
+    public static func check(_ paths: [String]) -> [Problem] {
+        paths.compactMap { path in
             var info = stat()
             guard lstat(path, &info) == 0 else { return nil }  // not created yet: nothing to leak
             let mode = info.st_mode & 0o7777
