@@ -12,7 +12,13 @@ public enum PrivateStorage {
     /// Runs `body` with the process umask at 077, so a file a library creates on the way (SQLite's database,
     /// its -wal and -shm) cannot come out readable by others whatever mode the library asks for.
     /// The umask is process-wide: call this only while nothing else creates files (opening storage, at start).
+    /// The umask is process-wide, so two of these at once (tests open several roots in parallel) must not
+    /// interleave: the second would save 077 as "previous" and leave it behind.
+    private static let umaskLock = NSLock()
+
     static func withPrivateUmask<T>(_ body: () throws -> T) rethrows -> T {
+        umaskLock.lock()
+        defer { umaskLock.unlock() }
         let previous = umask(sharedBits)
         defer { umask(previous) }
         return try body()
