@@ -11,7 +11,7 @@ struct CaseFilesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casefiles",
         abstract: "Resumable, integrity-checked file transfer for support cases (tus 1.0).",
-        subcommands: [Serve.self, Users.self, Cases.self, Purge.self, Settings.self,
+        subcommands: [Serve.self, Users.self, Cases.self, Purge.self, Settings.self, Keys.self,
                       Upload.self, Download.self, Attachments.self])
 }
 
@@ -47,6 +47,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "How often the retention purge runs: seconds, or with s/m/h/d (default 1h).")
     var purgeInterval = "1h"
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "info"
+    @Flag(help: "Refuse to start if a path under the storage root is open to other users (default: warn).")
+    var strictPermissions = false
+    @Option(help: "Longest life of a signed download link: seconds, or with s/m/h/d (default 5m).")
+    var maxLinkLifetime = "5m"
 
     func run() async throws {
         // Request handlers then run on the event loop that reads their socket instead of hopping to
@@ -64,12 +68,16 @@ struct Serve: AsyncParsableCommand {
         guard let expiry = DurationOption.seconds(uploadExpiry) else {
             throw ValidationError("--upload-expiry must be a number of seconds or use a suffix: 90s, 30m, 12h, 7d")
         }
-        let configuration = AppConfiguration(
+        guard let maxLinkLifetime = DurationOption.seconds(maxLinkLifetime) else {
+            throw ValidationError("--max-link-lifetime must be a number of seconds or use a suffix: 90s, 30m, 12h, 7d")
+        }
+        var configuration = AppConfiguration(
             host: host, port: port, storage: storage.url,
             limits: UploadLimits(maxUploadSize: maxUploadSize, minFreeBytes: minFreeSpace, uploadExpiry: expiry,
                                  minReceiveRate: minUploadRate, stallWindow: stallWindow),
             logLevel: Logger.Level(rawValue: logLevel) ?? .info,
             purgeInterval: .seconds(purgeEvery))
+        configuration.security = SecurityPolicy(strictPermissions: strictPermissions, maxLinkLifetime: maxLinkLifetime)
         try await buildApplication(configuration).runService()
     }
 }

@@ -303,9 +303,10 @@ import Testing
             #expect(Array(buffer: first.body) == DownloadTests.file)
             let resumed = try await client.execute(uri: url, method: .get, headers: [.range: "bytes=5000-"])
             #expect(resumed.status == .partialContent)
+            // 10,000 + 5,000 bytes served of a 20,000-byte budget: another whole file would pass it.
             let again = try await client.execute(uri: url, method: .get)
             #expect(again.status == .gone)
-            #expect(errorCode(again) == "link_used")
+            #expect(errorCode(again) == "link_used_up")
 
             let forged = url.replacingOccurrences(of: "sig=", with: "sig=0")
             #expect(try await client.execute(uri: forged, method: .get).status == .forbidden)
@@ -321,6 +322,108 @@ import Testing
             let log = try await client.execute(uri: "/api/v1/access-log?attachment=\(id)", method: .get,
                                                headers: [.authorization: "Bearer \(world.admin)"])
             #expect(String(buffer: log.body).components(separatedBy: "\"user\":\"erin\"").count - 1 == 2)
+        }
+    }
+
+    static func issueLink(_ client: some TestClientProtocol, _ world: TestWorld, _ id: String) async throws -> (url: String, expiresAt: String) {
+        let issued = try await client.execute(uri: "/api/v1/attachments/\(id)/link", method: .post,
+                                              headers: [.authorization: "Bearer \(world.engineer)"])
+        #expect(issued.status == .ok)
+        let json = try JSONSerialization.jsonObject(with: Data(buffer: issued.body)) as? [String: Any]
+        return (try #require(json?["url"] as? String), try #require(json?["expiresAt"] as? String))
+    }
+
+    /// The query parameter `name` of a link URL.
+    static func parameter(_ url: String, _ name: String) -> String {
+        URLComponents(string: url)!.queryItems!.first { $0.name == name }!.value!
+    }
+
+    @Test func aURLSignedWithTheKeyCannotOutliveItsStoredExpiry() async throws {
+        let world = try TestWorld()
+        try await world.withServer { client in
+            let id = try await DownloadTests.attach(client, world, DownloadTests.file)
+            let (url, _) = try await Self.issueLink(client, world, id)
+            // The attacker's case: the key read from link-signing.key, a ten-year expiry signed for a real nonce.
+            let nonce = Self.parameter(url, "link")
+            let expires = Int64(world.clock.now.timeIntervalSince1970) + 10 * 365 * 86400
+            let sig = HMACSHA256.sign("\(id)|\(nonce)|\(expires)", key: try world.services.linkKeys.keys().current).hexString
+            let forged = "/api/v1/attachments/\(id)/content?link=\(nonce)&expires=\(expires)&sig=\(sig)"
+            #expect(try await client.execute(uri: forged, method: .head).status == .ok)  // the row is still live
+
+            world.clock.advance(by: 301)
+            let refused = try await client.execute(uri: forged, method: .get)
+            #expect(refused.status == .forbidden)
+            #expect(errorCode(refused) == "invalid_link")
+            // A nonce that was never issued gets nothing, whatever it is signed with.
+            let unknown = SecureRandom.identifier()
+            let unknownSig = HMACSHA256.sign("\(id)|\(unknown)|\(expires)", key: try world.services.linkKeys.keys().current).hexString
+            let minted = try await client.execute(
+                uri: "/api/v1/attachments/\(id)/content?link=\(unknown)&expires=\(expires)&sig=\(unknownSig)", method: .get)
+            #expect(minted.status == .forbidden)
+            #expect(errorCode(minted) == "invalid_link")
+        }
+    }
+
+    @Test func linksLiveNoLongerThanTheConfiguredMaximum() async throws {
+        let world = try TestWorld(security: SecurityPolicy(maxLinkLifetime: 60))
+        try await world.withServer { client in
+            let id = try await DownloadTests.attach(client, world, DownloadTests.file)
+            let (url, expiresAt) = try await Self.issueLink(client, world, id)
+            let expiry = try #require(ISO8601DateFormatter().date(from: expiresAt))
+            #expect((59...60).contains(expiry.timeIntervalSince(world.clock.now)))  // expiresAt is in whole seconds
+            #expect(Int64(Self.parameter(url, "expires")) == Int64(expiry.timeIntervalSince1970))
+            world.clock.advance(by: 59)
+            #expect(try await client.execute(uri: url, method: .head).status == .ok)
+            world.clock.advance(by: 2)
+            #expect(try await client.execute(uri: url, method: .head).status == .forbidden)
+        }
+    }
+
+    @Test func aLinkServesTwiceTheFileAndAnUnparseableRangeCountsAsWhole() async throws {
+        let world = try TestWorld()
+        try await world.withServer { client in
+            let id = try await DownloadTests.attach(client, world, DownloadTests.file)
+            let (url, _) = try await Self.issueLink(client, world, id)
+            let first = try await client.execute(uri: url, method: .get, headers: [.range: "bytes=0-"])
+            #expect(first.status == .partialContent)
+            #expect(Array(buffer: first.body) == DownloadTests.file)
+            let second = try await client.execute(uri: url, method: .get, headers: [.range: "bytes=abc"])
+            #expect(second.status == .ok)  // ignored (RFC 9110 §14.2), so the whole file: 20,000 of 20,000
+            #expect(try await client.execute(uri: url, method: .head).status == .ok)  // HEAD sends no bytes
+            let third = try await client.execute(uri: url, method: .get, headers: [.range: "bytes=0-"])
+            #expect(third.status == .gone)
+            #expect(errorCode(third) == "link_used_up")
+            let oneByte = try await client.execute(uri: url, method: .get, headers: [.range: "bytes=0-0"])
+            #expect(oneByte.status == .gone)
+
+            // Concurrent whole-file requests on a fresh link: exactly two fit its budget.
+            let (fresh, _) = try await Self.issueLink(client, world, id)
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for _ in 0..<6 { group.addTask { try await client.execute(uri: fresh, method: .get).status } }
+                return try await group.reduce(into: [HTTPResponse.Status]()) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == .ok }.count == 2)
+            #expect(statuses.filter { $0 == .gone }.count == 4)
+        }
+    }
+
+    @Test func aRotationKeepsLinksSignedWithThePreviousKeyOnly() async throws {
+        let world = try TestWorld()
+        try await world.withServer { client in
+            let id = try await DownloadTests.attach(client, world, DownloadTests.file)
+            let (old, _) = try await Self.issueLink(client, world, id)
+            let firstKey = try world.services.linkKeys.keys().current
+            let rotated = try world.services.linkKeys.rotate()
+            #expect(rotated.previous == firstKey && rotated.current != firstKey)
+            #expect(try await client.execute(uri: old, method: .head).status == .ok)
+            let (new, _) = try await Self.issueLink(client, world, id)
+            #expect(try await client.execute(uri: new, method: .head).status == .ok)
+
+            try world.services.linkKeys.rotate()
+            let refused = try await client.execute(uri: old, method: .get)
+            #expect(refused.status == .forbidden)  // signed with a key two rotations old
+            #expect(errorCode(refused) == "invalid_link")
+            #expect(try await client.execute(uri: new, method: .head).status == .ok)
         }
     }
 

@@ -126,3 +126,61 @@ final class Flag: @unchecked Sendable {
     var value: Bool { lock.withLock { _value } }
     func set() { lock.withLock { _value = true } }
 }
+
+/// Everything under the storage root is private: folders 0700, files 0600, checked at every open.
+@Suite struct StoragePermissionTests {
+    static func mode(_ path: String) -> mode_t {
+        var info = stat()
+        #expect(lstat(path, &info) == 0, "\(path) should exist")
+        return info.st_mode & 0o7777
+    }
+
+    @Test func openingAFreshRootMakesEveryPathPrivate() async throws {
+        let world = try TestWorld()
+        try await world.withServer { client in _ = try await DownloadTests.attach(client, world, testBytes(10)) }
+        let root = world.root.path
+        #expect(Self.mode(root) == 0o700)
+        for name in ["casefiles.sqlite", "link-signing.key"] { #expect(Self.mode("\(root)/\(name)") == 0o600, "\(name)") }
+        #expect(Self.mode("\(root)/blobs") == 0o700)
+        let shards = try FileManager.default.contentsOfDirectory(atPath: "\(root)/blobs")
+        #expect(shards.count == 1)
+        for shard in shards {
+            #expect(Self.mode("\(root)/blobs/\(shard)") == 0o700)
+            for blob in try FileManager.default.contentsOfDirectory(atPath: "\(root)/blobs/\(shard)") {
+                #expect(Self.mode("\(root)/blobs/\(shard)/\(blob)") == 0o600)
+            }
+        }
+        for suffix in ["-wal", "-shm"] where FileManager.default.fileExists(atPath: "\(root)/casefiles.sqlite\(suffix)") {
+            #expect(Self.mode("\(root)/casefiles.sqlite\(suffix)") == 0o600, "\(suffix)")
+        }
+        #expect(AppServices.permissionProblems(storage: world.root) == [])
+    }
+
+    @Test func aDatabaseOpenToOthersIsReportedAndStrictOpeningRefuses() throws {
+        let world = try TestWorld()
+        let database = world.root.appendingPathComponent("casefiles.sqlite").path
+        let blobs = world.root.appendingPathComponent("blobs").path
+        #expect(chmod(database, 0o644) == 0 && chmod(blobs, 0o755) == 0)
+        let problems = AppServices.permissionProblems(storage: world.root)
+        #expect(problems.map(\.path) == [database, blobs])
+        #expect(problems.map(\.mode) == [0o644, 0o755])
+        #expect(problems[0].description == "\(database) has mode 0644 but holds secrets: it should be 0600 (run: chmod 600 '\(database)')")
+        _ = try AppServices.open(storage: world.root)  // warns, opens
+        #expect(throws: StoragePermissionsError.self) {
+            try AppServices.open(storage: world.root, security: SecurityPolicy(strictPermissions: true))
+        }
+        do {
+            _ = try AppServices.open(storage: world.root, security: SecurityPolicy(strictPermissions: true))
+        } catch let error as StoragePermissionsError {
+            #expect(error.description.contains("chmod 600 '\(database)'") && error.description.contains("chmod 700 '\(blobs)'"))
+        }
+    }
+
+    @Test func aDamagedKeyFileIsRefusedNotReplaced() throws {
+        let world = try TestWorld()
+        let keyFile = world.root.appendingPathComponent("link-signing.key")
+        try Data("current nothex\n".utf8).write(to: keyFile)
+        #expect(throws: LinkKeyFileError.self) { try AppServices.open(storage: world.root).linkKeys.keys() }
+        #expect(try String(contentsOf: keyFile, encoding: .utf8) == "current nothex\n")
+    }
+}

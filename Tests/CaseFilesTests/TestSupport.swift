@@ -19,10 +19,10 @@ final class TestWorld: Sendable {
 
     let clock = TestClock()
 
-    init(limits: UploadLimits = .init(minFreeBytes: 0)) throws {
+    init(limits: UploadLimits = .init(minFreeBytes: 0), security: SecurityPolicy = .init()) throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("casefiles-test-\(UUID().uuidString)")
         let clock = self.clock
-        services = try AppServices.open(storage: root, limits: limits, now: { clock.now })
+        services = try AppServices.open(storage: root, limits: limits, security: security, now: { clock.now })
         let database = services.database
         func user(_ name: String, _ role: Role, _ account: String?) throws -> String {
             let token = AccessToken.generate()

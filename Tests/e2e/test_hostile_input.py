@@ -2,9 +2,13 @@
 status and error code, sent byte for byte as written (http.client and raw sockets: no client library
 tidies a header or a path). Afterwards: the server still answers, every upload it holds is untouched, and no
 file exists outside its storage root."""
+import hashlib
+import hmac
 import http.client
 import json
+import secrets
 import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -56,6 +60,34 @@ class Row:
     def __init__(self, label, method, path, headers, body, status, code, auth="customer"):
         self.label, self.method, self.path, self.headers = label, method, path, headers
         self.body, self.status, self.code, self.auth = body, status, code, auth
+
+
+def link_rows(server, attachment_path, live_link, used_up_link) -> list[Row]:
+    """Signed links (no bearer header): each refused with 403 invalid_link or 410 link_used_up."""
+    attachment = attachment_path.split("/")[4]
+    query = dict(pair.split("=", 1) for pair in live_link.split("?", 1)[1].split("&"))
+    key_path = server.storage / "link-signing.key"
+    key = bytes.fromhex(key_path.read_text().split()[1]) if key_path.exists() else secrets.token_bytes(32)
+    far = int(time.time()) + 10 * 365 * 86400
+    unknown = secrets.token_hex(16)
+    minted = hmac.new(key, f"{attachment}|{unknown}|{far}".encode(), hashlib.sha256).hexdigest()
+    other = "0" * 31 + "1"
+    table = [
+        ("link with a forged signature", f"{attachment_path}?link={query['link']}&expires={query['expires']}&sig={'0' * 64}",
+         [], 403, "invalid_link"),
+        ("link with a non-numeric expiry", f"{attachment_path}?link={query['link']}&expires=soon&sig={query['sig']}",
+         [], 403, "invalid_link"),
+        ("link with a later expiry than signed", f"{attachment_path}?link={query['link']}&expires={far}&sig={query['sig']}",
+         [], 403, "invalid_link"),
+        ("link for another attachment", f"/api/v1/attachments/{other}/content?link={query['link']}&expires={query['expires']}"
+         f"&sig={query['sig']}", [], 403, "invalid_link"),
+        ("link never issued, signed with the key file's key", f"{attachment_path}?link={unknown}&expires={far}&sig={minted}",
+         [], 403, "invalid_link"),
+        ("link used up, Range bytes=0-", used_up_link, [("Range", "bytes=0-")], 410, "link_used_up"),
+        ("link used up, Range bytes=abc", used_up_link, [("Range", "bytes=abc")], 410, "link_used_up"),
+        ("link used up, no Range", used_up_link, [], 410, "link_used_up"),
+    ]
+    return [Row(label, "GET", path, headers, None, status, code, auth=None) for label, path, headers, status, code in table]
 
 
 def rows(server, upload_path, deferred_path, attachment_path) -> list[Row]:
@@ -220,9 +252,19 @@ def test_hundreds_of_malformed_requests(server, tmp_path):
     done_url = create(server, 4, "done.log")
     assert patch(server, done_url, 0, b"done").status_code == 204
     attachment_path = "/api/v1/attachments/" + done_url.rsplit("/", 1)[1] + "/content"
+    links = []
+    for _ in range(2):
+        issued = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        issued.request("POST", attachment_path.removesuffix("/content") + "/link",
+                       headers={"Authorization": f"Bearer {server.engineer}"})
+        links.append(json.loads(issued.getresponse().read())["url"])
+    for _ in range(2):  # the whole file twice: the second link's budget (twice the file) is spent
+        spend = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        spend.request("GET", links[1])
+        spend.getresponse().read()
 
     tokens = {"customer": server.customer, "engineer": server.engineer, "admin": server.admin, None: None}
-    table = rows(server, upload_path, deferred_path, attachment_path)
+    table = rows(server, upload_path, deferred_path, attachment_path) + link_rows(server, attachment_path, *links)
     failures = []
     for row in table:
         status, body = send(server, row, tokens[row.auth])

@@ -14,6 +14,8 @@ public struct AppConfiguration: Sendable {
     public var expirySweepInterval: Duration
     /// How often the retention purge runs.
     public var purgeInterval: Duration
+    /// Storage permissions and signed-link lifetime (`--strict-permissions`, `--max-link-lifetime`).
+    public var security = SecurityPolicy()
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), logLevel: Logger.Level = .info,
@@ -32,7 +34,8 @@ public struct AppConfiguration: Sendable {
 public func buildApplication(
     _ configuration: AppConfiguration, now: @escaping @Sendable () -> Date = { Date() }
 ) throws -> some ApplicationProtocol {
-    let services = try AppServices.open(storage: configuration.storage, limits: configuration.limits, now: now)
+    let services = try AppServices.open(
+        storage: configuration.storage, limits: configuration.limits, security: configuration.security, now: now)
     return try buildApplication(configuration, services: services)
 }
 

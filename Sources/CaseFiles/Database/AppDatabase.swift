@@ -12,8 +12,10 @@ public struct AppDatabase: Sendable {
     /// waiting for one costs at most a query.
     private let syncReader: any DatabaseReader
 
-    public init(_ writer: any DatabaseWriter) throws {
-        try Self.migrator.migrate(writer)
+    /// - Parameter moveLinkSigningKey: receives a link-signing key found in the database (kept there before the
+    ///   v5 migration) and must store it durably elsewhere before the migration deletes it.
+    public init(_ writer: any DatabaseWriter, moveLinkSigningKey: @escaping @Sendable ([UInt8]) throws -> Void) throws {
+        try Self.migrator(moveLinkSigningKey: moveLinkSigningKey).migrate(writer)
         self.init(migrated: writer, syncReader: writer)
     }
 
@@ -23,20 +25,21 @@ public struct AppDatabase: Sendable {
     }
 
     /// Opens (creating if needed) the database file in WAL mode, so CLI commands can run while `serve` does.
-    public static func open(path: String) throws -> AppDatabase {
+    /// - Parameter moveLinkSigningKey: see `init(_:moveLinkSigningKey:)`.
+    public static func open(path: String, moveLinkSigningKey: @escaping @Sendable ([UInt8]) throws -> Void) throws -> AppDatabase {
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
         let writer = try DatabasePool(path: path, configuration: config)
-        try migrator.migrate(writer)  // before the read-only pool opens: it cannot create the file
+        try migrator(moveLinkSigningKey: moveLinkSigningKey).migrate(writer)  // before the read-only pool opens: it cannot create the file
         var readOnly = config
         readOnly.readonly = true
         return AppDatabase(migrated: writer, syncReader: try DatabasePool(path: path, configuration: readOnly))
     }
 
-    static var migrator: DatabaseMigrator {
+    static func migrator(moveLinkSigningKey: @escaping @Sendable ([UInt8]) throws -> Void) -> DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1: users, cases, uploads") { db in
             try db.create(table: "user") { t in
@@ -181,6 +184,24 @@ public struct AppDatabase: Sendable {
                 t.column("userID", .integer).notNull().references("user", onDelete: .restrict)
                 t.column("expiresAt", .datetime).notNull()
                 t.column("firstUsedAt", .datetime)
+            }
+        }
+        migrator.registerMigration("v5: link-signing key out of the database, link byte budget") { db in
+            // A copy of the database (a backup, a support bundle) must not be able to forge links: the key moves
+            // to its own 0600 file. It is handed over (written and fsynced) before its row is deleted in this
+            // transaction, so a crash in between leaves it in both places, never in neither. secure_delete
+            // zeroes the freed bytes instead of leaving the key in a free page (sqlite.org/pragma.html#pragma_secure_delete).
+            if let hex = try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = 'link-signing-key'"),
+               let key = [UInt8](hex: hex, byteCount: LinkSigningKeys.byteCount) {
+                try moveLinkSigningKey(key)
+            }
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+            try db.execute(sql: "DELETE FROM setting WHERE key = 'link-signing-key'")
+            try db.execute(sql: "PRAGMA secure_delete = OFF")
+            // firstUsedAt (one GET from byte 0 per link) is no longer used: a link now has a byte budget.
+            try db.alter(table: "downloadLink") { t in
+                t.add(column: "issuedAt", .datetime)
+                t.add(column: "bytesServed", .integer).notNull().defaults(to: 0).check(sql: "bytesServed >= 0")
             }
         }
         return migrator
@@ -425,8 +446,16 @@ extension AppDatabase {
         }
     }
 
-    public func recordDownload(_ download: Download) async throws {
-        try await writer.write { db in try download.insert(db) }
+    /// Logs a download; for one through a signed link, in the same transaction, settles the link's byte count:
+    /// the `reserved` bytes charged before sending (`reserveLinkBytes`) become the bytes actually sent.
+    public func recordDownload(_ download: Download, settlingLink nonce: String? = nil, reserved: Int64 = 0) async throws {
+        try await writer.write { db in
+            try download.insert(db)
+            if let nonce {
+                try db.execute(sql: "UPDATE downloadLink SET bytesServed = bytesServed - ? + ? WHERE nonce = ?",
+                               arguments: [reserved, download.bytesSent, nonce])
+            }
+        }
     }
 
     public struct DownloadEntry: Codable, Sendable, FetchableRecord {
@@ -496,38 +525,29 @@ extension AppDatabase {
 // MARK: - Signed download links
 
 extension AppDatabase {
-    public func createDownloadLink(nonce: String, uploadID: String, userID: Int64, expiresAt: Date) async throws {
-        try await writer.write { db in
-            try db.execute(sql: "INSERT INTO downloadLink (nonce, uploadID, userID, expiresAt) VALUES (?, ?, ?, ?)",
-                           arguments: [nonce, uploadID, userID, expiresAt])
+    public func createDownloadLink(_ link: DownloadLink) async throws {
+        try await writer.write { db in try link.insert(db) }
+    }
+
+    /// The link with this nonce, if it was issued for this attachment.
+    public func downloadLink(nonce: String, uploadID: String) async throws -> DownloadLink? {
+        try readInPlace { db in
+            try DownloadLink.fetchOne(
+                db.cachedStatement(sql: "SELECT * FROM downloadLink WHERE nonce = ? AND uploadID = ?"),
+                arguments: [nonce, uploadID])
         }
     }
 
-    public enum LinkUse: Sendable { case granted(userID: Int64), unknown, alreadyUsed }
-
-    /// A link serves one download: its first request starting at byte 0 claims it; range requests
-    /// (the same download resuming) are allowed until it expires.
-    public func useDownloadLink(nonce: String, uploadID: String, startsAtZero: Bool, at now: Date) async throws -> LinkUse {
+    /// Charges `count` bytes to a link before they are sent, if that keeps it within `budget` bytes; one
+    /// transaction, so concurrent requests on one link can never together go past the budget. The unsent part
+    /// is refunded when the response ends (`recordDownload(_:settlingLink:reserved:)`).
+    /// - Returns: false when the link has not `count` bytes left.
+    public func reserveLinkBytes(nonce: String, count: Int64, budget: Int64) async throws -> Bool {
         try await writer.write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT userID, firstUsedAt FROM downloadLink WHERE nonce = ? AND uploadID = ?",
-                                             arguments: [nonce, uploadID]) else { return .unknown }
-            let used: Date? = row["firstUsedAt"]
-            if startsAtZero {
-                if used != nil { return .alreadyUsed }
-                try db.execute(sql: "UPDATE downloadLink SET firstUsedAt = ? WHERE nonce = ?", arguments: [now, nonce])
-            }
-            return .granted(userID: row["userID"])
-        }
-    }
-
-    /// The server's secret for signing links, made once and kept in the settings table.
-    public func linkSigningKey() throws -> [UInt8] {
-        try writer.write { db in
-            if let hex = try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = 'link-signing-key'"),
-               let key = [UInt8](hex: hex, byteCount: 32) { return key }
-            let key = SecureRandom.bytes(32)
-            try db.execute(sql: "INSERT OR REPLACE INTO setting (key, value) VALUES ('link-signing-key', ?)", arguments: [key.hexString])
-            return key
+            try db.execute(
+                sql: "UPDATE downloadLink SET bytesServed = bytesServed + ? WHERE nonce = ? AND bytesServed + ? <= ?",
+                arguments: [count, nonce, count, budget])
+            return db.changesCount == 1
         }
     }
 }

@@ -200,3 +200,28 @@ public struct Download: Codable, Sendable, Equatable, FetchableRecord, Persistab
 
     public static let databaseTableName = "download"
 }
+
+/// A signed download link as issued. The row, not the URL, is the authority on whom the link serves, until
+/// when, and how many bytes it has served: a URL signed with a leaked key cannot outlast its row.
+public struct DownloadLink: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public var nonce: String
+    public var uploadID: String
+    public var userID: Int64
+    public var expiresAt: Date
+    /// Nil for links issued before the v5 migration.
+    public var issuedAt: Date?
+    /// Bytes sent through this link, plus those of responses still being sent (charged before sending,
+    /// the unsent part refunded when the response ends).
+    public var bytesServed: Int64
+
+    public static let databaseTableName = "downloadLink"
+
+    public init(nonce: String, uploadID: String, userID: Int64, expiresAt: Date, issuedAt: Date?, bytesServed: Int64 = 0) {
+        self.nonce = nonce
+        self.uploadID = uploadID
+        self.userID = userID
+        self.expiresAt = expiresAt
+        self.issuedAt = issuedAt
+        self.bytesServed = bytesServed
+    }
+}

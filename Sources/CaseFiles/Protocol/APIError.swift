@@ -181,3 +181,18 @@ extension APIError {
         APIError(.badRequest, code, message)
     }
 }
+
+// MARK: - Signed download links
+
+extension APIError {
+    static func invalidLink() -> APIError {
+        APIError(.forbidden, "invalid_link", "This download link is invalid or has expired; ask for a new one.")
+    }
+
+    /// A link serves at most `budget` bytes (twice the file): one download and its resumption.
+    static func linkUsedUp(budget: Int64) -> APIError {
+        APIError(.gone, "link_used_up",
+                 "This download link has served its \(budget) bytes (twice the file's size, for resuming one download). "
+                 + "Ask for a new link.")
+    }
+}

@@ -14,7 +14,8 @@ struct AttachmentsController: Sendable {
 
     init(services: AppServices) throws {
         self.services = services
-        self.links = DownloadLinks(key: try services.database.linkSigningKey())
+        _ = try services.linkKeys.keys()  // a missing or damaged key file stops the start, not the first download
+        self.links = DownloadLinks(keyFile: services.linkKeys, maxLifetime: services.security.maxLinkLifetime)
     }
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
@@ -67,38 +68,35 @@ struct AttachmentsController: Sendable {
         var expiresAt: Date
     }
 
-    /// A short-lived URL for this attachment that needs no bearer header (browsers, pasted into curl).
+    /// A short-lived URL for this attachment that needs no bearer header (browsers, pasted into curl), valid
+    /// for the configured maximum lifetime and for twice the file's size in bytes (one download, resumed).
     @Sendable func link(_ request: Request, context: AppRequestContext) async throws -> Link {
         let user = try context.requireUser()
         let upload = try await verifiedAttachment(context, user: user)
         let nonce = SecureRandom.identifier()
-        let expiresAt = services.now().addingTimeInterval(DownloadLinks.lifetime)
-        let expires = Int64(expiresAt.timeIntervalSince1970)
-        try await services.database.createDownloadLink(nonce: nonce, uploadID: upload.id, userID: user.id!, expiresAt: expiresAt)
-        return Link(url: links.path(id: upload.id, nonce: nonce, expires: expires), expiresAt: expiresAt)
+        let issuedAt = services.now()
+        let expiresAt = issuedAt.addingTimeInterval(links.maxLifetime)
+        let url = try links.path(id: upload.id, nonce: nonce, expires: Int64(expiresAt.timeIntervalSince1970))
+        try await services.database.createDownloadLink(
+            DownloadLink(nonce: nonce, uploadID: upload.id, userID: user.id!, expiresAt: expiresAt, issuedAt: issuedAt))
+        return Link(url: url, expiresAt: expiresAt)
     }
 
-    /// The user a signed link was issued to, if the link is genuine, unexpired and not used up.
-    private func linkUser(_ request: Request, id: String, nonce: String) async throws -> User {
+    /// The user a signed link was issued to and its row, if the signature is valid under a current key and
+    /// the row (the authority, whatever the URL says) exists and has not expired. Its byte budget is
+    /// charged later, once the response's size is known.
+    private func linkUser(_ request: Request, id: String, nonce: String) async throws -> (User, DownloadLink) {
         let query = request.uri.queryParameters
-        guard links.verify(id: id, nonce: nonce, expires: query["expires"].map(String.init) ?? "",
-                           sig: query["sig"].map(String.init) ?? "", now: services.now())
-        else {
-            throw APIError(.forbidden, "invalid_link", "This download link is invalid or has expired; ask for a new one.")
+        let now = services.now()
+        guard try links.verify(id: id, nonce: nonce, expires: query["expires"].map(String.init) ?? "",
+                               sig: query["sig"].map(String.init) ?? "", now: now),
+              let link = try await services.database.downloadLink(nonce: nonce, uploadID: id),
+              links.isLive(link, now: now)
+        else { throw APIError.invalidLink() }
+        guard let user = try await services.database.user(id: link.userID), user.revokedAt == nil else {
+            throw APIError.invalidToken()
         }
-        let startsAtZero = request.method == .get && request.headers[.range] == nil
-        switch try await services.database.useDownloadLink(nonce: nonce, uploadID: id, startsAtZero: startsAtZero, at: services.now()) {
-        case .granted(let userID):
-            guard let user = try await services.database.user(id: userID), user.revokedAt == nil else {
-                throw APIError.invalidToken()
-            }
-            return user
-        case .unknown:
-            throw APIError(.forbidden, "invalid_link", "This download link is invalid or has expired; ask for a new one.")
-        case .alreadyUsed:
-            throw APIError(.gone, "link_used",
-                           "This download link was already used; it only resumes that download. Ask for a new link.")
-        }
+        return (user, link)
     }
 
     // MARK: - Content
@@ -106,8 +104,9 @@ struct AttachmentsController: Sendable {
     @Sendable func content(_ request: Request, context: AppRequestContext) async throws -> Response {
         let id = context.parameters.get("id") ?? ""
         let user: User
+        var link: DownloadLink?
         if let nonce = request.uri.queryParameters["link"], context.user == nil {
-            user = try await linkUser(request, id: id, nonce: String(nonce))
+            (user, link) = try await linkUser(request, id: id, nonce: String(nonce))
         } else {
             user = try context.requireUser()
         }
@@ -157,6 +156,16 @@ struct AttachmentsController: Sendable {
 
         let reader = try services.blobs.openForReading(id: upload.id)
         let database = services.database
+        // A link pays for the whole response before a byte is sent, in one transaction, so concurrent
+        // requests on one link cannot together pass its budget; what was not sent is refunded at the end.
+        let charged = max(0, range.count)
+        let nonce = link?.nonce
+        if let nonce {
+            let budget = DownloadLinks.byteBudget(fileSize: size)
+            guard try await database.reserveLinkBytes(nonce: nonce, count: charged, budget: budget) else {
+                throw APIError.linkUsedUp(budget: budget)
+            }
+        }
         let now = services.now
         let startedAt = now()
         let logged = Download(
@@ -183,11 +192,11 @@ struct AttachmentsController: Sendable {
             } catch {
                 download.finishedAt = now()
                 let record = download
-                _ = try? await Task { try await database.recordDownload(record) }.value
+                _ = try? await Task { try await database.recordDownload(record, settlingLink: nonce, reserved: charged) }.value
                 throw error
             }
             download.finishedAt = now()
-            try await database.recordDownload(download)
+            try await database.recordDownload(download, settlingLink: nonce, reserved: charged)
         }
         return Response(status: status, headers: headers, body: body)
     }

@@ -3,13 +3,17 @@ import Foundation
 import NIOCore
 import NIOPosix
 
-/// Blobs as plain files under `<root>/blobs/<first two id characters>/<id>`.
+/// Blobs as plain files under `<root>/blobs/<first two id characters>/<id>`: folders 0700 and files 0600
+/// (`PrivateStorage`), whatever the process umask.
 public struct FileBlobStore: BlobStore {
+    static let folderName = "blobs"
     public let root: URL
 
+    /// - Parameter root: the storage root; it (its parent must exist) and `blobs/` in it are created if missing.
     public init(root: URL) throws {
-        self.root = root.appendingPathComponent("blobs", isDirectory: true)
-        try FileManager.default.createDirectory(at: self.root, withIntermediateDirectories: true)
+        self.root = root.appendingPathComponent(Self.folderName, isDirectory: true)
+        try PrivateStorage.makeDirectory(root.path)
+        try PrivateStorage.makeDirectory(self.root.path)
     }
 
     func path(for id: String) -> String {
@@ -21,10 +25,8 @@ public struct FileBlobStore: BlobStore {
     public func create(id: String) throws {
         let path = path(for: id)
         let directory = (path as NSString).deletingLastPathComponent
-        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw StorageError.from("mkdir", errno: errno)
-        }
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        try PrivateStorage.makeDirectory(directory)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, PrivateStorage.fileMode)
         guard fd >= 0 else { throw StorageError.from("create", errno: errno) }
         defer { close(fd) }
         // Make the new directory entry durable too, so a committed upload never lacks its file.
