@@ -46,6 +46,16 @@ struct Serve: AsyncParsableCommand {
     var stallTimeout = "60s"
     @Option(help: "How often the retention purge runs: seconds, or with s/m/h/d (default 1h).")
     var purgeInterval = "1h"
+    @Option(help: "Close a connection whose request header section has not arrived within this: seconds, or with s/m/h (default 60s).")
+    var headerTimeout = "60s"
+    @Option(help: "Close a connection whose request body (other than an upload's, see --min-upload-rate) has not arrived within this (default 60s).")
+    var bodyTimeout = "60s"
+    @Option(help: "Close a keep-alive connection that sends no new request within this (default 75s).")
+    var idleTimeout = "75s"
+    @Option(help: "Close a connection whose client stops reading a response for this long (default 60s).")
+    var sendTimeout = "60s"
+    @Option(help: "Open connections at most; at the cap the longest-idle one is closed to admit a new one (default: from the open-files limit, (limit - 64) / 2).")
+    var maxConnections: Int?
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "info"
     @Flag(help: "Refuse to start if a path under the storage root is open to other users (default: warn).")
     var strictPermissions = false
@@ -71,15 +81,54 @@ struct Serve: AsyncParsableCommand {
         guard let maxLinkLifetime = DurationOption.seconds(maxLinkLifetime) else {
             throw ValidationError("--max-link-lifetime must be a number of seconds or use a suffix: 90s, 30m, 12h, 7d")
         }
+        var timeouts: [Duration] = []
+        for (flag, text) in [("--header-timeout", headerTimeout), ("--body-timeout", bodyTimeout),
+                             ("--idle-timeout", idleTimeout), ("--send-timeout", sendTimeout)] {
+            guard let seconds = DurationOption.seconds(text) else {
+                throw ValidationError("\(flag) must be a positive number of seconds or use a suffix: 90s, 30m, 2h")
+            }
+            timeouts.append(.milliseconds(Int64(seconds * 1000)))
+        }
+        let descriptorLimit = DescriptorLimit.raiseToHardLimit()
+        let safeConnections = ConnectionLimits.defaultMaxConnections(descriptorLimit: descriptorLimit)
+        if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
+        if let maxConnections, maxConnections > safeConnections {
+            print("warning: --max-connections \(maxConnections) can exhaust the open-files limit (\(descriptorLimit)); "
+                  + "at most \(safeConnections) is safe. Raise the limit (ulimit -n, LimitNOFILE=) or lower the cap.")
+        }
         var configuration = AppConfiguration(
             host: host, port: port, storage: storage.url,
             limits: UploadLimits(maxUploadSize: maxUploadSize, minFreeBytes: minFreeSpace, uploadExpiry: expiry,
                                  minReceiveRate: minUploadRate, stallWindow: stallWindow),
+            connections: ConnectionLimits(headerTimeout: timeouts[0], bodyTimeout: timeouts[1], idleTimeout: timeouts[2],
+                                          sendTimeout: timeouts[3], maxConnections: maxConnections ?? safeConnections),
             logLevel: Logger.Level(rawValue: logLevel) ?? .info,
             purgeInterval: .seconds(purgeEvery))
         configuration.security = SecurityPolicy(strictPermissions: strictPermissions, maxLinkLifetime: maxLinkLifetime)
         try await buildApplication(configuration).runService()
     }
+}
+
+enum DescriptorLimit {
+    /// Raises the soft open-files limit (RLIMIT_NOFILE) to the hard limit, as Go and nginx's
+    /// `worker_rlimit_nofile` do: the soft limit of 1,024 that shells hand down is a relic of select(2),
+    /// which SwiftNIO does not use. Returns the limit now in force.
+    static func raiseToHardLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 else { return 1024 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(RLIMIT_NOFILE_VALUE, &raised) == 0 { limit = raised }
+        }
+        return Int(clamping: limit.rlim_cur)
+    }
+
+    #if os(Linux)
+    private static let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    #else
+    private static let RLIMIT_NOFILE_VALUE = RLIMIT_NOFILE
+    #endif
 }
 
 enum DurationOption {

@@ -9,6 +9,8 @@ public struct AppConfiguration: Sendable {
     public var port: Int
     public var storage: URL
     public var limits: UploadLimits
+    /// Deadlines per connection and the cap on open connections.
+    public var connections: ConnectionLimits
     public var logLevel: Logger.Level
     /// How often abandoned uploads are looked for.
     public var expirySweepInterval: Duration
@@ -18,13 +20,14 @@ public struct AppConfiguration: Sendable {
     public var security = SecurityPolicy()
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
-                limits: UploadLimits = .init(), logLevel: Logger.Level = .info,
+                limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
                 expirySweepInterval: Duration = .seconds(600), purgeInterval: Duration = .seconds(3600)) {
         self.purgeInterval = purgeInterval
         self.host = host
         self.port = port
         self.storage = storage
         self.limits = limits
+        self.connections = connections
         self.logLevel = logLevel
         self.expirySweepInterval = expirySweepInterval
     }
@@ -49,9 +52,10 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
     let router = try buildRouter(services)
     return Application(
         responder: MethodOverrideResponder(wrapped: MethodNotAllowedResponder(wrapped: router.buildResponder(), routes: router.routes)),
-        server: .http1(configuration: .init(additionalChannelHandlers: [
-            LargeReadsHandler(), ExpectContinueHandler(), CloseAfterResponseHandler(),
-        ])),
+        server: .guardedHTTP1(
+            limits: configuration.connections,
+            registry: ConnectionRegistry(maxConnections: configuration.connections.maxConnections, logger: logger),
+            additionalChannelHandlers: { [LargeReadsHandler(), ExpectContinueHandler(), CloseAfterResponseHandler()] }),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
         services: [
             UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),

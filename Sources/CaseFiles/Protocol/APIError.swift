@@ -26,9 +26,16 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         var headers = self.headers
         headers[.cacheControl] = "no-store"
         guard includeBody else { return Response(status: status, headers: headers) }
-        headers[.contentType] = "application/json; charset=utf-8"
-        let body = (try? JSONEncoder.sorted.encode(["error": code, "message": message])) ?? Data()
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        headers[.contentType] = Self.contentType
+        return Response(status: status, headers: headers, body: .init(byteBuffer: jsonBody))
+    }
+
+    static let contentType = "application/json; charset=utf-8"
+
+    /// `{"error": code, "message": message}`: also written by the channel handlers that answer outside the
+    /// router (`HTTP1ConformanceHandler`, `ConnectionGuardHandler`).
+    var jsonBody: ByteBuffer {
+        ByteBuffer(bytes: (try? JSONEncoder.sorted.encode(["error": code, "message": message])) ?? Data())
     }
 }
 
@@ -175,6 +182,27 @@ extension APIError {
         APIError(.preconditionFailed, "unsupported_tus_version",
                  "This server speaks tus 1.0.0 only: send `Tus-Resumable: 1.0.0`.",
                  headers: [.tusVersion: TusProtocol.version])
+    }
+
+    /// A header section over the parser's limits (RFC 6585 §5).
+    static func headerSectionTooLarge() -> APIError {
+        APIError(.init(code: 431, reasonPhrase: "Request Header Fields Too Large"), "header_section_too_large",
+                 "The request's header section is larger than this server accepts "
+                 + "(\(ConnectionLimits.maxHeaderSectionBytes / 1024) KiB, at most \(ConnectionLimits.maxHeaderFields) "
+                 + "fields). Send fewer or shorter headers.")
+    }
+
+    /// The HTTP/1.1 parser refused the request before it was routed (RFC 9112).
+    static func malformedRequest(_ detail: String) -> APIError {
+        APIError(.badRequest, "malformed_request",
+                 "The request is not valid HTTP/1.1 (\(detail)). Fix the client or the proxy in front of it.")
+    }
+
+    /// A request body that did not finish within `--body-timeout` (only bodies no upload handler reads).
+    static func bodyTimedOut(_ timeout: Duration) -> APIError {
+        APIError(.requestTimeout, "body_timeout",
+                 "The request body did not arrive within \(timeout.components.seconds) s; the connection is closed. "
+                 + "Send the whole request at once and retry.")
     }
 
     static func badRequest(_ code: String, _ message: String) -> APIError {

@@ -28,6 +28,12 @@ public struct AppRequestContext: RequestContext {
         try? await channel.triggerUserOutboundEvent(ExpectContinueHandler.SendContinue()).get()
     }
 
+    /// Tells the connection that this handler reads the request body under its own rate watchdog, so the
+    /// connection's body deadline (`ConnectionLimits.bodyTimeout`) no longer applies to it.
+    func takeOverBodyDeadline() async {
+        try? await channel.triggerUserOutboundEvent(ConnectionGuardHandler.BodyTakenOver()).get()
+    }
+
     /// Closes the connection after this request's response (see `CloseAfterResponseHandler`).
     func closeConnectionAfterResponse() async {
         try? await channel.triggerUserOutboundEvent(CloseAfterResponseHandler.CloseAfterResponse()).get()

@@ -352,6 +352,7 @@ struct UploadsController: Sendable {
         if stoppedAlready { task.cancel() }
         // A client that stops sending, or trickles, is cut off; what it sent and verified is kept.
         let limits = services.limits
+        if watch != nil { await context.takeOverBodyDeadline() }
         let watchdog = watch.map { watch in
             Task {
                 var seen = watch.bytes
