@@ -1,6 +1,7 @@
 """Fixtures that run the real `casefiles` binary on a temporary storage root, on loopback."""
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -35,11 +36,15 @@ class Server:
                                 check=True, capture_output=True, text=True, timeout=60)
         return result.stdout.strip()
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, nofile: int | None = None) -> None:
+        """Starts `serve`; `nofile` sets its open-files limit, soft and hard (as `ulimit -n` would)."""
+        def limit_descriptors():
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.process = subprocess.Popen(
             [str(BINARY), "serve", "--storage", str(self.storage), "--port", str(self.port),
              "--min-free-space", "0", *extra],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=limit_descriptors)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

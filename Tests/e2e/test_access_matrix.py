@@ -152,8 +152,15 @@ def test_every_route_against_every_caller(server):
             headers = world.headers(caller, kwargs.pop("headers", None))
             response = requests.request(method, server.url + make_path(world), headers=headers, timeout=10, **kwargs)
             cell = f"{method} {route} as {caller}: {response.status_code}, expected {status}"
+            json_answer = response.headers.get("Content-Type", "").startswith("application/json") \
+                and not route.endswith("openapi.json")  # the public API description may be revalidated
             if response.status_code != status:
                 failures.append(cell + f" {response.text[:120]}")
+            elif response.headers.get("X-Content-Type-Options") != "nosniff" or "Cache-Control" not in response.headers:
+                failures.append(cell + f" without nosniff or a caching rule: {dict(response.headers)}")
+            elif json_answer and response.headers["Cache-Control"] != "no-store":
+                # JSON answers hold customer data (subjects, file names, upload state): no cache may keep them.
+                failures.append(cell + f" JSON with Cache-Control {response.headers['Cache-Control']!r}")
             elif status >= 400 and method != "HEAD":
                 body = response.json()
                 if not (body.get("error") and body.get("message")):

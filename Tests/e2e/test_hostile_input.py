@@ -57,9 +57,10 @@ JSON_BAD = [b"{", b"[]", b"null", b'"text"', b"{}", b'{"account": 5, "subject": 
 
 
 class Row:
-    def __init__(self, label, method, path, headers, body, status, code, auth="customer"):
+    def __init__(self, label, method, path, headers, body, status, code, auth="customer", expect_headers=()):
         self.label, self.method, self.path, self.headers = label, method, path, headers
         self.body, self.status, self.code, self.auth = body, status, code, auth
+        self.expect_headers = dict(expect_headers)  # response headers that must be present with these values
 
 
 def link_rows(server, attachment_path, live_link, used_up_link) -> list[Row]:
@@ -184,12 +185,20 @@ def rows(server, upload_path, deferred_path, attachment_path) -> list[Row]:
         table.append(Row(f"Range {value!r}", "GET", attachment_path, [("Range", value)], None, 416, "range_not_satisfiable", auth="engineer"))
     for query in ["limit=-1", "limit=0", "limit=abc", "limit=100000", "limit=1e3", "case=..%2F1413", "case=abc", "case="]:
         table.append(Row(f"access log {query}", "GET", f"/api/v1/access-log?{query}", [], None, 400, None, auth="admin"))
+    # 405s are made outside the router; on tus routes they still say Tus-Resumable (tus 1.0: every response but OPTIONS).
+    for method in ["TRACE", "PUT", "GET"]:
+        table.append(Row(f"{method} on a tus upload", method, upload_path, tus, None, 405, "method_not_allowed",
+                         expect_headers=[("Tus-Resumable", "1.0.0"), ("Allow", "HEAD, PATCH, DELETE, OPTIONS")]))
+    table.append(Row("PUT on the tus creation route", "PUT", creation, tus, None, 405, "method_not_allowed",
+                     expect_headers=[("Tus-Resumable", "1.0.0"), ("Allow", "POST, OPTIONS")]))
+    table.append(Row("TRACE on a case", "TRACE", f"/api/v1/cases/{server.case}", [], None, 405, "method_not_allowed",
+                     expect_headers=[("Allow", "GET, HEAD, PATCH")]))
     for token in ["", "Bearer", "Bearer ", "Basic YTpi", "bearer " + "x" * 10_000, "Bearer é", "Token abc"]:
         table.append(Row(f"Authorization {token[:16]!r}", "GET", "/api/v1/cases", [("Authorization", token)], None, 401, None, auth=None))
     return table
 
 
-def send(server, row: Row, token: str | None) -> tuple[int, bytes]:
+def send(server, row: Row, token: str | None) -> tuple[int, bytes, dict]:
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     connection.putrequest(row.method, row.path, skip_host=False, skip_accept_encoding=True)
     if token:
@@ -203,31 +212,39 @@ def send(server, row: Row, token: str | None) -> tuple[int, bytes]:
         if row.body:
             connection.send(row.body)
         response = connection.getresponse()
-        return response.status, response.read()
+        return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
     except (BrokenPipeError, ConnectionResetError):
         response = connection.getresponse()  # the server answered early and closed; read what it said
-        return response.status, response.read()
+        return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
     finally:
         connection.close()
 
 
 TUS_PATCH = b"PATCH {upload} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\n" \
     b"Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
-RAW = [  # requests no HTTP library would send: HTTP's parser answers 400 and the server keeps serving everyone else
-    ("negative Content-Length", TUS_PATCH + b"Content-Length: -1\r\n\r\n"),
-    ("two Content-Lengths", TUS_PATCH + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nxx"),
-    ("Content-Length and chunked", TUS_PATCH + b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-    ("bad chunk size", TUS_PATCH + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"),
-    ("control character in a header", b"GET /api/v1/cases HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \x01\r\n\r\n"),
-    ("header without colon", b"GET /healthz HTTP/1.1\r\nHost: x\r\nBroken header\r\n\r\n"),
-    ("NUL in the request line", b"GET /heal\x00thz HTTP/1.1\r\nHost: x\r\n\r\n"),
-    ("a 200 KiB header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"),
-    ("HTTP/9.9", b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n"),
-    ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64 + b"\r\n\r\n"),
+# Requests no HTTP library would send: HTTP's parser refuses them with a JSON error like every other error
+# (431 for a header section over its limits, RFC 6585 §5), and the server keeps serving everyone else.
+RAW = [
+    ("negative Content-Length", TUS_PATCH + b"Content-Length: -1\r\n\r\n", 400, "malformed_request"),
+    ("two Content-Lengths", TUS_PATCH + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nxx", 400, "malformed_request"),
+    ("Content-Length and chunked", TUS_PATCH + b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+     400, "malformed_request"),
+    ("bad chunk size", TUS_PATCH + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "malformed_body"),
+    ("control character in a header", b"GET /api/v1/cases HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \x01\r\n\r\n",
+     400, "malformed_request"),
+    ("header without colon", b"GET /healthz HTTP/1.1\r\nHost: x\r\nBroken header\r\n\r\n", 400, "malformed_request"),
+    ("NUL in the request line", b"GET /heal\x00thz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "malformed_request"),
+    ("a 200 KiB header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+     431, "header_section_too_large"),
+    ("1,001 header fields", b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(1001))
+     + b"\r\n", 431, "header_section_too_large"),
+    ("HTTP/9.9", b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400, "malformed_request"),
+    ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64 + b"\r\n\r\n", 400, "malformed_request"),
 ]
 
 
-def raw_status(server, payload: bytes) -> int | None:
+def raw_answer(server, payload: bytes) -> tuple[int | None, bytes]:
+    """The status and body of the answer to `payload` sent byte for byte."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
@@ -235,8 +252,9 @@ def raw_status(server, payload: bytes) -> int | None:
         while chunk := s.recv(65536):
             received += chunk
     if not received:
-        return None
-    return int(received.split(b" ", 2)[1])
+        return None, b""
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
 
 
 def test_hundreds_of_malformed_requests(server, tmp_path):
@@ -267,9 +285,17 @@ def test_hundreds_of_malformed_requests(server, tmp_path):
     table = rows(server, upload_path, deferred_path, attachment_path) + link_rows(server, attachment_path, *links)
     failures = []
     for row in table:
-        status, body = send(server, row, tokens[row.auth])
+        status, body, headers = send(server, row, tokens[row.auth])
         problem = None
-        if status != row.status:
+        wrong_headers = {name: headers.get(name.lower()) for name, value in row.expect_headers.items()
+                         if headers.get(name.lower()) != value}
+        json_answer = headers.get("content-type", "").startswith("application/json")
+        if headers.get("x-content-type-options") != "nosniff" or "cache-control" not in headers \
+                or (json_answer and headers["cache-control"] != "no-store"):
+            problem = f"missing nosniff or caching rule: {headers}"  # every answer: nosniff; JSON: no-store
+        elif wrong_headers:
+            problem = f"headers {wrong_headers}, expected {row.expect_headers}"
+        elif status != row.status:
             problem = f"status {status}, expected {row.status}: {body[:160]!r}"
         elif row.method != "HEAD" and row.status >= 400:
             try:
@@ -283,10 +309,15 @@ def test_hundreds_of_malformed_requests(server, tmp_path):
         if problem:
             failures.append(f"{row.label} ({row.method} {row.path[:60]}): {problem}")
     raw_failures = []
-    for label, template in RAW:
-        status = raw_status(server, template.replace(b"{upload}", upload_path.encode()).replace(b"{token}", server.customer.encode()))
-        if status != 400 and not (label == "a 200 KiB header" and status == 431):
-            raw_failures.append(f"{label}: {status}")
+    for label, template, expected_status, expected_code in RAW:
+        status, body = raw_answer(
+            server, template.replace(b"{upload}", upload_path.encode()).replace(b"{token}", server.customer.encode()))
+        try:
+            code = json.loads(body).get("error")
+        except ValueError:
+            code = f"no JSON body: {body[:60]!r}"
+        if (status, code) != (expected_status, expected_code):
+            raw_failures.append(f"{label}: {status} {code}, expected {expected_status} {expected_code}")
     assert not failures + raw_failures, "\n".join(failures + raw_failures)
 
     # Still serving, nothing written by any of it, nothing outside the storage root.

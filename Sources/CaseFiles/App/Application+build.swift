@@ -49,9 +49,10 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
     let orphans = try services.sweepOrphanBlobs()
     if !orphans.isEmpty { logger.notice("removed orphan blobs", metadata: ["count": "\(orphans.count)"]) }
 
-    let router = try buildRouter(services)
+    let (router, tusRoutes) = try buildRouter(services)
     return Application(
-        responder: MethodOverrideResponder(wrapped: MethodNotAllowedResponder(wrapped: router.buildResponder(), routes: router.routes)),
+        responder: ResponseHeadersResponder(wrapped: MethodOverrideResponder(wrapped: MethodNotAllowedResponder(
+            wrapped: router.buildResponder(), routes: router.routes, tusRoutes: tusRoutes))),
         server: .guardedHTTP1(
             limits: configuration.connections,
             registry: ConnectionRegistry(maxConnections: configuration.connections.maxConnections, logger: logger),
@@ -64,17 +65,20 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
         logger: logger)
 }
 
-func buildRouter(_ services: AppServices) throws -> Router<AppRequestContext> {
+/// The router, and which of its routes speak tus (their 405s carry `Tus-Resumable` too).
+func buildRouter(_ services: AppServices) throws -> (Router<AppRequestContext>, tusRoutes: [Router<AppRequestContext>.RouteDescription]) {
     let router = Router(context: AppRequestContext.self, options: .autoGenerateHeadEndpoints)
     router.add(middleware: ErrorMiddleware())
     router.get("healthz") { _, _ in ["status": "ok"] }
     try WebController().addRoutes(to: router)
 
     let tus = router.group("api/v1").add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database))
+    let beforeTus = router.routes.count
     UploadsController(services: services).addRoutes(to: tus)
+    let tusRoutes = Array(router.routes[beforeTus...])
 
     let api = router.group("api/v1").add(middleware: AuthMiddleware(database: services.database))
     CasesController(services: services).addRoutes(to: api)
     try AttachmentsController(services: services).addRoutes(to: api)
-    return router
+    return (router, tusRoutes)
 }

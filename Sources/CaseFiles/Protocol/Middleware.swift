@@ -119,32 +119,55 @@ struct MethodOverrideResponder<Wrapped: HTTPResponder>: HTTPResponder where Wrap
 
 /// Answers a known path asked with a method it does not serve (any method, TRACE included) with 405 and
 /// `Allow` (RFC 9110 §15.5.6): Hummingbird's router would answer 404, which tells a client nothing.
-/// The table is the router's own list of routes, so it cannot drift from them.
+/// The table is the router's own list of routes, so it cannot drift from them. A 405 on a tus route
+/// carries `Tus-Resumable`, as tus 1.0 asks of every response but OPTIONS: it is made outside the router,
+/// where `TusMiddleware` cannot add it.
 struct MethodNotAllowedResponder<Wrapped: HTTPResponder>: HTTPResponder where Wrapped.Context == AppRequestContext {
     typealias Context = AppRequestContext
     let wrapped: Wrapped
-    let routes: [(path: RouterPath, methods: Set<HTTPRequest.Method>)]
+    let routes: [(path: RouterPath, methods: Set<HTTPRequest.Method>, isTus: Bool)]
 
-    init(wrapped: Wrapped, routes: [Router<AppRequestContext>.RouteDescription]) {
+    init(wrapped: Wrapped, routes: [Router<AppRequestContext>.RouteDescription],
+         tusRoutes: [Router<AppRequestContext>.RouteDescription]) {
         self.wrapped = wrapped
-        self.routes = Dictionary(grouping: routes, by: \.path.description).map { _, described in
+        let tusPaths = Set(tusRoutes.map(\.path.description))
+        self.routes = Dictionary(grouping: routes, by: \.path.description).map { path, described in
             var methods = Set(described.map(\.method))
             if methods.contains(.get) { methods.insert(.head) }  // the router answers HEAD for every GET
-            return (described[0].path, methods)
+            return (described[0].path, methods, tusPaths.contains(path))
         }
     }
 
     func respond(to request: Request, context: Context) async throws -> Response {
         let components = request.uri.path.split(separator: "/")
-        let allowed = routes.filter { route in
+        let matching = routes.filter { route in
             route.path.components.count == components.count && zip(route.path.components, components).allSatisfy { $0 ~= $1 }
-        }.reduce(into: Set<HTTPRequest.Method>()) { $0.formUnion($1.methods) }
+        }
+        let allowed = matching.reduce(into: Set<HTTPRequest.Method>()) { $0.formUnion($1.methods) }
         guard allowed.isEmpty || allowed.contains(request.method) else {
             let order: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .options]
             let allow = order.filter(allowed.contains).map(\.rawValue).joined(separator: ", ")
+            var headers: HTTPFields = [.allow: allow]
+            if matching.contains(where: \.isTus) { headers[.tusResumable] = TusProtocol.version }
             return APIError(.methodNotAllowed, "method_not_allowed", "This endpoint accepts \(allow) only.",
-                            headers: [.allow: allow]).response(includeBody: request.method != .head)
+                            headers: headers).response(includeBody: request.method != .head)
         }
         return try await wrapped.respond(to: request, context: context)
+    }
+}
+
+/// Outermost: every response says `X-Content-Type-Options: nosniff`, and one that sets no caching rule of
+/// its own gets `Cache-Control: no-store`: API responses hold customer data (case subjects, file names,
+/// upload state) that no shared or browser cache should keep (RFC 9111 §5.2.2.5). The page and downloads
+/// set their own rules.
+struct ResponseHeadersResponder<Wrapped: HTTPResponder>: HTTPResponder where Wrapped.Context == AppRequestContext {
+    typealias Context = AppRequestContext
+    let wrapped: Wrapped
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        var response = try await wrapped.respond(to: request, context: context)
+        response.headers[.xContentTypeOptions] = "nosniff"
+        if response.headers[.cacheControl] == nil { response.headers[.cacheControl] = "no-store" }
+        return response
     }
 }

@@ -25,6 +25,8 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var wasIdle = true
     /// Whether a response head for the request in progress was written (then a 408 can no longer be sent).
     private var responseStarted = false
+    /// Answered 408 and half-closed: no deadline applies any more, the linger closes the connection.
+    private var lingering = false
 
     init(limits: ConnectionLimits, registry: ConnectionRegistry) {
         self.limits = limits
@@ -101,7 +103,7 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func perform(_ action: ConnectionDeadlines.Action) {
-        guard let context else { return }
+        guard let context, !lingering else { return }
         if deadlines.isIdle != wasIdle {
             wasIdle = deadlines.isIdle
             if wasIdle { registry.markIdle(context.channel) } else { registry.markBusy(context.channel) }
@@ -129,6 +131,11 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
+    /// How long a connection answered 408 stays half-open, so the client reads the answer before the close
+    /// (closing with its unread bytes in our receive buffer would send a reset that can destroy the answer,
+    /// RFC 9112 §9.6; nginx's `lingering_timeout` is 5 s).
+    static let lingerAfterAnswer: TimeAmount = .seconds(2)
+
     /// A body that stopped arriving gets 408 (RFC 9110 §15.5.9) if no response has begun; every other
     /// deadline closes silently: nobody is waiting for an answer (RFC 9112 §9.5).
     private func close(_ context: ChannelHandlerContext, reason: ConnectionDeadlines.Reason) {
@@ -147,7 +154,11 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
                       promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+            channel.eventLoop.scheduleTask(in: Self.lingerAfterAnswer) { channel.close(promise: nil) }
+        }
+        lingering = true  // answered: only the linger's close remains
     }
 }
 

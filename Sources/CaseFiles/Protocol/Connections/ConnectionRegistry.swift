@@ -6,7 +6,8 @@ import NIOCore
 /// connection arrives at the cap, the connection that has waited longest for a request is closed to admit
 /// it (nginx does the same with its keep-alive connections when `worker_connections` runs out). Busy
 /// connections are never closed for a newcomer; if all are busy, the newcomer is closed instead.
-/// Closures are logged, at most once per `logInterval`, with the counts since the last line.
+/// Closures are logged at most once per `logInterval`, with the counts since the last line; counts that
+/// arrive in between are flushed when the interval ends, so none is lost and a flood costs one line.
 final class ConnectionRegistry: Sendable {
     private struct Entry {
         let channel: any Channel
@@ -20,6 +21,7 @@ final class ConnectionRegistry: Sendable {
         var refused = 0
         var deadlineCloses: [ConnectionDeadlines.Reason: Int] = [:]
         var lastLog: ContinuousClock.Instant?
+        var flushScheduled = false
     }
 
     let maxConnections: Int
@@ -59,7 +61,7 @@ final class ConnectionRegistry: Sendable {
         // Race: the victim may have received a request head since it was last marked idle; closing it then
         // costs that client a retry, as it would behind nginx. Closing is safe from any thread.
         victim?.close(promise: nil)
-        if let report { logger.notice("\(report)") }
+        if victim != nil || !admitted { log(report) }
         return admitted
     }
 
@@ -81,7 +83,30 @@ final class ConnectionRegistry: Sendable {
             state.deadlineCloses[reason, default: 0] += 1
             return Self.report(&state, now: now, interval: logInterval, cap: maxConnections)
         }
-        if let report { logger.notice("\(report)") }
+        log(report)
+    }
+
+    /// Logs `report`, or, when it was held back by the interval, makes sure the held counts are logged
+    /// when the interval ends.
+    private func log(_ report: String?) {
+        if let report {
+            logger.notice("\(report)")
+            return
+        }
+        let wait = state.withLockedValue { state -> Duration? in
+            guard !state.flushScheduled, let last = state.lastLog else { return nil }
+            state.flushScheduled = true
+            return last.advanced(by: logInterval) - .now
+        }
+        guard let wait else { return }
+        Task { [self] in
+            try? await Task.sleep(for: wait)
+            let report = state.withLockedValue { state in
+                state.flushScheduled = false
+                return Self.report(&state, now: .now, interval: logInterval, cap: maxConnections)
+            }
+            if let report { logger.notice("\(report)") }
+        }
     }
 
     /// One line with every count since the last line, if `interval` has passed since it.

@@ -45,7 +45,8 @@ final class HTTP1ConformanceHandler: ChannelDuplexHandler, RemovableChannelHandl
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(var head):
-            if let parserError, head.status == .badRequest {
+            // Only Hummingbird's own answer (empty); a route that met the error in a body answers JSON itself.
+            if let parserError, head.status == .badRequest, head.headers[canonicalForm: "content-length"] == ["0"] {
                 writeParserError(parserError, context: context, promise: promise)
                 return
             }
@@ -83,7 +84,9 @@ final class HTTP1ConformanceHandler: ChannelDuplexHandler, RemovableChannelHandl
         }
     }
 
-    /// Replaces Hummingbird's empty 400 with the JSON error; Hummingbird writes the `.end` and closes.
+    /// Replaces Hummingbird's empty 400 with the JSON error. Hummingbird then writes the `.end` and closes
+    /// only its sending side, so a client still sending (a 200 KiB header section) reads the answer instead
+    /// of a reset; the connection's deadlines close the rest.
     private func writeParserError(_ error: HTTPParserError, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         let apiError = error == .headerOverflow
             ? APIError.headerSectionTooLarge()
@@ -95,7 +98,6 @@ final class HTTP1ConformanceHandler: ChannelDuplexHandler, RemovableChannelHandl
         headers.add(name: "Cache-Control", value: "no-store")
         headers.add(name: "Connection", value: "close")
         let version: HTTPVersion = pending.first?.speaksHTTP11 == false ? .http1_0 : .http1_1
-        closeAfterResponse = true
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: .init(statusCode: Int(apiError.status.code)),
                                                               headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: promise)
