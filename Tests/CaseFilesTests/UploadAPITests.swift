@@ -281,4 +281,46 @@ import Testing
             #expect(String(buffer: shown.body).contains("\"subStatus\":\"New\""))
         }
     }
+
+    /// A creation-with-upload that fails, before or after creating its upload, leaves neither row nor blob:
+    /// its client never got a Location to resume or terminate.
+    @Test func failedCreationWithUploadLeavesNoUploadBehind() async throws {
+        let world = try TestWorld()
+        let file = testBytes(10_000)
+        try await world.withServer { client in
+            func creation(length: String, checksum: String?, body: [UInt8]) async throws -> TestResponse {
+                var headers = HTTPFields.tus(world.customer, [.uploadLength: length, .uploadMetadata: metadata()])
+                headers[.contentType] = "application/offset+octet-stream"
+                if let checksum { headers[.uploadChecksum] = checksum }
+                return try await client.execute(uri: "/api/v1/cases/00001413/uploads", method: .post,
+                                                headers: headers, body: ByteBuffer(bytes: body))
+            }
+            let mismatch = try await creation(length: "10000", checksum: checksumHeader([1, 2, 3]), body: file)
+            #expect(mismatch.status.code == 460 && errorCode(mismatch) == "checksum_mismatch")
+            #expect(mismatch.headers[.location] == nil)
+            let tooLong = try await creation(length: "9999", checksum: nil, body: file)
+            #expect(tooLong.status == .contentTooLarge && errorCode(tooLong) == "body_exceeds_length")
+            let emptyWithBody = try await creation(length: "0", checksum: nil, body: [7])
+            #expect(emptyWithBody.status == .contentTooLarge && errorCode(emptyWithBody) == "body_exceeds_length")
+        }
+        #expect(try await world.services.database.uploads(caseNumber: world.caseNumber).isEmpty)
+        #expect(try world.services.blobs.storedIDs().isEmpty)
+    }
+
+    /// A deferred length cannot carry an upload past `--max-upload-size`: the body is refused whole.
+    @Test func deferredLengthStopsAtTheMaximumSize() async throws {
+        let world = try TestWorld(limits: .init(maxUploadSize: 10, minFreeBytes: 0))
+        try await world.withServer { client in
+            let created = try await client.execute(
+                uri: "/api/v1/cases/00001413/uploads", method: .post,
+                headers: .tus(world.customer, [.uploadDeferLength: "1", .uploadMetadata: metadata()]))
+            let path = try #require(created.headers[.location])
+            #expect(try await client.patch(path, token: world.customer, offset: 0, bytes: testBytes(6)).status == .noContent)
+            let over = try await client.patch(path, token: world.customer, offset: 6, bytes: testBytes(5))
+            #expect(over.status == .contentTooLarge && errorCode(over) == "upload_too_large")
+            #expect(try await client.offset(path, token: world.customer) == 6)
+            #expect(try await client.patch(path, token: world.customer, offset: 6, bytes: testBytes(4),
+                                           extra: [.uploadLength: "10"]).status == .noContent)
+        }
+    }
 }

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from helpers import SUMMARY, b64, sha256_header
 from test_uploads import create, patch
@@ -150,6 +151,11 @@ def rows(server, upload_path, deferred_path, attachment_path) -> list[Row]:
                      b"x" * 101, 413, "body_exceeds_length"))
     table.append(Row("body longer than the upload, at creation", "POST", creation,
                      tus + chunk + [("Upload-Length", "3"), good_meta], b"x" * 4, 413, "body_exceeds_length"))
+    table.append(Row("a body for an empty upload, at creation", "POST", creation,
+                     tus + chunk + [("Upload-Length", "0"), good_meta], b"x", 413, "body_exceeds_length"))
+    table.append(Row("checksum of other bytes, at creation", "POST", creation,
+                     tus + chunk + [("Upload-Length", "1"), good_meta, ("Upload-Checksum", sha256_header(b"y"))], b"x",
+                     460, "checksum_mismatch"))
     for raw in IDS_BAD:
         for method, suffix, status, code in [("HEAD", "/api/v1/uploads/", 404, None),
                                              ("PATCH", "/api/v1/uploads/", 404, "upload_not_found"),
@@ -326,6 +332,12 @@ def test_hundreds_of_malformed_requests(server, tmp_path):
         probe.request("HEAD", path, headers={"Authorization": f"Bearer {server.customer}", "Tus-Resumable": "1.0.0"})
         answer = probe.getresponse()
         assert answer.status == 200 and answer.getheader("Upload-Offset") == "0"
+    # No refused creation left an upload behind: only the two made above are unfinished, and only their
+    # blobs and done.log's exist.
+    listing = requests.get(f"{server.url}/api/v1/cases/{server.case}/attachments",
+                           headers={"Authorization": f"Bearer {server.engineer}"}, timeout=10).json()
+    assert sorted(u["filename"] for u in listing["uploads"]) == ["deferred.log", "target.log"]
+    assert len([p for p in (server.storage / "blobs").rglob("*") if p.is_file()]) == 3
     outside = [p for p in tmp_path.rglob("*") if not p.is_relative_to(server.storage) and p.name != "server.log"]
     assert outside == []
     assert not list(tmp_path.rglob(f"*{ESCAPE}*")) and not list(Path("/tmp").glob(f"*{ESCAPE}*"))

@@ -3,6 +3,7 @@ import hashlib
 import http.client
 import shutil
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -113,6 +114,160 @@ def test_curl_gets_100_continue_and_uploads(server, tmp_path):
     assert result.stdout.strip() == "204", result.stderr
     assert "HTTP/1.1 100 Continue" in result.stderr
     assert attachments(server)["attachments"][0]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def blob_files(server) -> list:
+    return [p for p in (server.storage / "blobs").rglob("*") if p.is_file()]
+
+
+def curl_with_expect(server, method: str, url: str, path, headers: list[str]) -> subprocess.CompletedProcess:
+    """Real curl sending a file over 1 MiB, so it sends `Expect: 100-continue` by itself and waits up to
+    10 s for `100 Continue` (--expect100-timeout) before sending the body. Prints code and bytes sent."""
+    command = ["curl", "-sS", "-v", "-X", method, url, "--expect100-timeout", "10", "--data-binary", f"@{path}",
+               "-H", f"Authorization: Bearer {server.customer}", "-H", "Tus-Resumable: 1.0.0",
+               "-H", "Content-Type: application/offset+octet-stream", "-w", "\n%{http_code} %{size_upload}"]
+    for header in headers:
+        command += ["-H", header]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("case", ["stale offset", "body past the upload's length", "creation, body past Upload-Length"])
+def test_curl_gets_the_final_status_before_sending_the_body(server, tmp_path, case):
+    """RFC 9110 §10.1.1: when the headers decide the answer, it comes instead of `100 Continue`, and curl
+    never sends the 3 MiB body (size_upload 0)."""
+    data = pattern(3 * MiB, seed=21)
+    path = tmp_path / "core.dump"
+    path.write_bytes(data)
+    if case == "stale offset":
+        url = create(server, len(data), "core.dump")
+        result = curl_with_expect(server, "PATCH", url, path, ["Upload-Offset: 5"])
+        expected, code = "409", "offset_mismatch"
+    elif case == "body past the upload's length":
+        url = create(server, 2 * MiB, "core.dump")
+        result = curl_with_expect(server, "PATCH", url, path, ["Upload-Offset: 0"])
+        expected, code = "413", "body_exceeds_length"
+    else:
+        result = curl_with_expect(server, "POST", f"{server.url}/api/v1/cases/{server.case}/uploads", path,
+                                  [f"Upload-Length: {2 * MiB}", f"Upload-Metadata: {metadata('core.dump')}"])
+        expected, code = "413", "body_exceeds_length"
+    body, status_line = result.stdout.rsplit("\n", 1)
+    assert status_line == f"{expected} 0", result.stderr
+    assert f'"error":"{code}"' in body
+    assert "100 Continue" not in result.stderr
+    assert "Connection: close" in result.stderr
+    listing = attachments(server)
+    assert [u["offset"] for u in listing["uploads"]] == ([] if case.startswith("creation") else [0])
+
+
+def raw_expect(server, method: str, path: str, headers: list[str], token=None) -> tuple[bytes, bool]:
+    """Sends only the headers of a 3 MiB request with `Expect: 100-continue` and no body. Returns the first
+    response line and whether the server closed the connection after its answer (within 5 s)."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}",
+             f"Authorization: Bearer {token or server.customer}", "Tus-Resumable: 1.0.0",
+             f"Content-Length: {3 * MiB}", "Expect: 100-continue", *headers]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        received = b""
+        closed = False
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+            closed = True
+        except TimeoutError:
+            pass
+    return received.split(b"\r\n", 1)[0], closed
+
+
+def test_expect_100_continue_gets_the_final_status_the_headers_decide(server):
+    """Every route that reads a body answers what its headers decide at once, instead of `100 Continue`,
+    and closes the connection (the client may never send the body)."""
+    upload = create(server, 2 * MiB, "target.log").removeprefix(server.url)
+    others = create(server, 4 * MiB, "colleagues.log", token=server.cli(
+        "users", "create", "colin", "--role", "customer", "--account", "ACME")).removeprefix(server.url)
+    stranger = server.cli("users", "create", "oscar", "--role", "customer", "--account", "OTHER")
+    chunk = "Content-Type: application/offset+octet-stream"
+    creation = f"/api/v1/cases/{server.case}/uploads"
+    meta = f"Upload-Metadata: {metadata('x.log')}"
+    rows = [
+        ("stale Upload-Offset", "PATCH", upload, [chunk, "Upload-Offset: 7"], None, b"409"),
+        ("Content-Length past what is left", "PATCH", upload, [chunk, "Upload-Offset: 0"], None, b"413"),
+        ("Upload-Length that cannot change", "PATCH", upload, [chunk, "Upload-Offset: 0", "Upload-Length: 9"], None, b"409"),
+        ("unknown upload", "PATCH", "/api/v1/uploads/" + "0" * 32, [chunk, "Upload-Offset: 0"], None, b"404"),
+        ("another customer's upload", "PATCH", others, [chunk, "Upload-Offset: 0"], None, b"403"),
+        ("another account's upload", "PATCH", others, [chunk, "Upload-Offset: 0"], stranger, b"404"),
+        ("bad checksum syntax", "PATCH", upload, [chunk, "Upload-Offset: 0", "Upload-Checksum: sha256"], None, b"400"),
+        ("wrong Content-Type", "PATCH", upload, ["Content-Type: text/plain", "Upload-Offset: 0"], None, b"415"),
+        ("creation, Content-Length past Upload-Length", "POST", creation, [chunk, "Upload-Length: 5", meta], None, b"413"),
+        ("creation, not enough disk", "POST", creation, [chunk, f"Upload-Length: {2 ** 62}", meta], None, b"507"),
+        ("creation, another account's case", "POST", creation, [chunk, "Upload-Length: 5", meta], stranger, b"404"),
+        ("JSON body over 64 KiB", "POST", "/api/v1/cases", ["Content-Type: application/json"], server.engineer, b"413"),
+        ("customer opening a case", "POST", "/api/v1/cases", ["Content-Type: application/json"], None, b"403"),
+    ]
+    failures = []
+    for label, method, path, headers, token, status in rows:
+        first, closed = raw_expect(server, method, path, headers, token)
+        if not first.startswith(b"HTTP/1.1 " + status + b" ") or not closed:
+            failures.append(f"{label}: first line {first!r}, connection closed: {closed}")
+    assert not failures, "\n".join(failures)
+    listing = attachments(server)
+    assert sorted((u["filename"], u["offset"]) for u in listing["uploads"]) == [("colleagues.log", 0), ("target.log", 0)]
+    assert len(blob_files(server)) == 2
+
+
+def raw_creation(server, headers: list[str], body: bytes, cut=False, chunked=False) -> int | None:
+    """A creation-with-upload POST; with `cut`, the connection is closed after `body` (no answer)."""
+    lines = [f"POST /api/v1/cases/{server.case}/uploads HTTP/1.1", f"Host: 127.0.0.1:{server.port}",
+             f"Authorization: Bearer {server.customer}", "Tus-Resumable: 1.0.0",
+             "Content-Type: application/offset+octet-stream", *headers]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+        body = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        if cut:
+            time.sleep(0.3)
+            return None
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        answer.read()
+        assert answer.getheader("Location") is None
+        return answer.status
+
+
+@pytest.mark.parametrize("case", ["checksum mismatch", "body longer than Upload-Length, chunked",
+                                  "whole-file digest mismatch", "cut part-way without checksum",
+                                  "Content-Length past Upload-Length"])
+def test_a_failed_creation_with_upload_leaves_no_upload_behind(server, case):
+    """The client of a failed creation-with-upload never got a Location: nothing it could resume or
+    cancel may remain, neither the row nor the blob."""
+    data = pattern(2 * MiB, seed=22)
+    meta = f"Upload-Metadata: {metadata('lost.log')}"
+    if case == "checksum mismatch":
+        status = raw_creation(server, [f"Upload-Length: {len(data)}", meta, f"Content-Length: {len(data)}",
+                                       f"Upload-Checksum: {sha256_header(b'other bytes')}"], data)
+        assert status == 460
+    elif case == "body longer than Upload-Length, chunked":
+        assert raw_creation(server, [f"Upload-Length: {MiB}", meta], data, chunked=True) == 413
+    elif case == "whole-file digest mismatch":
+        status = raw_creation(server, [f"Upload-Length: {len(data)}", f"Content-Length: {len(data)}",
+                                       f"Upload-Metadata: {metadata('lost.log', hashlib.sha256(b'x').hexdigest())}"], data)
+        assert status == 422
+    elif case == "cut part-way without checksum":
+        assert raw_creation(server, [f"Upload-Length: {len(data)}", meta, f"Content-Length: {len(data)}"],
+                            data[:MiB], cut=True) is None
+    else:
+        assert raw_creation(server, ["Upload-Length: 5", meta, "Content-Length: 6"], b"123456") == 413
+    deadline = time.monotonic() + 10
+    while (attachments(server)["uploads"] or blob_files(server)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert attachments(server) == {"attachments": [], "uploads": []}
+    assert blob_files(server) == []
+    # Not even a `failed` row, which the list does not show.
+    with sqlite3.connect(f"file:{server.storage / 'casefiles.sqlite'}?mode=ro", uri=True) as database:
+        assert database.execute("SELECT id, state FROM upload").fetchall() == []
+    # The server keeps serving creations after each of them.
+    url = create(server, 3, "next.log")
+    assert patch(server, url, 0, b"abc").status_code == 204
 
 
 def test_acknowledged_bytes_survive_sigkill_and_resume_reads_nothing_back(server):

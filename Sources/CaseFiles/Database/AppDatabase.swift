@@ -389,6 +389,16 @@ extension AppDatabase {
         }
     }
 
+    /// Removes an upload whose creation-with-upload request failed before its `201`: the client never
+    /// learned its id, so it can neither resume nor terminate it. Only an unfinished or failed upload goes
+    /// (never a verified one), in one transaction; returns whether a row was removed, and the caller then
+    /// removes its blob.
+    public func deleteFailedCreation(id: String) async throws -> Bool {
+        try await writer.write { db in
+            try db.execute(sql: "DELETE FROM upload WHERE id = ? AND state IN ('uploading', 'failed')", arguments: [id])
+            return db.changesCount == 1
+        }
+    }
 }
 
 /// The case was closed while bytes were arriving: nothing more is committed to it.

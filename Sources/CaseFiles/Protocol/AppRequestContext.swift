@@ -22,7 +22,10 @@ public struct AppRequestContext: RequestContext {
         return user
     }
 
-    /// Answers `Expect: 100-continue` once the request's headers have been validated (RFC 9110 §10.1.1).
+    /// Answers `Expect: 100-continue` (RFC 9110 §10.1.1). Call it right before reading the body, once every
+    /// check the headers alone decide has passed (for an upload: under the writer lock, after the offset and
+    /// the room for `Content-Length`): a request refused before it gets its final status at once, and the
+    /// client never sends the body (`ExpectContinueHandler` then closes the connection after the answer).
     /// Hummingbird never sends it by itself, and clients such as curl then stall a second per request.
     func sendContinueIfExpected() async {
         try? await channel.triggerUserOutboundEvent(ExpectContinueHandler.SendContinue()).get()

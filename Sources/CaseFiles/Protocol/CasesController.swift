@@ -232,6 +232,11 @@ struct CasesController: Sendable {
         guard mediaType?.lowercased() == "application/json" else {
             throw APIError(.unsupportedMediaType, "unsupported_media_type", "Send `Content-Type: application/json`.")
         }
+        // Decided by the headers, so answered before `100 Continue` (RFC 9110 §10.1.1); sent right before the read.
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > context.maxUploadSize {
+            throw HTTPError(.contentTooLarge)
+        }
+        await context.sendContinueIfExpected()
         let body = try await request.body.collect(upTo: context.maxUploadSize)
         do {
             return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))

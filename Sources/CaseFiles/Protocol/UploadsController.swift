@@ -64,13 +64,18 @@ struct UploadsController: Sendable {
             throw APIError.wrongContentType()
         }
         let checksum = carriesData ? try TusHeaders.checksum(in: fields) : nil
+        let contentLength = try TusHeaders.count(.contentLength, in: fields)
 
         guard let number = CaseNumber.normalise(context.parameters.get("number") ?? "") else {
             throw APIError.caseNotFound(context.parameters.get("number") ?? "")
         }
         let supportCase = try await authorizedCase(number, user: user, action: .useOwnUpload)
         guard !supportCase.isClosed else { throw APIError.caseClosed(supportCase.number) }
-        try checkFreeSpace(for: length ?? 0)
+        // Everything the headers decide is decided before anything is created (tus creation-with-upload):
+        // a request refused here leaves nothing behind, and gets its answer before `100 Continue`.
+        let bodyLength = carriesData || length == 0 ? contentLength : nil  // any other body is not read
+        try checkBodyFits(bodyLength, length: length, offset: 0)
+        try checkFreeSpace(for: length ?? bodyLength ?? 0)
 
         let now = services.now()
         let upload = Upload(
@@ -86,20 +91,48 @@ struct UploadsController: Sendable {
 
         var headers: HTTPFields = [.location: "/api/v1/uploads/\(upload.id)"]
         var current = upload
-        if upload.length == 0 {
-            current = try await appendBody(nil, to: upload, request: request, checksum: nil, watch: ReceiveWatch(),
-                                           context: context)
-        } else if carriesData {
-            await context.sendContinueIfExpected()
-            let watch = ReceiveWatch()
-            current = try await withWriterLock(upload.id, watch: watch, context: context) {
-                try await appendBody(request.body, to: upload, request: request, checksum: checksum, watch: watch,
-                                     context: context)
+        do {
+            if upload.length == 0 {
+                current = try await appendBody(nil, to: upload, request: request, checksum: nil, watch: ReceiveWatch(),
+                                               context: context)
+            } else if carriesData {
+                let watch = ReceiveWatch()
+                current = try await withWriterLock(upload.id, watch: watch, context: context) {
+                    try await appendBody(request.body, to: upload, request: request, checksum: checksum, watch: watch,
+                                         context: context)
+                }
             }
+        } catch {
+            await removeFailedCreation(upload.id, context: context)
+            throw error
         }
         if carriesData || upload.length == 0 { headers[.uploadOffset] = String(current.offset) }
         if current.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(current)) }
         return Response(status: .created, headers: headers)
+    }
+
+    /// A creation-with-upload request that fails after creating its upload (checksum mismatch, a body
+    /// longer than declared, cut off, too slow, superseded, disk full, whole-file digest mismatch) never
+    /// sent its `Location`, so the client can neither resume nor terminate what it made. It is removed,
+    /// row and blob, even when bytes without `Upload-Checksum` were committed before a cut: without the
+    /// URL they cannot be resumed. This runs only before the response, so a `201` sent is never undone;
+    /// a verified upload is never removed. A blob whose removal fails is left to the orphan sweep.
+    private func removeFailedCreation(_ id: String, context: AppRequestContext) async {
+        let services = self.services
+        // A task of its own: the request may have been cancelled (superseded, too slow, shutdown).
+        let outcome = await Task { () async -> (any Error)? in
+            do {
+                if try await services.database.deleteFailedCreation(id: id) { try await services.blobs.remove(id: id) }
+                return nil
+            } catch {
+                return error
+            }
+        }.value
+        if let outcome {
+            context.logger.error("failed creation not removed", metadata: ["upload": "\(id)", "error": "\(outcome)"])
+        } else {
+            context.logger.info("failed creation removed", metadata: ["upload": "\(id)"])
+        }
     }
 
     // MARK: - HEAD (tus core: where to resume)
@@ -130,7 +163,6 @@ struct UploadsController: Sendable {
         let (found, supportCase) = try await authorizedUpload(context, mayModify: true)
         guard !supportCase.isClosed else { throw APIError.caseClosed(supportCase.number) }
         try checkWritable(found)
-        await context.sendContinueIfExpected()
 
         let watch = ReceiveWatch()
         let upload = try await withWriterLock(found.id, watch: watch, context: context) { () async throws -> Upload in
@@ -149,6 +181,8 @@ struct UploadsController: Sendable {
                     }
                     if let max = services.limits.maxUploadSize, newLength > max { throw APIError.uploadTooLarge(max: max) }
                     try checkFreeSpace(for: newLength - upload.offset)
+                    // Decided before the length is recorded: a refused request changes nothing.
+                    try checkBodyFits(try TusHeaders.count(.contentLength, in: fields), length: newLength, offset: upload.offset)
                     try await database.setUploadLength(id: upload.id, length: newLength, at: services.now())
                     upload.length = newLength
                 }
@@ -205,13 +239,17 @@ struct UploadsController: Sendable {
         checksum: (ChecksumAlgorithm, [UInt8])?, watch: ReceiveWatch, context: AppRequestContext
     ) async throws -> Upload {
         let contentLength = try TusHeaders.count(.contentLength, in: request.headers)
-        let room = upload.length.map { $0 - upload.offset }
-        if let room, let contentLength, contentLength > room { throw APIError.bodyExceedsLength(upload.length!) }
+        try checkBodyFits(contentLength, length: upload.length, offset: upload.offset)
+        let room = roomLeft(length: upload.length, offset: upload.offset)
         guard let restored = SHA256Digest(savedState: upload.digestState) else {
             throw StorageError.io(operation: "restore digest state", errno: 0)
         }
         let appender = try await services.blobs.openForAppend(id: upload.id, at: upload.offset)
         let sink = ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender)
+        // The one place `100 Continue` is sent: every check the headers decide has passed (the offset and
+        // length under the writer lock, the room for Content-Length, the case, the permissions). RFC 9110
+        // §10.1.1: a final status the headers decide is sent at once, so the client never sends the body.
+        if body != nil { await context.sendContinueIfExpected() }
 
         var interruption: (any Error)?
         var writeFailure: (any Error)?
@@ -219,7 +257,7 @@ struct UploadsController: Sendable {
         if let body {
             do {
                 for try await buffer in body {
-                    if let room, sink.received + Int64(buffer.readableBytes) > room {
+                    if let room, sink.received + Int64(buffer.readableBytes) > room.bytes {
                         overran = true
                         break
                     }
@@ -244,9 +282,9 @@ struct UploadsController: Sendable {
             interruption = CancellationError()
         }
 
-        if overran {
+        if overran, let room {
             try await appender.discard()
-            throw APIError.bodyExceedsLength(upload.length!)
+            throw room.refusal
         }
         let fileDigest = sink.fileDigest
         if let checksum, let chunkDigest = sink.chunkDigest, interruption != nil || chunkDigest.finalize() != checksum.1 {
@@ -270,7 +308,8 @@ struct UploadsController: Sendable {
             try? await appender.discard()
             throw describe(interruption.map { $0 as? StorageError == .noSpace ? $0 : error } ?? error, watch)
         }
-        if let interruption { throw describe(interruption, watch) }
+        // A request stopped after its last byte completed the upload answers the completion.
+        if let interruption, committed.state == .uploading { throw describe(interruption, watch) }
         if committed.state == .failed {
             throw APIError.wholeFileDigestMismatch(declared: committed.declaredSHA256 ?? "", computed: committed.sha256 ?? "")
         }
@@ -431,6 +470,22 @@ struct UploadsController: Sendable {
             }
         case .verified: throw APIError.alreadyComplete(upload)
         case .failed, .terminated, .expired, .purged: throw APIError.uploadGone(upload)
+        }
+    }
+
+    /// How many more bytes an upload at `offset` can take, and the answer to a body with more: up to its
+    /// `Upload-Length` (413 `body_exceeds_length`), or for a deferred length up to `--max-upload-size`
+    /// (413 `upload_too_large`). Nil: a deferred length on a server without a maximum takes any body.
+    private func roomLeft(length: Int64?, offset: Int64) -> (bytes: Int64, refusal: APIError)? {
+        if let length { return (length - offset, APIError.bodyExceedsLength(length)) }
+        if let max = services.limits.maxUploadSize { return (max - offset, APIError.uploadTooLarge(max: max)) }
+        return nil
+    }
+
+    /// Refuses a body whose `Content-Length` (bytes) is more than the upload has room for, before a byte is read.
+    private func checkBodyFits(_ contentLength: Int64?, length: Int64?, offset: Int64) throws {
+        if let room = roomLeft(length: length, offset: offset), let contentLength, contentLength > room.bytes {
+            throw room.refusal
         }
     }
 
