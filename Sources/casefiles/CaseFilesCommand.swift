@@ -1,10 +1,15 @@
 import ArgumentParser
-import CaseFiles
 import Foundation
 import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
+import CaseFilesClient
+import CaseFilesCore
+import CaseFilesDatabase
+import CaseFilesEngine
+import CaseFilesServer
+import CaseFilesStorage
 
 @main
 struct CaseFilesCommand: AsyncParsableCommand {
@@ -251,13 +256,8 @@ struct Cases: AsyncParsableCommand {
             guard let status = CaseStatus(rawValue: status) else {
                 throw ValidationError("status must be one of: Open, Awaiting Info, Solution Proposed")
             }
-            let services = try storage.openServices()
-            let now = Date()
-            let subStatus = self.subStatus
-            let c = try await services.database.transitionCase(
-                try Cases.number(number), kind: .status, actor: Cases.actor.name, comment: comment, at: now) {
-                    try CaseLifecycle.setStatus($0, to: status, subStatus: subStatus, by: Cases.actor, at: now)
-                }
+            let c = try await storage.openServices().cases.setStatus(
+                try Cases.number(number), to: status, subStatus: subStatus, comment: comment, by: Cases.actor)
             print(Cases.describe(c))
         }
     }
@@ -270,13 +270,8 @@ struct Cases: AsyncParsableCommand {
         var subStatus = "Resolved"
         @Option var comment: String?
         func run() async throws {
-            let services = try storage.openServices()
-            let now = Date()
-            let subStatus = self.subStatus
-            let c = try await services.database.transitionCase(
-                try Cases.number(number), kind: .closed, actor: Cases.actor.name, comment: comment, at: now) {
-                    try CaseLifecycle.close($0, subStatus: subStatus, by: Cases.actor, at: now)
-                }
+            let c = try await storage.openServices().cases.close(
+                try Cases.number(number), subStatus: subStatus, comment: comment, by: Cases.actor)
             print(Cases.describe(c))
         }
     }
@@ -287,13 +282,7 @@ struct Cases: AsyncParsableCommand {
         @Argument var number: String
         @Option var comment: String?
         func run() async throws {
-            let services = try storage.openServices()
-            let settings = try services.database.retentionSettings()
-            let now = Date()
-            let c = try await services.database.transitionCase(
-                try Cases.number(number), kind: .reopened, actor: Cases.actor.name, comment: comment, at: now) {
-                    try CaseLifecycle.reopen($0, by: Cases.actor, at: now, settings: settings)
-                }
+            let c = try await storage.openServices().cases.reopen(try Cases.number(number), comment: comment, by: Cases.actor)
             print(Cases.describe(c))
         }
     }
@@ -313,13 +302,7 @@ struct Cases: AsyncParsableCommand {
     }
 
     static func setHold(_ held: Bool, _ number: String, _ storage: StorageOptions) async throws {
-        let c = try await storage.openServices().database.transitionCase(
-            try Cases.number(number), kind: held ? .hold : .release, actor: Cases.actor.name, comment: nil, at: Date()) {
-                var next = $0
-                next.legalHold = held
-                return next
-            }
-        print(Cases.describe(c))
+        print(Cases.describe(try await storage.openServices().cases.setLegalHold(held, try Cases.number(number), by: Cases.actor)))
     }
 
     struct Create: AsyncParsableCommand {

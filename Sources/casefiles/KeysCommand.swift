@@ -1,6 +1,11 @@
 import ArgumentParser
-import CaseFiles
 import Foundation
+import CaseFilesClient
+import CaseFilesCore
+import CaseFilesDatabase
+import CaseFilesEngine
+import CaseFilesServer
+import CaseFilesStorage
 
 struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

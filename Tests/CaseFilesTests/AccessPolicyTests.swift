@@ -1,4 +1,9 @@
-@testable import CaseFiles
+@testable import CaseFilesClient
+@testable import CaseFilesCore
+@testable import CaseFilesDatabase
+@testable import CaseFilesEngine
+@testable import CaseFilesServer
+@testable import CaseFilesStorage
 import Testing
 
 /// The permission table from issue #2, row by row, as one table.

@@ -1,4 +1,9 @@
-@testable import CaseFiles
+@testable import CaseFilesClient
+@testable import CaseFilesCore
+@testable import CaseFilesDatabase
+@testable import CaseFilesEngine
+@testable import CaseFilesServer
+@testable import CaseFilesStorage
 import NIOCore
 import NIOEmbedded
 import Testing
@@ -101,5 +106,17 @@ import Testing
         registry.markIdle(first, now: t0.advanced(by: .seconds(4)))
         #expect(registry.admit(fourth, now: t0.advanced(by: .seconds(5))))
         #expect(!first.isActive)
+    }
+}
+
+extension ConnectionDeadlinesTests {
+    /// A handler that took the body over and then refused without reading it (a stale offset, say) leaves the
+    /// rest of the body under the body deadline again, from its answer: found holding connections open forever.
+    @Test func aBodyLeftUnreadByARefusalIsUnderTheBodyDeadlineAgain() {
+        var machine = ConnectionDeadlines(limits: limits, acceptedAt: t0)
+        _ = machine.requestHeadReceived(at: at(0))
+        #expect(machine.bodyTakenOverByHandler() == .disarm)
+        #expect(machine.responseEnded(at: at(10)) == .schedule(at(60)))
+        #expect(machine.timerFired(at: at(60)) == .close(.body))
     }
 }

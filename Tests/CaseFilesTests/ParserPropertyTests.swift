@@ -1,4 +1,9 @@
-@testable import CaseFiles
+@testable import CaseFilesClient
+@testable import CaseFilesCore
+@testable import CaseFilesDatabase
+@testable import CaseFilesEngine
+@testable import CaseFilesServer
+@testable import CaseFilesStorage
 import Foundation
 import PropertyBased
 import Testing
@@ -31,13 +36,13 @@ import Testing
 
     @Test func everyCountRoundTripsAndOnlyCanonicalDecimalsParse() {
         forAll(Gen<Int64>.value(in: 0...Int64.max)) { n in
-            #expect(TusHeaders.parseCount(String(n)) == n)
-            #expect(TusHeaders.parseCount("0" + String(n)) == nil, "leading zero: 0\(n)")
-            #expect(TusHeaders.parseCount("-" + String(n)) == nil)
-            #expect(TusHeaders.parseCount(String(n) + " ") == nil)
+            #expect(WireFormat.parseCount(String(n)) == n)
+            #expect(WireFormat.parseCount("0" + String(n)) == nil, "leading zero: 0\(n)")
+            #expect(WireFormat.parseCount("-" + String(n)) == nil)
+            #expect(WireFormat.parseCount(String(n) + " ") == nil)
         }
         forAll(Self.hostileText) { text in
-            let parsed = TusHeaders.parseCount(text)
+            let parsed = WireFormat.parseCount(text)
             let canonical = text.wholeMatch(of: /0|[1-9][0-9]{0,18}/) != nil && Int64(text) != nil
             #expect((parsed != nil) == canonical, "\(text.debugDescription)")
             if let parsed { #expect(String(parsed) == text) }

@@ -1,4 +1,8 @@
-import CaseFiles
+@testable import CaseFilesCore
+@testable import CaseFilesDatabase
+@testable import CaseFilesEngine
+@testable import CaseFilesServer
+@testable import CaseFilesStorage
 import Foundation
 import HTTPTypes
 import Hummingbird

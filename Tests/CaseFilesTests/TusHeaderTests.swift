@@ -1,4 +1,9 @@
-@testable import CaseFiles
+@testable import CaseFilesClient
+@testable import CaseFilesCore
+@testable import CaseFilesDatabase
+@testable import CaseFilesEngine
+@testable import CaseFilesServer
+@testable import CaseFilesStorage
 import Foundation
 import Testing
 
@@ -7,13 +12,13 @@ import Testing
         ("0", Int64(0)), ("1", 1), ("4294967297", 4_294_967_297), ("9223372036854775807", Int64.max),
     ])
     func validCountsParse(text: String, value: Int64) {
-        #expect(TusHeaders.parseCount(text) == value)
+        #expect(WireFormat.parseCount(text) == value)
     }
 
     @Test(arguments: ["", "-1", "+1", "01", "00", " 1", "1 ", "1.0", "0x10", "abc", "9223372036854775808",
                       "99999999999999999999", "１"])
     func invalidCountsAreRejected(text: String) {
-        #expect(TusHeaders.parseCount(text) == nil)
+        #expect(WireFormat.parseCount(text) == nil)
     }
 
     @Test func checksumHeadersParse() throws {

@@ -114,7 +114,7 @@ def test_200_mib_up_and_down_through_a_proxy_that_cuts_every_few_megabytes(serve
         assert proxy.cuts - cuts_during_upload >= 10, "the proxy should have cut the download many times"
     assert "download interrupted" in down.stdout
     assert target.read_bytes() == data
-    assert not Path(str(target) + ".part").exists()
+    assert not list(tmp_path.glob("copy.log*.part"))
     print(f"\n[report] 200 MiB through the cutting proxy: {cuts_during_upload} cuts while uploading, "
           f"{proxy.cuts - cuts_during_upload} while downloading")
 
@@ -286,7 +286,7 @@ def test_a_killed_download_resumes_its_part_under_the_numbered_name(server, tmp_
     target = tmp_path / "dl"
     target.mkdir()
     (target / "server.log").write_bytes(b"someone else's server.log\n")
-    part = target / "server (1).log.part"
+    part = target / f"server (1).log.{attachment[:12]}.part"
     state = tmp_path / "state"
     with FaultProxy(server.port, rate=8 * MiB) as slow:
         running = start_client(server, "download", attachment, "-o", str(target), url=slow.url, state=state)
@@ -306,3 +306,17 @@ def test_a_killed_download_resumes_its_part_under_the_numbered_name(server, tmp_
                        timeout=10).json()["downloads"]
     assert log[0]["range"] == f"bytes={kept}-" and log[0]["status"] == 206  # newest first: only the rest was sent
     assert log[0]["bytesSent"] == len(data) - kept
+
+
+def test_a_part_file_of_the_users_own_is_never_resumed_or_deleted(server, tmp_path):
+    """`NAME.part` may be the user's: a download of NAME must neither resume into it nor delete it (found in
+    review: a mismatching part was deleted, a larger one truncated)."""
+    data = pattern(3 * MiB, seed=44)
+    attachment = upload_file(server, data, "big.bin")
+    target = tmp_path / "dl"
+    target.mkdir()
+    (target / "big.bin.part").write_bytes(b"MY NOTES\n")
+    (target / "report.part").write_bytes(b"x" * (len(data) + 10))
+    result = client(server, "download", attachment, "-o", str(target), state=tmp_path / "state")
+    assert result.returncode == 0, result.stderr
+    assert tree(target) == {"big.bin": data, "big.bin.part": b"MY NOTES\n", "report.part": b"x" * (len(data) + 10)}

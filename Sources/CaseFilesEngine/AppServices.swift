@@ -1,0 +1,139 @@
+import Foundation
+import Logging
+import CaseFilesCore
+import CaseFilesDatabase
+import CaseFilesStorage
+
+/// What every controller and job shares, injected rather than global: storage, clock and limits.
+public struct AppServices: Sendable {
+    public let database: AppDatabase
+    public let blobs: any BlobStore
+    public let locks: UploadWriterLocks
+    public let limits: UploadLimits
+    /// The keys that sign download links (`link-signing.key`).
+    public let linkKeys: LinkKeyFile
+    public let security: SecurityPolicy
+    /// The clock; tests move it.
+    public let now: @Sendable () -> Date
+
+    /// Every case transition (HTTP and CLI).
+    public var cases: CaseService { CaseService(database: database, now: now) }
+
+    public init(database: AppDatabase, blobs: any BlobStore, linkKeys: LinkKeyFile, limits: UploadLimits = .init(),
+                security: SecurityPolicy = .init(), now: @escaping @Sendable () -> Date = { Date() }) {
+        self.database = database
+        self.blobs = blobs
+        self.locks = UploadWriterLocks()
+        self.linkKeys = linkKeys
+        self.limits = limits
+        self.security = security
+        self.now = now
+    }
+
+    package static let databaseName = "casefiles.sqlite"
+
+    /// Opens the storage root: `casefiles.sqlite` (WAL), `blobs/` and `link-signing.key`. Whatever is missing is
+    /// created private to this user (folders 0700, files 0600: `PrivateStorage`), by `serve` and CLI commands
+    /// alike; then the modes of what exists are checked, and each path others may access is logged as a warning.
+    /// - Throws: `StoragePermissionsError` for such paths when `security.strictPermissions`; `LinkKeyFileError`
+    ///   for a damaged key file; storage and database errors.
+    public static func open(storage root: URL, limits: UploadLimits = .init(), security: SecurityPolicy = .init(),
+                            now: @escaping @Sendable () -> Date = { Date() }) throws -> AppServices {
+        // Folders above the root are made as any folder would be; the root and all in it are private.
+        try FileManager.default.createDirectory(at: root.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let services = try PrivateStorage.withPrivateUmask {
+            try PrivateStorage.makeDirectory(root.path)
+            let databasePath = root.appendingPathComponent(databaseName).path
+            // SQLite creates -wal and -shm with the database file's mode, so that file must start out 0600.
+            try PrivateStorage.makeFile(databasePath)
+            let linkKeys = LinkKeyFile(root: root)
+            let database = try AppDatabase.open(path: databasePath) { legacyKey in
+                try linkKeys.createIfMissing(legacy: legacyKey)
+            }
+            try linkKeys.createIfMissing()
+            return AppServices(database: database, blobs: try FileBlobStore(root: root), linkKeys: linkKeys,
+                               limits: limits, security: security, now: now)
+        }
+        let problems = permissionProblems(storage: root)
+        if security.strictPermissions && !problems.isEmpty { throw StoragePermissionsError(problems: problems) }
+        let logger = Logger(label: "casefiles")
+        for problem in problems {
+            logger.warning("storage path open to other users: \(problem); `serve --strict-permissions` refuses to start")
+        }
+        return services
+    }
+
+    /// Paths under the storage root that group or others may access, among those the start-up check looks at:
+    /// the root, the database and its -wal and -shm, `blobs/` and its shard folders, and the link-signing key
+    /// file. Not every blob: there may be millions, and `FileBlobStore` creates each one 0600.
+    public static func permissionProblems(storage root: URL) -> [PrivateStorage.Problem] {
+        let blobs = root.appendingPathComponent(FileBlobStore.folderName).path
+        let shards = ((try? FileManager.default.contentsOfDirectory(atPath: blobs)) ?? []).sorted()
+            .map { (blobs as NSString).appendingPathComponent($0) }
+        let database = root.appendingPathComponent(databaseName).path
+        return PrivateStorage.check([root.path, database, database + "-wal", database + "-shm", blobs] + shards
+                                    + [root.appendingPathComponent(LinkKeyFile.name).path])
+    }
+
+    /// Removes blobs no live upload owns: files of failed, terminated, expired or purged uploads whose
+    /// removal was interrupted, and files with no row at all (a crash between creating a file and
+    /// inserting its row). A file with no row may also be an upload being created right now, so while
+    /// the server may be running only such files older than `unknownOlderThan` seconds are removed.
+    @discardableResult
+    public func sweepOrphanBlobs(unknownOlderThan minimumAge: TimeInterval = 0) throws -> [String] {
+        let states = try database.uploadStates()
+        var removed: [String] = []
+        for id in try blobs.storedIDs() {
+            switch states[id] {
+            case .uploading?, .verified?:
+                continue
+            case nil:
+                guard let modified = blobs.lastModified(id: id), Date().timeIntervalSince(modified) >= minimumAge else { continue }
+            default:
+                break
+            }
+            try blobs.remove(id: id)
+            removed.append(id)
+        }
+        return removed
+    }
+}
+
+/// How the storage root and download links are guarded.
+public struct SecurityPolicy: Sendable {
+    /// Refuse to open a storage root in which a checked path is open to other users (`serve
+    /// --strict-permissions`), instead of logging a warning per path.
+    public var strictPermissions: Bool
+    /// The longest a signed download link lives, in seconds (`serve --max-link-lifetime`, default 5 minutes).
+    public var maxLinkLifetime: TimeInterval
+
+    public static let defaultMaxLinkLifetime: TimeInterval = 300
+
+    public init(strictPermissions: Bool = false, maxLinkLifetime: TimeInterval = defaultMaxLinkLifetime) {
+        self.strictPermissions = strictPermissions
+        self.maxLinkLifetime = maxLinkLifetime
+    }
+}
+
+public struct UploadLimits: Sendable {
+    /// Largest upload accepted (`Tus-Max-Size`); nil means no limit, as the handbook promises.
+    public var maxUploadSize: Int64?
+    /// Free space kept in reserve on the storage filesystem; creations that would eat into it get 507.
+    public var minFreeBytes: Int64
+    /// An unfinished upload without progress for this long expires (tus expiration): 410, blob reclaimed.
+    public var uploadExpiry: TimeInterval
+    /// A request body slower than this (bytes/s) over `stallWindow` is cut off, keeping what it verified.
+    /// An idle timer alone would not do: a trickle of tiny body parts resets it forever.
+    public var minReceiveRate: Double
+    public var stallWindow: TimeInterval
+
+    public init(maxUploadSize: Int64? = nil, minFreeBytes: Int64 = 256 * 1024 * 1024,
+                uploadExpiry: TimeInterval = 7 * 24 * 3600, minReceiveRate: Double = 1024,
+                stallWindow: TimeInterval = 60) {
+        self.maxUploadSize = maxUploadSize
+        self.minFreeBytes = minFreeBytes
+        self.uploadExpiry = uploadExpiry
+        self.minReceiveRate = minReceiveRate
+        self.stallWindow = stallWindow
+    }
+}

@@ -1,0 +1,59 @@
+import CaseFilesCore
+import CaseFilesDatabase
+import Foundation
+
+/// Every case transition, for the HTTP API and the CLI alike: the rule from `CaseLifecycle`, applied with its
+/// history event in one transaction (`AppDatabase.transitionCase`). Permissions are the caller's to check
+/// (`AccessPolicy`); the operator at the CLI is staff.
+public struct CaseService: Sendable {
+    let database: AppDatabase
+    let now: @Sendable () -> Date
+
+    public init(database: AppDatabase, now: @escaping @Sendable () -> Date) {
+        self.database = database
+        self.now = now
+    }
+
+    /// Open, Awaiting Info or Solution Proposed, with a sub-status of it. Errors: `CaseFilesError` (not found,
+    /// forbidden for customers, closed, invalid sub-status).
+    public func setStatus(_ number: String, to status: CaseStatus, subStatus: String, comment: String?,
+                          by actor: CaseActor) async throws -> SupportCase {
+        let settings = try database.retentionSettings()
+        let now = now()
+        return try await database.transitionCase(number, kind: .status, actor: actor.name, comment: comment, at: now) {
+            try CaseLifecycle.setStatus($0, to: status, subStatus: subStatus, by: actor, at: now, settings: settings)
+        }
+    }
+
+    public func close(_ number: String, subStatus: String, comment: String?, by actor: CaseActor) async throws -> SupportCase {
+        let now = now()
+        return try await database.transitionCase(number, kind: .closed, actor: actor.name, comment: comment, at: now) {
+            try CaseLifecycle.close($0, subStatus: subStatus, by: actor, at: now)
+        }
+    }
+
+    /// Within the reopen window (`RetentionSettings.reopenDays`) and before the purge.
+    public func reopen(_ number: String, comment: String?, by actor: CaseActor) async throws -> SupportCase {
+        let settings = try database.retentionSettings()
+        let now = now()
+        return try await database.transitionCase(number, kind: .reopened, actor: actor.name, comment: comment, at: now) {
+            try CaseLifecycle.reopen($0, by: actor, at: now, settings: settings)
+        }
+    }
+
+    /// Legal hold on or off: a held case is never purged.
+    public func setLegalHold(_ held: Bool, _ number: String, by actor: CaseActor) async throws -> SupportCase {
+        try await database.transitionCase(number, kind: held ? .hold : .release, actor: actor.name, comment: nil,
+                                          at: now()) {
+            var next = $0
+            next.legalHold = held
+            return next
+        }
+    }
+
+    /// The refusal for an upload to a closed case, with the reopen window from the settings.
+    public func closedCaseError(_ number: String) -> CaseFilesError {
+        let days = (try? database.retentionSettings().reopenDays) ?? RetentionSettings.defaults.reopenDays
+        return .caseClosed(number, reopenDays: days)
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import CaseFilesCore
+import CaseFilesDatabase
+import CaseFilesStorage
+
+/// The 30-day retention policy: all attached data of a case closed for the retention period is
+/// purged (blobs removed, rows kept as tombstones), except cases on legal hold. Every run and item is
+/// written to the audit log (`purgeRun`, `purgeItem`), which survives the purge itself.
+///
+/// Crash-safe and idempotent: each item is one transaction (tombstone + audit row) followed by the blob's
+/// removal; a run killed anywhere leaves at worst orphan blobs, which the next run sweeps, and a
+/// `running` audit row, which the next run marks `interrupted` with its recorded totals.
+public struct RetentionPurge: Sendable {
+    package let services: AppServices
+
+    public init(services: AppServices) {
+        self.services = services
+    }
+
+    public struct PlannedCase: Sendable {
+        public var supportCase: SupportCase
+        public var uploads: [Upload]
+        public var bytes: Int64 { uploads.reduce(0) { $0 + $1.offset } }
+    }
+
+    public struct Plan: Sendable {
+        public var asOf: Date
+        public var settings: RetentionSettings
+        public var due: [PlannedCase]
+        public var held: [PlannedCase]
+    }
+
+    /// What a run at `asOf` would purge; changes nothing (the dry run).
+    public func plan(asOf: Date) async throws -> Plan {
+        let settings = try services.database.retentionSettings()
+        let candidates = try await services.database.casesDueForPurge(closedBy: asOf.addingTimeInterval(-settings.retention))
+            .map { PlannedCase(supportCase: $0.0, uploads: $0.1) }
+        return Plan(asOf: asOf, settings: settings,
+                    due: candidates.filter { !$0.supportCase.legalHold },
+                    held: candidates.filter { $0.supportCase.legalHold })
+    }
+
+    /// Purges everything due at `asOf` and returns the finished audit record.
+    public func run(asOf: Date, trigger: String) async throws -> PurgeRun {
+        let database = services.database
+        try await database.closeInterruptedPurgeRuns(at: services.now())
+        let plan = try await plan(asOf: asOf)
+        let policy = "\(plan.settings.retentionDays)-day retention after closure"
+        var run = try await database.insertPurgeRun(PurgeRun(
+            id: nil, startedAt: services.now(), finishedAt: nil, asOf: asOf, retentionDays: plan.settings.retentionDays,
+            trigger: trigger, state: "running", casesPurged: 0, itemsPurged: 0, bytesFreed: 0,
+            casesSkippedForHold: plan.held.count, itemsSkippedForHold: plan.held.reduce(0) { $0 + $1.uploads.count },
+            errors: nil))
+        var errors: [String] = []
+        for planned in plan.due {
+            for upload in planned.uploads {
+                guard try await database.purgeUpload(upload, runID: run.id!, at: services.now()) else { continue }
+                Failpoint.hit("purge.after-tombstone")
+                do {
+                    try await services.blobs.remove(id: upload.id)
+                } catch {
+                    errors.append("\(upload.id): \(error)")  // the row is a tombstone; the sweep retries the file
+                }
+                run.itemsPurged += 1
+                run.bytesFreed += upload.offset
+            }
+            try await database.markCasePurged(planned.supportCase, policy: policy, at: services.now())
+            run.casesPurged += 1
+        }
+        do {
+            // Lists and unlinks files: blocking I/O, so off the threads that run handlers.
+            let services = self.services
+            _ = try await blockingIO { try services.sweepOrphanBlobs(unknownOlderThan: 600) }
+        } catch {
+            errors.append("orphan sweep: \(error)")
+        }
+        run.state = "finished"
+        run.finishedAt = services.now()
+        run.errors = errors.isEmpty ? nil : errors.joined(separator: "\n")
+        try await database.updatePurgeRun(run)
+        return run
+    }
+}
+
+/// Runs the purge on a schedule inside `serve`; a failed run is logged and retried next time, never
+/// thrown (a throwing service stops the whole application).
+public struct RetentionPurgeService: Service {
+    package let purge: RetentionPurge
+    package let services: AppServices
+    package let interval: Duration
+    package let logger: Logger
+
+    public init(services: AppServices, interval: Duration, logger: Logger) {
+        self.purge = RetentionPurge(services: services)
+        self.services = services
+        self.interval = interval
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                let run = try await purge.run(asOf: services.now(), trigger: "schedule")
+                if run.itemsPurged > 0 {
+                    logger.notice("retention purge", metadata: [
+                        "cases": "\(run.casesPurged)", "items": "\(run.itemsPurged)", "bytes": "\(run.bytesFreed)"])
+                }
+            } catch is CancellationError {
+                // Shutdown: a purge stopped between items finishes on the next run.
+            } catch {
+                logger.error("retention purge failed; will retry", metadata: ["error": "\(error)"])
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+        }
+    }
+}

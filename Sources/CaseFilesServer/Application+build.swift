@@ -1,0 +1,88 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import CaseFilesCore
+import CaseFilesDatabase
+import CaseFilesEngine
+import CaseFilesStorage
+
+public struct AppConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    public var storage: URL
+    public var limits: UploadLimits
+    /// Deadlines per connection and the cap on open connections.
+    public var connections: ConnectionLimits
+    public var logLevel: Logger.Level
+    /// How often abandoned uploads are looked for.
+    public var expirySweepInterval: Duration
+    /// How often the retention purge runs.
+    public var purgeInterval: Duration
+    /// Storage permissions and signed-link lifetime (`--strict-permissions`, `--max-link-lifetime`).
+    public var security = SecurityPolicy()
+
+    public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
+                limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
+                expirySweepInterval: Duration = .seconds(600), purgeInterval: Duration = .seconds(3600)) {
+        self.purgeInterval = purgeInterval
+        self.host = host
+        self.port = port
+        self.storage = storage
+        self.limits = limits
+        self.connections = connections
+        self.logLevel = logLevel
+        self.expirySweepInterval = expirySweepInterval
+    }
+}
+
+/// Wires everything: storage, database, routes, middleware and the HTTP server.
+public func buildApplication(
+    _ configuration: AppConfiguration, now: @escaping @Sendable () -> Date = { Date() }
+) throws -> some ApplicationProtocol {
+    let services = try AppServices.open(
+        storage: configuration.storage, limits: configuration.limits, security: configuration.security, now: now)
+    return try buildApplication(configuration, services: services)
+}
+
+/// Builds the application around already-open services (tests share them to arrange state).
+public func buildApplication(_ configuration: AppConfiguration, services: AppServices) throws -> some ApplicationProtocol {
+    var logger = Logger(label: "casefiles")
+    logger.logLevel = configuration.logLevel
+    let orphans = try services.sweepOrphanBlobs()
+    if !orphans.isEmpty { logger.notice("removed orphan blobs", metadata: ["count": "\(orphans.count)"]) }
+
+    let (router, tusRoutes) = try buildRouter(services)
+    return Application(
+        responder: ResponseHeadersResponder(wrapped: MethodOverrideResponder(wrapped: MethodNotAllowedResponder(
+            wrapped: router.buildResponder(), routes: router.routes, tusRoutes: tusRoutes))),
+        server: .guardedHTTP1(
+            limits: configuration.connections,
+            registry: ConnectionRegistry(maxConnections: configuration.connections.maxConnections, logger: logger),
+            additionalChannelHandlers: { [LargeReadsHandler(), ExpectContinueHandler(), CloseAfterResponseHandler()] }),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
+        services: [
+            UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),
+            RetentionPurgeService(services: services, interval: configuration.purgeInterval, logger: logger),
+        ],
+        logger: logger)
+}
+
+/// The router, and which of its routes speak tus (their 405s carry `Tus-Resumable` too).
+func buildRouter(_ services: AppServices) throws -> (Router<AppRequestContext>, tusRoutes: [Router<AppRequestContext>.RouteDescription]) {
+    let router = Router(context: AppRequestContext.self, options: .autoGenerateHeadEndpoints)
+    router.add(middleware: ErrorMiddleware())
+    router.get("healthz") { _, _ in ["status": "ok"] }
+    try WebController().addRoutes(to: router)
+
+    let tus = router.group("api/v1").add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database))
+    let beforeTus = router.routes.count
+    UploadsController(services: services).addRoutes(to: tus)
+    let tusRoutes = Array(router.routes[beforeTus...])
+
+    let api = router.group("api/v1").add(middleware: AuthMiddleware(database: services.database))
+    CasesController(services: services).addRoutes(to: api)
+    try AttachmentsController(services: services).addRoutes(to: api)
+    return (router, tusRoutes)
+}

@@ -1,0 +1,48 @@
+import Hummingbird
+import Logging
+import NIOCore
+import CaseFilesCore
+import CaseFilesDatabase
+import CaseFilesEngine
+import CaseFilesStorage
+
+/// Per-request state: the authenticated user and the channel (needed to send `100 Continue`).
+public struct AppRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var user: User?
+    let channel: any Channel
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.channel = source.channel
+    }
+
+    /// JSON request bodies (case creation and the like) are small; anything bigger is refused.
+    public var maxUploadSize: Int { 64 * 1024 }
+
+    /// The authenticated user; routes behind `AuthMiddleware` always have one.
+    func requireUser() throws -> User {
+        guard let user else { throw APIError.missingToken() }
+        return user
+    }
+
+    /// Answers `Expect: 100-continue` (RFC 9110 §10.1.1). Call it right before reading the body, once every
+    /// check the headers alone decide has passed (for an upload: under the writer lock, after the offset and
+    /// the room for `Content-Length`): a request refused before it gets its final status at once, and the
+    /// client never sends the body (`ExpectContinueHandler` then closes the connection after the answer).
+    /// Hummingbird never sends it by itself, and clients such as curl then stall a second per request.
+    func sendContinueIfExpected() async {
+        try? await channel.triggerUserOutboundEvent(ExpectContinueHandler.SendContinue()).get()
+    }
+
+    /// Tells the connection that this handler reads the request body under its own rate watchdog, so the
+    /// connection's body deadline (`ConnectionLimits.bodyTimeout`) no longer applies to it.
+    func takeOverBodyDeadline() async {
+        try? await channel.triggerUserOutboundEvent(ConnectionGuardHandler.BodyTakenOver()).get()
+    }
+
+    /// Closes the connection after this request's response (see `CloseAfterResponseHandler`).
+    func closeConnectionAfterResponse() async {
+        try? await channel.triggerUserOutboundEvent(CloseAfterResponseHandler.CloseAfterResponse()).get()
+    }
+}

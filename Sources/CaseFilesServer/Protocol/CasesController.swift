@@ -1,0 +1,273 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import CaseFilesCore
+import CaseFilesDatabase
+import CaseFilesEngine
+import CaseFilesStorage
+
+/// Cases and their attachments as JSON.
+struct CasesController: Sendable {
+    let services: AppServices
+
+    func addRoutes(to group: RouterGroup<AppRequestContext>) {
+        group.get("cases", use: list)
+        group.post("cases", use: create)
+        group.get("cases/:number", use: show)
+        group.patch("cases/:number", use: changeStatus)
+        group.post("cases/:number/close", use: close)
+        group.post("cases/:number/reopen", use: reopen)
+        group.get("cases/:number/history", use: history)
+        group.post("cases/:number/hold", use: hold)
+        group.delete("cases/:number/hold", use: release)
+        group.get("purge-runs", use: purgeRuns)
+        group.get("cases/:number/attachments", use: attachments)
+    }
+
+    private var database: AppDatabase { services.database }
+
+    // MARK: - Representations
+
+    struct CaseJSON: Codable, ResponseEncodable {
+        var number, account, subject, requestType, priority, status, subStatus: String
+        var openedAt: Date
+        var closedAt: Date?
+        var legalHold: Bool
+        var purgedAt: Date?
+
+        init(_ c: SupportCase) {
+            number = c.number; account = c.account; subject = c.subject
+            requestType = c.requestType.rawValue; priority = c.priority.rawValue
+            status = c.status.rawValue; subStatus = c.subStatus
+            openedAt = c.openedAt; closedAt = c.closedAt; legalHold = c.legalHold; purgedAt = c.purgedAt
+        }
+    }
+
+    struct CaseList: Codable, ResponseEncodable {
+        var cases: [CaseJSON]
+    }
+
+    struct AttachmentJSON: Codable, ResponseEncodable {
+        var id, filename: String
+        var size: Int64
+        var sha256: String?
+        var state: String
+        var uploadedBy: String
+        var uploadedAt: Date
+        var purgedAt: Date?
+
+        init(_ upload: Upload, uploadedBy: String?) {
+            id = upload.id
+            filename = upload.filename
+            size = upload.offset
+            sha256 = upload.sha256
+            state = upload.state.rawValue
+            self.uploadedBy = uploadedBy ?? "unknown"
+            uploadedAt = upload.completedAt ?? upload.updatedAt
+            purgedAt = upload.purgedAt
+        }
+    }
+
+    struct UnfinishedUploadJSON: Codable {
+        var id, filename: String
+        var offset: Int64
+        var length: Int64?
+    }
+
+    struct AttachmentList: Codable, ResponseEncodable {
+        var attachments: [AttachmentJSON]
+        var uploads: [UnfinishedUploadJSON]
+    }
+
+    struct CreateCase: Decodable {
+        var account: String
+        var subject: String
+        var number: String?
+        var priority: CasePriority?
+        var requestType: RequestType?
+    }
+
+    // MARK: - Handlers
+
+    @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> CaseList {
+        CaseList(cases: try await database.cases(visibleTo: try context.requireUser()).map(CaseJSON.init))
+    }
+
+    @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
+        CaseJSON(try await visibleCase(context))
+    }
+
+    @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> EditedResponse<CaseJSON> {
+        let user = try context.requireUser()
+        guard AccessPolicy.decide(user: user, caseAccount: nil, action: .createCase) == .allow else {
+            throw APIError.forbidden("create cases; ask a support engineer to open one")
+        }
+        let input = try await decodeJSON(
+            CreateCase.self, request, context,
+            expected: #"{"account": "ACME", "subject": "..."} with optional number, priority (Prod Down|High|Medium|Low) "#
+                + "and requestType (Support|Admin|License)")
+        let supportCase = try CaseFactory.newCase(
+            account: input.account, subject: input.subject, number: input.number,
+            priority: input.priority, requestType: input.requestType, at: services.now())
+        let created: SupportCase
+        do {
+            created = try database.createCase(supportCase, numberGiven: input.number != nil)
+        } catch let taken as CaseNumberTaken {
+            throw APIError(.conflict, "case_exists", "Case \(taken.number) already exists; choose another number or omit it.")
+        }
+        return EditedResponse(status: .created, headers: [.location: "/api/v1/cases/\(created.number)"], response: CaseJSON(created))
+    }
+
+    @Sendable func attachments(_ request: Request, context: AppRequestContext) async throws -> AttachmentList {
+        let supportCase = try await visibleCase(context)
+        let uploads = try await database.uploads(caseNumber: supportCase.number)
+        let names = try await database.userNames(ids: Set(uploads.map(\.createdBy)))
+        return AttachmentList(
+            attachments: uploads.filter { $0.state == .verified || $0.state == .purged }
+                .map { AttachmentJSON($0, uploadedBy: names[$0.createdBy]) },
+            uploads: uploads.filter { $0.state == .uploading }.map {
+                UnfinishedUploadJSON(id: $0.id, filename: $0.filename, offset: $0.offset, length: $0.length)
+            })
+    }
+
+    // MARK: - Lifecycle (handbook: Closing Cases, Reopening Cases)
+
+    struct StatusChange: Decodable {
+        var status: CaseStatus
+        var subStatus: String
+        var comment: String?
+    }
+
+    struct Closing: Decodable {
+        var subStatus: String
+        var comment: String?
+    }
+
+    struct Comment: Decodable {
+        var comment: String?
+    }
+
+    struct History: ResponseEncodable {
+        var events: [CaseEvent]
+    }
+
+    @Sendable func changeStatus(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
+        let (supportCase, actor) = try await caseFor(context, action: .changeCaseStatus)
+        let input = try await decodeJSON(
+            StatusChange.self, request, context, expected: #"{"status": "Awaiting Info", "subStatus": "...", "comment": "..."}"#)
+        return CaseJSON(try await services.cases.setStatus(
+            supportCase.number, to: input.status, subStatus: input.subStatus, comment: input.comment, by: actor))
+    }
+
+    @Sendable func close(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
+        let (supportCase, actor) = try await caseFor(context, action: .closeOrReopenCase)
+        let input = try await decodeJSON(
+            Closing.self, request, context, expected: #"{"subStatus": "Resolved", "comment": "..."}"#)
+        return CaseJSON(try await services.cases.close(
+            supportCase.number, subStatus: input.subStatus, comment: input.comment, by: actor))
+    }
+
+    @Sendable func reopen(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
+        let (supportCase, actor) = try await caseFor(context, action: .closeOrReopenCase)
+        let input = request.headers[.contentType] == nil ? Comment() : try await decodeJSON(Comment.self, request, context, expected: #"{"comment": "..."}"#)
+        return CaseJSON(try await services.cases.reopen(supportCase.number, comment: input.comment, by: actor))
+    }
+
+    @Sendable func history(_ request: Request, context: AppRequestContext) async throws -> History {
+        History(events: try await database.caseHistory(try await visibleCase(context).number))
+    }
+
+    @Sendable func hold(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
+        try await setHold(true, context)
+    }
+
+    @Sendable func release(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
+        try await setHold(false, context)
+    }
+
+    private func setHold(_ held: Bool, _ context: AppRequestContext) async throws -> CaseJSON {
+        let (supportCase, actor) = try await caseFor(context, action: .holdCase)
+        return CaseJSON(try await services.cases.setLegalHold(held, supportCase.number, by: actor))
+    }
+
+    struct PurgeRuns: ResponseEncodable {
+        var runs: [PurgeRun]
+    }
+
+    @Sendable func purgeRuns(_ request: Request, context: AppRequestContext) async throws -> PurgeRuns {
+        let user = try context.requireUser()
+        guard AccessPolicy.decide(user: user, caseAccount: nil, action: .readPurgeLog) == .allow else {
+            throw APIError.forbidden("read the purge audit log; ask an administrator")
+        }
+        return PurgeRuns(runs: try await database.purgeRuns(limit: 1000))
+    }
+
+    /// The case in the path if visible, and the caller as an actor allowed to do `action` on it.
+    private func caseFor(_ context: AppRequestContext, action: AccessPolicy.Action) async throws -> (SupportCase, CaseActor) {
+        let user = try context.requireUser()
+        let supportCase = try await visibleCase(context)
+        guard AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: action) == .allow else {
+            throw APIError.forbidden("do this on case \(supportCase.number)")
+        }
+        return (supportCase, CaseActor(user: user))
+    }
+
+    /// The one way this API reads a JSON body: the right Content-Type, then a message naming what was expected.
+    private func decodeJSON<T: Decodable>(
+        _ type: T.Type, _ request: Request, _ context: AppRequestContext, expected: String
+    ) async throws -> T {
+        let mediaType = request.headers[.contentType]?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces)
+        guard mediaType?.lowercased() == "application/json" else {
+            throw APIError(.unsupportedMediaType, "unsupported_media_type", "Send `Content-Type: application/json`.")
+        }
+        // Decided by the headers, so answered before `100 Continue` (RFC 9110 §10.1.1); sent right before the read.
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > context.maxUploadSize {
+            throw HTTPError(.contentTooLarge)
+        }
+        await context.sendContinueIfExpected()
+        let body = try await request.body.collect(upTo: context.maxUploadSize)
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
+        } catch {
+            throw APIError.badRequest("invalid_json", "The body must be JSON like \(expected).")
+        }
+    }
+
+    private func visibleCase(_ context: AppRequestContext) async throws -> SupportCase {
+        let user = try context.requireUser()
+        let raw = context.parameters.get("number") ?? ""
+        guard let number = CaseNumber.normalise(raw),
+              let supportCase = try await database.supportCase(number: number),
+              AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: .readCase) == .allow
+        else { throw APIError.caseNotFound(String(raw.prefix(16))) }
+        return supportCase
+    }
+}
+
+/// Validates and builds a new case (Open / New), shared by the API and the CLI.
+public enum CaseFactory {
+    public static func newCase(
+        account: String, subject: String, number: String?, priority: CasePriority?,
+        requestType: RequestType?, at date: Date
+    ) throws -> SupportCase {
+        let account = account.trimmingCharacters(in: .whitespaces)
+        let subject = subject.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !account.isEmpty, account.utf8.count <= 128 else {
+            throw APIError.badRequest("invalid_account", "The account must be 1 to 128 bytes.")
+        }
+        guard !subject.isEmpty, subject.utf8.count <= 1024 else {
+            throw APIError.badRequest("invalid_subject", "The subject must be 1 to 1024 bytes.")
+        }
+        var normalised = ""
+        if let number {
+            guard let value = CaseNumber.normalise(number), value != "00000000" else {
+                throw APIError.badRequest("invalid_case_number", "A case number is 1 to 8 digits, like 00001413.")
+            }
+            normalised = value
+        }
+        return SupportCase(
+            number: normalised, account: account, subject: subject, requestType: requestType ?? .support,
+            priority: priority ?? .medium, status: .open, subStatus: "New", openedAt: date, closedAt: nil,
+            updatedAt: date)
+    }
+}

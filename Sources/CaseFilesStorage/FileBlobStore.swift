@@ -1,0 +1,298 @@
+import CLinuxIO
+import Foundation
+import NIOCore
+import NIOPosix
+import CaseFilesCore
+
+/// Blobs as plain files under `<root>/blobs/<first two id characters>/<id>`: folders 0700 and files 0600
+/// (`PrivateStorage`), whatever the process umask.
+public struct FileBlobStore: BlobStore {
+    package static let folderName = "blobs"
+    public let root: URL
+
+    /// - Parameter root: the storage root; it (its parent must exist) and `blobs/` in it are created if missing.
+    public init(root: URL) throws {
+        self.root = root.appendingPathComponent(Self.folderName, isDirectory: true)
+        try PrivateStorage.makeDirectory(root.path)
+        try PrivateStorage.makeDirectory(self.root.path)
+    }
+
+    package func path(for id: String) -> String {
+        // Ids are generated here as hex; refuse anything else so no id can name a path outside the root.
+        precondition(SecureRandom.isIdentifier(id), "invalid blob id")
+        return root.appendingPathComponent(String(id.prefix(2))).appendingPathComponent(id).path
+    }
+
+    public func create(id: String) throws {
+        let path = path(for: id)
+        let directory = (path as NSString).deletingLastPathComponent
+        try PrivateStorage.makeDirectory(directory)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, PrivateStorage.fileMode)
+        guard fd >= 0 else { throw StorageError.from("create", errno: errno) }
+        defer { close(fd) }
+        // Make the new directory entry durable too, so a committed upload never lacks its file.
+        guard fsync(fd) == 0 else { throw StorageError.from("fsync", errno: errno) }
+        try Self.syncDirectory(directory)
+    }
+
+    public func openForAppend(id: String, at offset: Int64) throws -> BlobAppender {
+        // Read-write: the appender reads back the committed part of the block it starts in.
+        let fd = open(path(for: id), O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw errno == ENOENT ? StorageError.missingBlob(id) : StorageError.from("open", errno: errno)
+        }
+        guard ftruncate(fd, off_t(offset)) == 0 else {
+            let code = errno
+            close(fd)
+            throw StorageError.from("ftruncate", errno: code)
+        }
+        return try BlobAppender(fd: fd, directFD: casefiles_open_direct(path(for: id)), start: offset)
+    }
+
+    public func openForReading(id: String) throws -> BlobReader {
+        let fd = open(path(for: id), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw errno == ENOENT ? StorageError.missingBlob(id) : StorageError.from("open", errno: errno)
+        }
+        return BlobReader(fd: fd)
+    }
+
+    public func remove(id: String) throws {
+        if unlink(path(for: id)) != 0 && errno != ENOENT {
+            throw StorageError.from("unlink", errno: errno)
+        }
+    }
+
+    public func storedIDs() throws -> [String] {
+        let fm = FileManager.default
+        // Only names this store could have made; anything else dropped here is left alone.
+        return try fm.contentsOfDirectory(atPath: root.path).flatMap { shard in
+            (try? fm.contentsOfDirectory(atPath: root.appendingPathComponent(shard).path)) ?? []
+        }.filter(SecureRandom.isIdentifier)
+    }
+
+    public func lastModified(id: String) -> Date? {
+        try? FileManager.default.attributesOfItem(atPath: path(for: id))[.modificationDate] as? Date
+    }
+
+    public func availableBytes() throws -> Int64 {
+        var stats = statvfs()
+        guard statvfs(root.path, &stats) == 0 else { throw StorageError.from("statvfs", errno: errno) }
+        return Int64(stats.f_bavail) * Int64(stats.f_frsize)
+    }
+
+    package static func syncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw StorageError.from("open directory", errno: errno) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw StorageError.from("fsync directory", errno: errno) }
+    }
+}
+
+/// Appends one request's bytes to a blob. Owned by exactly one request at a time (the upload's
+/// writer lock guarantees it), hence `@unchecked Sendable`.
+///
+/// Bytes are gathered in an aligned 1 MiB staging buffer and written with O_DIRECT, from that buffer to
+/// the device. Through the page cache every written page was a fresh one, and on a VM whose free memory
+/// goes back to the host a fresh page costs several times the copy: buffered writes ran at 270 MB/s and
+/// 3.5 CPU s/GiB where O_DIRECT ran at 1.4 GB/s and 0.15 (dd, 1 MiB blocks). Only the unaligned tail of
+/// a request goes through the page cache; where O_DIRECT is refused (tmpfs) everything does.
+/// Two buffers take turns: one fills while the other is written, so the device write (about a
+/// millisecond per MiB) overlaps the hashing instead of stalling it.
+public final class BlobAppender: @unchecked Sendable {
+    private let fd: Int32
+    /// O_DIRECT where the file system allows it, else `fd`.
+    private let directFD: Int32
+    /// The committed length the appender started from.
+    public let start: Int64
+    /// Where the next byte goes.
+    public private(set) var position: Int64
+    /// Bytes from here (block-aligned) to `position` are in `staging`, not yet written.
+    private var stagedFrom: Int64
+    private var staging: UnsafeMutableRawBufferPointer
+    /// The other buffer, possibly still being written.
+    private var writing: UnsafeMutableRawBufferPointer
+    private var inFlight: InFlightWrite?
+
+    /// Direct I/O needs buffer addresses, offsets and lengths aligned to the device's block size.
+    package static let block = 4096
+    package static let stagingSize = 1 << 20
+
+    package init(fd: Int32, directFD: Int32, start: Int64) throws {
+        self.fd = fd
+        self.directFD = directFD >= 0 ? directFD : fd
+        self.start = start
+        self.position = start
+        self.stagedFrom = start
+        self.staging = .allocate(byteCount: Self.stagingSize, alignment: Self.block)
+        self.writing = .allocate(byteCount: Self.stagingSize, alignment: Self.block)
+        try stageCommittedHead()
+    }
+
+    deinit {
+        _ = try? finishInFlightWrite()  // already done: the write holds the appender until it finishes
+        if directFD != fd { close(directFD) }
+        close(fd)
+        staging.deallocate()
+        writing.deallocate()
+    }
+
+    /// Room left before the next write to disk.
+    package var stagingRoom: Int { Self.stagingSize - Int(position - stagedFrom) }
+
+    /// Copies into the staging buffer and hands it to a writer thread each time it fills. Called on a
+    /// bulk-work thread: a full buffer waits for the write before it, if that is still going.
+    public func append(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let staged = Int(position - stagedFrom)
+            let count = min(bytes.count - done, Self.stagingSize - staged)
+            (staging.baseAddress! + staged).copyMemory(from: bytes.baseAddress! + done, byteCount: count)
+            done += count
+            position += Int64(count)
+            if position - stagedFrom == Int64(Self.stagingSize) {
+                try writeFullBufferInBackground()
+            }
+        }
+    }
+
+    /// Writes what is staged and makes every appended byte durable (fdatasync), on NIO's blocking-I/O pool.
+    public func sync() async throws {
+        try await blockingIO { [self] in
+            try finishInFlightWrite()
+            let staged = Int(position - stagedFrom)
+            let whole = staged / Self.block * Self.block
+            if whole > 0 { try writeStaged(count: whole) }
+            // The last partial block goes through the page cache; it stays staged, so the next full
+            // buffer rewrites it whole, committed bytes and all.
+            let tail = Int(position - stagedFrom)
+            if tail > 0 { try write(fd, staging.baseAddress!, count: tail, at: stagedFrom) }
+            guard fdatasync(fd) == 0 else { throw StorageError.from("fdatasync", errno: errno) }
+        }
+    }
+
+    /// Drops everything appended by this request (a chunk that failed its checksum, say), off the calling
+    /// thread: truncating a large tail frees its extents.
+    public func discard() async throws {
+        try await blockingIO { [self] in try discard() }
+    }
+
+    public func discard() throws {
+        _ = try? finishInFlightWrite()  // its bytes are being thrown away; it must not land after the truncation
+        guard ftruncate(fd, off_t(start)) == 0 else { throw StorageError.from("ftruncate", errno: errno) }
+        position = start
+        try stageCommittedHead()
+    }
+
+    /// Stages the committed bytes of the block `start` falls in, so writes begin on a block boundary.
+    private func stageCommittedHead() throws {
+        let head = Int(start % Int64(Self.block))
+        stagedFrom = start - Int64(head)
+        var done = 0
+        while done < head {
+            let n = pread(fd, staging.baseAddress! + done, head - done, off_t(stagedFrom) + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw StorageError.from("read", errno: n < 0 ? errno : EIO) }
+            done += n
+        }
+    }
+
+    /// Hands the full staging buffer to a writer thread and continues in the other one, once the
+    /// write before has finished (and reported any error, a full disk say).
+    private func writeFullBufferInBackground() throws {
+        try finishInFlightWrite()
+        let (target, offset) = (directFD, stagedFrom)
+        // Handed over: nothing touches this buffer again until `finishInFlightWrite` has waited for the write.
+        nonisolated(unsafe) let buffer = staging
+        let write = InFlightWrite()
+        Self.writers.submit { _ in
+            write.finish(Result { try self.writeOrFallBack(target, buffer, count: Self.stagingSize, at: offset) })
+        }
+        inFlight = write
+        swap(&staging, &writing)
+        stagedFrom += Int64(Self.stagingSize)
+    }
+
+    private func finishInFlightWrite() throws {
+        guard let write = inFlight else { return }
+        inFlight = nil
+        try write.wait()
+    }
+
+    /// Writes the first `count` staged bytes (a multiple of the block size) and keeps the rest staged.
+    private func writeStaged(count: Int) throws {
+        try writeOrFallBack(directFD, staging, count: count, at: stagedFrom)
+        let rest = Int(position - stagedFrom) - count
+        if rest > 0 { staging.baseAddress!.copyMemory(from: staging.baseAddress! + count, byteCount: rest) }
+        stagedFrom += Int64(count)
+    }
+
+    private func writeOrFallBack(
+        _ target: Int32, _ buffer: UnsafeMutableRawBufferPointer, count: Int, at offset: Int64
+    ) throws {
+        do {
+            try write(target, buffer.baseAddress!, count: count, at: offset)
+        } catch StorageError.io(_, EINVAL) where target != fd {
+            // This device wants a larger alignment than ours: the page cache it is (for this write; the
+            // next ones find out the same way, which costs one failed call per MiB).
+            try write(fd, buffer.baseAddress!, count: count, at: offset)
+        }
+    }
+
+    private func write(_ target: Int32, _ bytes: UnsafeRawPointer, count: Int, at offset: Int64) throws {
+        var done = 0
+        while done < count {
+            let n = pwrite(target, bytes + done, count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw StorageError.from("write", errno: errno)
+            }
+            done += n
+        }
+    }
+
+    /// Writes of full staging buffers, off the hashing threads; they mostly wait for the device.
+    private static let writers: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
+        pool.start()
+        return pool
+    }()
+}
+
+/// One background write: its result, waited for before its buffer is reused.
+private final class InFlightWrite: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var result: Result<Void, any Error> = .success(())
+
+    func finish(_ result: Result<Void, any Error>) {
+        self.result = result
+        done.signal()
+    }
+
+    func wait() throws {
+        done.wait()
+        try result.get()
+    }
+}
+
+/// Reads ranges of a committed blob; each read is independent (pread), so many downloads can share nothing.
+public final class BlobReader: @unchecked Sendable {
+    private let fd: Int32
+
+    package init(fd: Int32) { self.fd = fd }
+
+    deinit { close(fd) }
+
+    /// Reads up to `count` bytes at `offset` into a new buffer; fewer only at end of file.
+    public func read(at offset: Int64, count: Int, allocator: ByteBufferAllocator) throws -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: count)
+        try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in
+            while true {
+                let n = pread(fd, target.baseAddress!, count, off_t(offset))
+                if n >= 0 { return n }
+                if errno != EINTR { throw StorageError.from("read", errno: errno) }
+            }
+        }
+        return buffer
+    }
+}
