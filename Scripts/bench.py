@@ -19,6 +19,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BINARY = sys.argv[1]
+# `Scripts/bench --baseline OTHER_BINARY`: the chunk loops and the 10 GiB upload are also measured with another
+# build (the parent commit's, say), interleaved with this one's in the same run, and the ratio reported.
+BASELINE = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else None
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 MiB = 1 << 20
 GiB = 1 << 30
@@ -74,7 +77,8 @@ def proc_peak_rss_mib(pid):
 
 
 class CaseFiles:
-    def __init__(self, storage: Path):
+    def __init__(self, storage: Path, binary: str | None = None):
+        self.binary = binary or BINARY
         self.storage = storage
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -83,12 +87,12 @@ class CaseFiles:
         self.case = self.cli("cases", "create", "--account", "BENCH", "--subject", "benchmark")
 
     def cli(self, *args):
-        return subprocess.run([BINARY, *args, "--storage", str(self.storage)], check=True, capture_output=True,
+        return subprocess.run([self.binary, *args, "--storage", str(self.storage)], check=True, capture_output=True,
                               text=True).stdout.strip()
 
     def start(self):
         self.started = time.monotonic()
-        self.process = subprocess.Popen([BINARY, "serve", "--storage", str(self.storage), "--port", str(self.port),
+        self.process = subprocess.Popen([self.binary, "serve", "--storage", str(self.storage), "--port", str(self.port),
                                          "--min-free-space", "0", "--log-level", "warning"])
         wait_http(self.port, "/healthz")
 
@@ -200,23 +204,33 @@ def main():
     results = {}
     casefiles = CaseFiles(work / "casefiles")
     casefiles.start()
+    baseline = None
+    if BASELINE:
+        baseline = CaseFiles(work / "baseline", BASELINE)
+        baseline.start()
     tuspy_port = free_port()
     tuspy = start_tuspyserver(work, tuspy_port)
     for chunk_size in (8 * MiB, 64 * MiB):
         chunks = split_chunks(source, chunk_size, work / f"chunks-{chunk_size // MiB}")
-        ours, cpu, theirs = [], [], []
+        ours, cpu, theirs, base = [], [], [], []
         reset_peak_rss(casefiles.process.pid)
         for _ in range(RUNS):
             cpu_before = proc_cpu_seconds(casefiles.process.pid)
             ours.append(size / chunk_loop(lambda: casefiles.create(size, source_sha), chunks, casefiles.auth()) / 1e6)
             cpu.append((proc_cpu_seconds(casefiles.process.pid) - cpu_before) / (size / GiB))
             clear_blobs(casefiles.storage)
+            if baseline:
+                base.append(size / chunk_loop(lambda: baseline.create(size, source_sha), chunks, baseline.auth()) / 1e6)
+                clear_blobs(baseline.storage)
             theirs.append(size / chunk_loop(lambda: create_tuspy(tuspy_port, size), chunks, {}) / 1e6)
             shutil.rmtree(work / "tuspy-files", ignore_errors=True)
             (work / "tuspy-files").mkdir()
         results[chunk_size] = (statistics.median(ours), statistics.median(theirs))
         row(f"CaseFiles, {chunk_size // MiB} MiB chunks (chunk + file SHA-256, fsync)", results[chunk_size][0], "MB/s",
             f"{statistics.median(cpu):.2f} CPU s/GiB")
+        if baseline:
+            row(f"baseline build, {chunk_size // MiB} MiB chunks (same loop, interleaved)", statistics.median(base), "MB/s",
+                f"this build / baseline: {results[chunk_size][0] / statistics.median(base):.2f}x")
         row(f"tuspyserver, {chunk_size // MiB} MiB chunks (ignores Upload-Checksum)", results[chunk_size][1], "MB/s",
             f"CaseFiles is {results[chunk_size][0] / results[chunk_size][1]:.1f}x")
         if chunk_size == 8 * MiB:
@@ -241,6 +255,10 @@ def main():
     tuspy.terminate()
     tuspy.wait(10)
 
+    if baseline:
+        baseline.stop()
+        shutil.rmtree(baseline.storage, ignore_errors=True)
+
     print("5./6. concurrency and the resume probe")
     bench_concurrency(casefiles, source, work)
     casefiles.stop()
@@ -249,7 +267,10 @@ def main():
     bench_restart(work)
 
     print("8. one 10 GiB upload: peak RSS, CPU per GiB as the file grows")
-    bench_large(work)
+    ours = bench_large(work)
+    if BASELINE:
+        theirs = bench_large(work, BASELINE, "baseline build: ")
+        row("one large PATCH, this build / baseline", ours / theirs, "x")
 
     source.unlink()
     shutil.rmtree(work, ignore_errors=True)
@@ -472,12 +493,13 @@ def bench_restart(work):
         shutil.rmtree(casefiles.storage)
 
 
-def bench_large(work):
+def bench_large(work, binary=None, label=""):
+    """One large PATCH; returns its MB/s."""
     free = shutil.disk_usage(work).free
     total = 10 * GiB if free > 12 * GiB else max(GiB, (free - 2 * GiB) // GiB * GiB)
     if total < 10 * GiB:
         notes.append(f"only {free / GiB:.1f} GiB free: the large upload was {total / GiB:.0f} GiB, not 10")
-    casefiles = CaseFiles(work / "large")
+    casefiles = CaseFiles(work / "large", binary)
     casefiles.start()
     url = casefiles.create(total)
     upload_id = url.rsplit("/", 1)[1]
@@ -495,19 +517,20 @@ def bench_large(work):
     sender.join()
     elapsed = time.monotonic() - started
     samples.append((total, proc_cpu_seconds(pid)))
-    row(f"one {total / GiB:.0f} GiB PATCH (Content-Length, no chunk checksum)", total / elapsed / 1e6, "MB/s")
-    row(f"server peak RSS during the {total / GiB:.0f} GiB upload", proc_peak_rss_mib(pid), "MiB", "target < 64")
+    row(f"{label}one {total / GiB:.0f} GiB PATCH (Content-Length, no chunk checksum)", total / elapsed / 1e6, "MB/s")
+    row(f"{label}server peak RSS during the {total / GiB:.0f} GiB upload", proc_peak_rss_mib(pid), "MiB", "target < 64")
     fifths = []
     for k in range(5):
         low = min(samples, key=lambda s: abs(s[0] - total * k / 5))
         high = min(samples, key=lambda s: abs(s[0] - total * (k + 1) / 5))
         if high[0] > low[0]:
             fifths.append((high[1] - low[1]) / ((high[0] - low[0]) / GiB))
-    row("server CPU s/GiB, first fifth of the file", fifths[0], "s/GiB")
-    row("server CPU s/GiB, last fifth of the file", fifths[-1], "s/GiB",
+    row(f"{label}server CPU s/GiB, first fifth of the file", fifths[0], "s/GiB")
+    row(f"{label}server CPU s/GiB, last fifth of the file", fifths[-1], "s/GiB",
         "by fifths: " + ", ".join(f"{f:.2f}" for f in fifths))
     casefiles.stop()
     shutil.rmtree(casefiles.storage)
+    return total / elapsed / 1e6
 
 
 if __name__ == "__main__":

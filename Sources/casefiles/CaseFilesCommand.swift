@@ -37,35 +37,40 @@ struct StorageOptions: ParsableArguments {
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the HTTP service.")
 
+    // Every default is the configuration types' own (`AppConfiguration`, `UploadLimits`, `ConnectionLimits`,
+    // `SecurityPolicy`), read here only to show it in --help: an option left out keeps the type's default.
+    private static let defaults = AppConfiguration()
+
     @OptionGroup var storage: StorageOptions
-    @Option(help: "Address to listen on.") var host = "127.0.0.1"
-    @Option(help: "Port to listen on.") var port = 8080
+    @Option(help: "Address to listen on (default \(defaults.host)).") var host: String?
+    @Option(help: "Port to listen on (default \(defaults.port)).") var port: Int?
     @Option(help: "Largest upload accepted, in bytes (default: no limit).") var maxUploadSize: Int64?
-    @Option(help: "Free disk space to keep in reserve, in bytes; creations that would use it get 507.")
-    var minFreeSpace: Int64 = 256 * 1024 * 1024
-    @Option(help: "Unfinished uploads without progress for this long expire: seconds, or with s/m/h/d (default 7d).")
-    var uploadExpiry = "7d"
-    @Option(help: "Cut off a request body slower than this many bytes/s over --stall-timeout.")
-    var minUploadRate: Double = 1024
-    @Option(help: "The window for --min-upload-rate: seconds, or with s/m/h (default 60s).")
-    var stallTimeout = "60s"
-    @Option(help: "How often the retention purge runs: seconds, or with s/m/h/d (default 1h).")
-    var purgeInterval = "1h"
-    @Option(help: "Close a connection whose request header section has not arrived within this: seconds, or with s/m/h (default 60s).")
-    var headerTimeout = "60s"
-    @Option(help: "Close a connection whose request body (other than an upload's, see --min-upload-rate) has not arrived within this (default 60s).")
-    var bodyTimeout = "60s"
-    @Option(help: "Close a keep-alive connection that sends no new request within this (default 75s).")
-    var idleTimeout = "75s"
-    @Option(help: "Close a connection whose client stops reading a response for this long (default 60s).")
-    var sendTimeout = "60s"
-    @Option(help: "Open connections at most; at the cap the longest-idle one is closed to admit a new one (default: from the open-files limit, (limit - 64) / 2).")
+    @Option(help: "Free disk space to keep in reserve, in bytes; creations that would use it get 507 (default \(defaults.limits.minFreeBytes)).")
+    var minFreeSpace: Int64?
+    @Option(help: "Unfinished uploads without progress for this long expire: seconds, or with s/m/h/d (default \(DurationOption.format(defaults.limits.uploadExpiry))).")
+    var uploadExpiry: String?
+    @Option(help: "Cut off an upload body slower than this many bytes/s over --stall-timeout (default \(Int(defaults.limits.minReceiveRate))).")
+    var minUploadRate: Double?
+    @Option(help: "The window for --min-upload-rate: seconds, or with s/m/h (default \(DurationOption.format(defaults.limits.stallWindow))).")
+    var stallTimeout: String?
+    @Option(help: "How often the retention purge runs: seconds, or with s/m/h/d (default \(DurationOption.format(defaults.purgeInterval))).")
+    var purgeInterval: String?
+    @Option(help: "Close a connection whose request header section has not arrived within this (default \(DurationOption.format(defaults.connections.headerTimeout))).")
+    var headerTimeout: String?
+    @Option(help: "Close a connection whose request body (other than an upload's, see --min-upload-rate) has not arrived within this (default \(DurationOption.format(defaults.connections.bodyTimeout))).")
+    var bodyTimeout: String?
+    @Option(help: "Close a keep-alive connection that sends no new request within this (default \(DurationOption.format(defaults.connections.idleTimeout))).")
+    var idleTimeout: String?
+    @Option(help: "Close a connection whose client stops reading a response for this long (default \(DurationOption.format(defaults.connections.sendTimeout))).")
+    var sendTimeout: String?
+    @Option(help: "Open connections at most; at the cap the longest-idle one is closed to admit a new one (default: from the open-files limit, (limit - 64) / 2, at most 10,000).")
     var maxConnections: Int?
-    @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "info"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default \(defaults.logLevel)).")
+    var logLevel: String?
     @Flag(help: "Refuse to start if a path under the storage root is open to other users (default: warn).")
     var strictPermissions = false
-    @Option(help: "Longest life of a signed download link: seconds, or with s/m/h/d (default 5m).")
-    var maxLinkLifetime = "5m"
+    @Option(help: "Longest life of a signed download link: seconds, or with s/m/h/d (default \(DurationOption.format(defaults.security.maxLinkLifetime))).")
+    var maxLinkLifetime: String?
 
     func run() async throws {
         // Request handlers then run on the event loop that reads their socket instead of hopping to
@@ -74,42 +79,43 @@ struct Serve: AsyncParsableCommand {
         // 980 -> 870 us of server CPU). Handlers block only for short in-place SQLite reads; hashing,
         // device writes, fsync, file reads and the blob calls that wait on the disk run on thread pools.
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
-        guard let purgeEvery = DurationOption.seconds(purgeInterval) else {
-            throw ValidationError("--purge-interval must be a number of seconds or use a suffix: 90s, 30m, 12h, 7d")
+        var configuration = AppConfiguration(storage: storage.url)
+        if let host { configuration.host = host }
+        if let port { configuration.port = port }
+        configuration.limits.maxUploadSize = maxUploadSize
+        if let minFreeSpace { configuration.limits.minFreeBytes = minFreeSpace }
+        if let uploadExpiry { configuration.limits.uploadExpiry = try DurationOption.parse(uploadExpiry, flag: "--upload-expiry") }
+        if let minUploadRate {
+            guard minUploadRate >= 0 else { throw ValidationError("--min-upload-rate must not be negative") }
+            configuration.limits.minReceiveRate = minUploadRate
         }
-        guard let stallWindow = DurationOption.seconds(stallTimeout), minUploadRate >= 0 else {
-            throw ValidationError("--stall-timeout must be a positive duration and --min-upload-rate not negative")
+        if let stallTimeout { configuration.limits.stallWindow = try DurationOption.parse(stallTimeout, flag: "--stall-timeout") }
+        if let purgeInterval {
+            configuration.purgeInterval = .seconds(try DurationOption.parse(purgeInterval, flag: "--purge-interval"))
         }
-        guard let expiry = DurationOption.seconds(uploadExpiry) else {
-            throw ValidationError("--upload-expiry must be a number of seconds or use a suffix: 90s, 30m, 12h, 7d")
-        }
-        guard let maxLinkLifetime = DurationOption.seconds(maxLinkLifetime) else {
-            throw ValidationError("--max-link-lifetime must be a number of seconds or use a suffix: 90s, 30m, 12h, 7d")
-        }
-        var timeouts: [Duration] = []
-        for (flag, text) in [("--header-timeout", headerTimeout), ("--body-timeout", bodyTimeout),
-                             ("--idle-timeout", idleTimeout), ("--send-timeout", sendTimeout)] {
-            guard let seconds = DurationOption.seconds(text) else {
-                throw ValidationError("\(flag) must be a positive number of seconds or use a suffix: 90s, 30m, 2h")
-            }
-            timeouts.append(.milliseconds(Int64(seconds * 1000)))
-        }
+        if let headerTimeout { configuration.connections.headerTimeout = try DurationOption.duration(headerTimeout, flag: "--header-timeout") }
+        if let bodyTimeout { configuration.connections.bodyTimeout = try DurationOption.duration(bodyTimeout, flag: "--body-timeout") }
+        if let idleTimeout { configuration.connections.idleTimeout = try DurationOption.duration(idleTimeout, flag: "--idle-timeout") }
+        if let sendTimeout { configuration.connections.sendTimeout = try DurationOption.duration(sendTimeout, flag: "--send-timeout") }
         let descriptorLimit = DescriptorLimit.raiseToHardLimit()
         let safeConnections = ConnectionLimits.defaultMaxConnections(descriptorLimit: descriptorLimit)
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
         if let maxConnections, maxConnections > safeConnections {
-            print("warning: --max-connections \(maxConnections) can exhaust the open-files limit (\(descriptorLimit)); "
-                  + "at most \(safeConnections) is safe. Raise the limit (ulimit -n, LimitNOFILE=) or lower the cap.")
+            FileHandle.standardError.write(Data((
+                "warning: --max-connections \(maxConnections) can exhaust the open-files limit (\(descriptorLimit)); "
+                + "at most \(safeConnections) is safe. Raise the limit (ulimit -n, LimitNOFILE=) or lower the cap.\n").utf8))
         }
-        var configuration = AppConfiguration(
-            host: host, port: port, storage: storage.url,
-            limits: UploadLimits(maxUploadSize: maxUploadSize, minFreeBytes: minFreeSpace, uploadExpiry: expiry,
-                                 minReceiveRate: minUploadRate, stallWindow: stallWindow),
-            connections: ConnectionLimits(headerTimeout: timeouts[0], bodyTimeout: timeouts[1], idleTimeout: timeouts[2],
-                                          sendTimeout: timeouts[3], maxConnections: maxConnections ?? safeConnections),
-            logLevel: Logger.Level(rawValue: logLevel) ?? .info,
-            purgeInterval: .seconds(purgeEvery))
-        configuration.security = SecurityPolicy(strictPermissions: strictPermissions, maxLinkLifetime: maxLinkLifetime)
+        configuration.connections.maxConnections = maxConnections ?? safeConnections
+        if let logLevel {
+            guard let level = Logger.Level(rawValue: logLevel) else {
+                throw ValidationError("--log-level must be one of: trace, debug, info, notice, warning, error, critical")
+            }
+            configuration.logLevel = level
+        }
+        configuration.security.strictPermissions = strictPermissions
+        if let maxLinkLifetime {
+            configuration.security.maxLinkLifetime = try DurationOption.parse(maxLinkLifetime, flag: "--max-link-lifetime")
+        }
         try await buildApplication(configuration).runService()
     }
 }
@@ -137,6 +143,30 @@ enum DescriptorLimit {
 }
 
 enum DurationOption {
+    /// `seconds(text)`, or a validation error naming the flag.
+    static func parse(_ text: String, flag: String) throws -> TimeInterval {
+        guard let value = seconds(text) else {
+            throw ValidationError("\(flag) must be a positive number of seconds or use a suffix: 90s, 30m, 12h, 7d")
+        }
+        return value
+    }
+
+    static func duration(_ text: String, flag: String) throws -> Duration {
+        .milliseconds(Int64(try parse(text, flag: flag) * 1000))
+    }
+
+    /// Seconds as the largest whole unit: 604800 → "7d", 90 → "90s".
+    static func format(_ seconds: TimeInterval) -> String {
+        for (unit, scale) in [("d", 86400.0), ("h", 3600.0), ("m", 60.0)] where seconds >= scale && seconds.truncatingRemainder(dividingBy: scale) == 0 {
+            return "\(Int(seconds / scale))\(unit)"
+        }
+        return "\(Int(seconds))s"
+    }
+
+    static func format(_ duration: Duration) -> String {
+        format(TimeInterval(duration.components.seconds))
+    }
+
     /// "90", "90s", "30m", "12h", "7d" → seconds.
     static func seconds(_ text: String) -> TimeInterval? {
         let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
