@@ -91,26 +91,8 @@ public final class CaseFilesClient: Sendable {
         return try decoder.decode(T.self, from: Data(buffer: reply.body))
     }
 
-    public struct Attachment: Codable, Sendable {
-        public var id: String
-        public var filename: String
-        public var size: Int64
-        public var sha256: String?
-        public var state: String
-        public var uploadedBy: String
-        public var uploadedAt: Date
-    }
-
-    public struct AttachmentList: Codable, Sendable {
-        public struct Unfinished: Codable, Sendable {
-            public var id: String
-            public var filename: String
-            public var offset: Int64
-            public var length: Int64?
-        }
-        public var attachments: [Attachment]
-        public var uploads: [Unfinished]
-    }
+    public typealias Attachment = AttachmentRepresentation
+    public typealias AttachmentList = AttachmentListRepresentation
 
     public func attachments(caseNumber: String) async throws -> AttachmentList {
         try await json(AttachmentList.self, "listing case \(caseNumber)", "/api/v1/cases/\(caseNumber)/attachments")

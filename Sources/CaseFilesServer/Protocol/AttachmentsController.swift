@@ -33,10 +33,10 @@ struct AttachmentsController: Sendable {
 
     // MARK: - JSON
 
-    @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> CasesController.AttachmentJSON {
+    @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> AttachmentRepresentation {
         let upload = try await verifiedAttachment(context, user: try context.requireUser())
         let names = try await services.database.userNames(ids: [upload.createdBy])
-        return CasesController.AttachmentJSON(upload, uploadedBy: names[upload.createdBy])
+        return AttachmentRepresentation(upload, uploadedBy: names[upload.createdBy])
     }
 
     struct AccessLog: ResponseEncodable {

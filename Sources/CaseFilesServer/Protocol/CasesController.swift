@@ -26,7 +26,7 @@ struct CasesController: Sendable {
 
     private var database: AppDatabase { services.database }
 
-    // MARK: - Representations
+    // MARK: - Representations (the attachment shapes are Core's: the client decodes the same types)
 
     struct CaseJSON: Codable, ResponseEncodable {
         var number, account, subject, requestType, priority, status, subStatus: String
@@ -45,38 +45,6 @@ struct CasesController: Sendable {
 
     struct CaseList: Codable, ResponseEncodable {
         var cases: [CaseJSON]
-    }
-
-    struct AttachmentJSON: Codable, ResponseEncodable {
-        var id, filename: String
-        var size: Int64
-        var sha256: String?
-        var state: String
-        var uploadedBy: String
-        var uploadedAt: Date
-        var purgedAt: Date?
-
-        init(_ upload: Upload, uploadedBy: String?) {
-            id = upload.id
-            filename = upload.filename
-            size = upload.offset
-            sha256 = upload.sha256
-            state = upload.state.rawValue
-            self.uploadedBy = uploadedBy ?? "unknown"
-            uploadedAt = upload.completedAt ?? upload.updatedAt
-            purgedAt = upload.purgedAt
-        }
-    }
-
-    struct UnfinishedUploadJSON: Codable {
-        var id, filename: String
-        var offset: Int64
-        var length: Int64?
-    }
-
-    struct AttachmentList: Codable, ResponseEncodable {
-        var attachments: [AttachmentJSON]
-        var uploads: [UnfinishedUploadJSON]
     }
 
     struct CreateCase: Decodable {
@@ -118,16 +86,14 @@ struct CasesController: Sendable {
         return EditedResponse(status: .created, headers: [.location: "/api/v1/cases/\(created.number)"], response: CaseJSON(created))
     }
 
-    @Sendable func attachments(_ request: Request, context: AppRequestContext) async throws -> AttachmentList {
+    @Sendable func attachments(_ request: Request, context: AppRequestContext) async throws -> AttachmentListRepresentation {
         let supportCase = try await visibleCase(context)
         let uploads = try await database.uploads(caseNumber: supportCase.number)
         let names = try await database.userNames(ids: Set(uploads.map(\.createdBy)))
-        return AttachmentList(
+        return AttachmentListRepresentation(
             attachments: uploads.filter { $0.state == .verified || $0.state == .purged }
-                .map { AttachmentJSON($0, uploadedBy: names[$0.createdBy]) },
-            uploads: uploads.filter { $0.state == .uploading }.map {
-                UnfinishedUploadJSON(id: $0.id, filename: $0.filename, offset: $0.offset, length: $0.length)
-            })
+                .map { AttachmentRepresentation($0, uploadedBy: names[$0.createdBy]) },
+            uploads: uploads.filter { $0.state == .uploading }.map(AttachmentListRepresentation.Unfinished.init))
     }
 
     // MARK: - Lifecycle (handbook: Closing Cases, Reopening Cases)
@@ -271,3 +237,6 @@ public enum CaseFactory {
             updatedAt: date)
     }
 }
+
+extension AttachmentRepresentation: ResponseEncodable {}
+extension AttachmentListRepresentation: ResponseEncodable {}
