@@ -60,7 +60,7 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
         server: .guardedHTTP1(
             limits: configuration.connections,
             registry: ConnectionRegistry(maxConnections: configuration.connections.maxConnections, logger: logger),
-            additionalChannelHandlers: { [LargeReadsHandler(), ExpectContinueHandler(), CloseAfterResponseHandler()] }),
+            additionalChannelHandlers: { [LargeReadsHandler(), ExpectContinueHandler()] }),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
         services: [
             UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),

@@ -41,8 +41,10 @@ public struct AppRequestContext: RequestContext {
         try? await channel.triggerUserOutboundEvent(ConnectionGuardHandler.BodyTakenOver()).get()
     }
 
-    /// Closes the connection after this request's response (see `CloseAfterResponseHandler`).
+    /// Closes the connection after this request's response (`HTTP1ConformanceHandler.CloseAfterResponse`): a
+    /// body read stopped part-way (superseded, cut off as too slow, shutdown) has lost its stream, so
+    /// Hummingbird cannot drain the rest, and a client still sending would wait for its own timeout.
     func closeConnectionAfterResponse() async {
-        try? await channel.triggerUserOutboundEvent(CloseAfterResponseHandler.CloseAfterResponse()).get()
+        try? await channel.triggerUserOutboundEvent(HTTP1ConformanceHandler.CloseAfterResponse()).get()
     }
 }

@@ -11,7 +11,8 @@ import CaseFilesStorage
 /// and never after a final response began.
 ///
 /// A final response sent while the client still waits for `100 Continue` (the headers decided it: 409, 413,
-/// 404...) gets `Connection: close` and the connection is closed after it: the client may or may not send
+/// 404...) gets `Connection: close` and the connection is closed after it (by `HTTP1ConformanceHandler`, the
+/// one place that closes after a response, asked with its `CloseAfterResponse` event): the client may or may not send
 /// the body now (curl does not), so the server cannot tell where the next request would start, and
 /// Hummingbird would otherwise wait for a body that never comes (RFC 9110 §10.1.1: a server that answers
 /// before reading the content says whether it will close; RFC 9112 §9.6).
@@ -27,7 +28,6 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var awaitingContinue = false
     /// The request's end has not arrived: a body may still be on its way (or held back by the client).
     private var bodyPending = false
-    private var closeAfterResponse = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -44,28 +44,14 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
-        case .head(var response):
+        case .head(let response):
             if awaitingContinue && bodyPending && response.status.kind != .informational {
-                closeAfterResponse = true
-                response.headerFields[.connection] = "close"
-                awaitingContinue = false
-                context.write(wrapOutboundOut(.head(response)), promise: promise)
-                return
+                context.triggerUserOutboundEvent(HTTP1ConformanceHandler.CloseAfterResponse(), promise: nil)
             }
             awaitingContinue = false
             context.write(data, promise: promise)
-        case .body:
+        case .body, .end:
             context.write(data, promise: promise)
-        case .end:
-            guard closeAfterResponse else {
-                context.write(data, promise: promise)
-                return
-            }
-            closeAfterResponse = false
-            let written = promise ?? context.eventLoop.makePromise()
-            let channel = context.channel
-            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
-            context.write(data, promise: written)
         }
     }
 

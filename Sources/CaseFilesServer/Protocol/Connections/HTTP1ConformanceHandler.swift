@@ -13,6 +13,10 @@ import CaseFilesStorage
 ///   response has a `Content-Length`, since HTTP/1.0 has no chunked coding to delimit it otherwise.
 /// - An HTTP/1.0 client gets an HTTP/1.0 response, so SwiftNIO's encoder never chunks it (RFC 9112 §6.1),
 ///   and never a 1xx interim response (RFC 9110 §15.2: a server must not send one to an HTTP/1.0 client).
+/// - It is the one place that closes a connection after a response: for the reasons above, and when asked
+///   by the `CloseAfterResponse` outbound event (a route handler whose body read was stopped part-way, so
+///   the rest of the body cannot be drained; `ExpectContinueHandler` for a final answer sent in place of
+///   `100 Continue`). The answer then says `Connection: close` if its head is not written yet.
 /// - A request the parser refuses gets a JSON error like every other error: 431 for a header section over
 ///   the limits (RFC 6585 §5), 400 otherwise. Hummingbird answers a parser error with an empty 400, which
 ///   this handler replaces.
@@ -21,6 +25,9 @@ final class HTTP1ConformanceHandler: ChannelDuplexHandler, RemovableChannelHandl
     typealias InboundOut = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
+
+    /// Outbound user event: close the connection once the response in progress (or the next) has ended.
+    struct CloseAfterResponse: Sendable {}
 
     private struct RequestVersion {
         var version: HTTPVersion
@@ -44,6 +51,15 @@ final class HTTP1ConformanceHandler: ChannelDuplexHandler, RemovableChannelHandl
                                           isHead: head.method == .HEAD))
         }
         context.fireChannelRead(data)
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is CloseAfterResponse else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        closeAfterResponse = true
+        promise?.succeed(())
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
