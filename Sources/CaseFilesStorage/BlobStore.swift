@@ -8,16 +8,20 @@ import CaseFilesCore
 /// the authority on how many bytes of a blob are committed (bytes past that are garbage).
 public protocol BlobStore: Sendable {
     /// Creates an empty blob; the id is server-generated, never a client-supplied name.
+    @available(*, noasync, message: "it can wait on the disk: use the async overload")
     func create(id: String) throws
 
     /// Opens a blob for appending at `offset`, the committed length. Anything on disk past it
     /// (bytes of a request that was cut off before its commit) is discarded first.
+    @available(*, noasync, message: "it can wait on the disk: use the async overload")
     func openForAppend(id: String, at offset: Int64) throws -> BlobAppender
 
     /// Opens a committed blob for reading.
+    @available(*, noasync, message: "it can wait on the disk: use the async overload")
     func openForReading(id: String) throws -> BlobReader
 
     /// Removes a blob; a missing blob is not an error.
+    @available(*, noasync, message: "it can wait on the disk: use the async overload")
     func remove(id: String) throws
 
     /// Every blob id on disk, for sweeping orphans.
@@ -27,6 +31,7 @@ public protocol BlobStore: Sendable {
     func lastModified(id: String) -> Date?
 
     /// Bytes available to the service on the storage filesystem.
+    @available(*, noasync, message: "it can wait on the disk: use the async overload")
     func availableBytes() throws -> Int64
 }
 
@@ -45,6 +50,16 @@ extension BlobStore {
 
     public func remove(id: String) async throws {
         try await blockingIO { try self.remove(id: id) }
+    }
+
+    /// `open` can wait on a cold directory lookup.
+    public func openForReading(id: String) async throws -> BlobReader {
+        try await blockingIO { try self.openForReading(id: id) }
+    }
+
+    /// `statvfs` can wait on a busy filesystem.
+    public func availableBytes() async throws -> Int64 {
+        try await blockingIO { try self.availableBytes() }
     }
 }
 

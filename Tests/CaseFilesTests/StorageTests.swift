@@ -25,7 +25,7 @@ import Testing
         let second = try await store.openForAppend(id: id, at: 100_000)
         try testBytes(5_000, seed: 7).withUnsafeBytes { try second.append($0) }
         try await second.discard()
-        let reader = try store.openForReading(id: id)
+        let reader = try await store.openForReading(id: id)
         let all = try reader.read(at: 0, count: 200_000, allocator: ByteBufferAllocator())
         #expect(Array(buffer: all) == first)
     }
@@ -53,7 +53,7 @@ import Testing
             try testBytes(2_500_000, seed: 99).withUnsafeBytes { try rejected.append($0) }
             try await rejected.discard()
         }
-        let all = try store.openForReading(id: id).read(at: 0, count: expected.count + 4096, allocator: ByteBufferAllocator())
+        let all = try await store.openForReading(id: id).read(at: 0, count: expected.count + 4096, allocator: ByteBufferAllocator())
         let stored = Array(buffer: all)
         #expect(stored.count == expected.count)
         let firstDifference = zip(stored, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset

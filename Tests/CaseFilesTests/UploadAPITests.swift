@@ -49,7 +49,7 @@ import Testing
         }
         // The bytes on disk are the file.
         let id = try #require(try await world.services.database.uploads(caseNumber: world.caseNumber).first?.id)
-        let blob = try world.services.blobs.openForReading(id: id).read(at: 0, count: file.count + 1, allocator: .init())
+        let blob = try await world.services.blobs.openForReading(id: id).read(at: 0, count: file.count + 1, allocator: .init())
         #expect(Array(buffer: blob) == file)
     }
 

@@ -159,7 +159,7 @@ struct AttachmentsController: Sendable {
             return Response(status: status, headers: headers)
         }
 
-        let reader = try services.blobs.openForReading(id: upload.id)
+        let reader = try await services.blobs.openForReading(id: upload.id)
         let database = services.database
         // A link pays for the whole response before a byte is sent, in one transaction, so concurrent
         // requests on one link cannot together pass its budget; what was not sent is refunded at the end.
