@@ -4,9 +4,6 @@ import NIOCore
 import NIOHTTP1
 import Hummingbird
 import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 
 /// Every error the API answers with: an HTTP status, a stable machine-readable code and a message that
 /// says what went wrong and what to do. Encoded as `{"error": code, "message": message}`.

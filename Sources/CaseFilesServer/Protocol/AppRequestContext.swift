@@ -2,9 +2,6 @@ import Hummingbird
 import Logging
 import NIOCore
 import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 
 /// Per-request state: the authenticated user and the channel (needed to send `100 Continue`).
 public struct AppRequestContext: RequestContext {

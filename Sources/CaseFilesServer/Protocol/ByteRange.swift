@@ -1,7 +1,4 @@
 import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 /// A single byte range from a `Range` header (RFC 9110 §14.1.2), resolved against a representation size.
 public struct ByteRange: Equatable, Sendable {
     public var first: Int64

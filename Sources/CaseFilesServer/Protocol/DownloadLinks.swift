@@ -1,7 +1,5 @@
 import Foundation
 import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
 import CaseFilesStorage
 
 /// Short-lived signed download URLs: a browser cannot put a bearer header on a plain link, and

@@ -1,10 +1,6 @@
 import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
-import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 
 /// `Expect: 100-continue` (RFC 9110 §10.1.1). Sends `100 Continue` when the route handler says every check
 /// its headers decide has passed (the `SendContinue` outbound event, sent right before the body is read),

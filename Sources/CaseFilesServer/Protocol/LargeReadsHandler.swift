@@ -1,9 +1,5 @@
 import NIOCore
 import NIOHTTPTypes
-import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 
 /// Reads up to 512 KiB per socket read instead of NIO's default 64 KiB, so a large upload costs fewer
 /// reads, fewer body parts through the async sequence and fewer pwrite calls. Removes itself once set.

@@ -1,9 +1,6 @@
 import Foundation
 import HTTPTypes
 import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 
 
 extension HTTPField.Name {

@@ -3,9 +3,6 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 
 /// The package was built without its `static/` resources: the server cannot start without its pages.
 struct MissingWebAsset: Error, CustomStringConvertible {

@@ -1,7 +1,3 @@
-import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 /// The deadlines of one HTTP/1.1 connection, as a value type: the channel handler feeds it what happened
 /// on the connection and performs the action it returns, so every rule is here and testable without a
 /// network. Which deadline applies depends on the phase of the exchange (`ConnectionLimits` has the values):

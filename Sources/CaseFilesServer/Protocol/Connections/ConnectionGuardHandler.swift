@@ -3,10 +3,6 @@ import NIOHTTP1
 #if canImport(Glibc)
 import Glibc
 #endif
-import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 
 /// Drives one connection's `ConnectionDeadlines` and its place in the `ConnectionRegistry`: it admits the
 /// connection (or closes it at the cap), arms one timer for the deadline in force and closes the connection

@@ -1,8 +1,4 @@
 import Foundation
-import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 
 /// What one connection may cost the server: how long each phase of an HTTP/1.1 exchange may take, and how
 /// many connections may be open at once. The defaults are nginx's (`client_header_timeout 60s`,

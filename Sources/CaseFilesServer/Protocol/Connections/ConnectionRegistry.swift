@@ -1,10 +1,6 @@
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 
 /// Every open connection, across event loops, for the cap in `ConnectionLimits.maxConnections`: when a new
 /// connection arrives at the cap, the connection that has waited longest for a request is closed to admit

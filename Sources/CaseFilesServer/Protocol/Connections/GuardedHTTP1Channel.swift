@@ -2,10 +2,6 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTPTypesHTTP1
-import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 
 /// Hummingbird's HTTP/1.1 child channel with CaseFiles' connection rules added where they need to see
 /// the wire: `RequestBytesObserver` first (raw bytes), and `HTTP1ConformanceHandler` and

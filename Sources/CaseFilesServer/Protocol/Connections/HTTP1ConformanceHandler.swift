@@ -1,9 +1,5 @@
 import NIOCore
 import NIOHTTP1
-import CaseFilesCore
-import CaseFilesDatabase
-import CaseFilesEngine
-import CaseFilesStorage
 
 /// What HTTP/1.x asks of a server that the HTTPTypes codec cannot do, because HTTPTypes drops the request's
 /// version. It sits between SwiftNIO's HTTP/1 decoder and that codec, where versions are still visible:
