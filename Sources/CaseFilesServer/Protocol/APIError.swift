@@ -162,9 +162,15 @@ extension APIError {
 
     static func superseded() -> APIError {
         APIError(.conflict, "superseded",
-                 "A newer request for this upload took over (or the server is shutting down); this one stopped "
-                 + "and kept what it had committed. "
+                 "A newer request for this upload took over; this one stopped and kept what it had committed. "
                  + "Send a HEAD request and resume from its Upload-Offset.")
+    }
+
+    /// The body ended before all of it arrived (the client went away); few clients are left to read this.
+    static func bodyIncomplete() -> APIError {
+        APIError(.badRequest, "body_incomplete",
+                 "The request body ended before all of it arrived; the bytes that arrived were kept unless the "
+                 + "request carried Upload-Checksum. Send a HEAD request and resume from its Upload-Offset.")
     }
 
     static func tooSlow(minimumRate: Double, window: TimeInterval) -> APIError {
