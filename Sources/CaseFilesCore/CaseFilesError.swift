@@ -15,6 +15,9 @@ public struct CaseFilesError: Error, Sendable, Equatable, CustomStringConvertibl
         case gone
         /// The storage cannot take it (507).
         case insufficientStorage
+        /// The service cannot take it right now (it is shutting down) and the same request will succeed
+        /// shortly (503, with `Retry-After`).
+        case unavailable
     }
 
     public var kind: Kind

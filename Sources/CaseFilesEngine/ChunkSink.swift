@@ -1,22 +1,9 @@
 import Foundation
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import CaseFilesCore
 import CaseFilesDatabase
 import CaseFilesStorage
-
-/// Counts a request body's bytes so a watchdog can stop a client that stalls or trickles.
-package final class ReceiveWatch: Sendable {
-    private let state = NIOLockedValueBox<(bytes: Int64, cutOff: Bool)>((0, false))
-
-    package init() {}
-
-    package func add(_ count: Int) { state.withLockedValue { $0.bytes += Int64(count) } }
-    package var bytes: Int64 { state.withLockedValue { $0.bytes } }
-    package var wasCutOff: Bool { state.withLockedValue { $0.cutOff } }
-    package func markCutOff() { state.withLockedValue { $0.cutOff = true } }
-}
 
 /// One request body's bytes on their way to disk: the chunk's digest (for `Upload-Checksum`), the
 /// whole file's running SHA-256, and the blob appender. Owned by one request at a time (the upload's
@@ -28,7 +15,7 @@ package final class ReceiveWatch: Sendable {
 package final class ChunkSink: @unchecked Sendable {
     package private(set) var chunkDigest: ChunkDigest?
     package private(set) var fileDigest: SHA256Digest
-    package let appender: BlobAppender
+    private let appender: BlobAppender
     private var batch: [ByteBuffer] = []
     private var batchBytes = 0
 
@@ -49,6 +36,18 @@ package final class ChunkSink: @unchecked Sendable {
 
     /// Bytes taken so far, written or still in the current batch.
     package var received: Int64 { appender.position - appender.start + Int64(batchBytes) }
+
+    /// The committed offset (bytes) this request's bytes start at.
+    package var start: Int64 { appender.start }
+
+    /// Where the next flushed byte goes: `start` plus the bytes flushed so far.
+    package var position: Int64 { appender.position }
+
+    /// Makes every flushed byte durable (fdatasync, off the calling thread).
+    package func sync() async throws { try await appender.sync() }
+
+    /// Drops every byte of this request from the blob (truncates back to `start`), off the calling thread.
+    package func discard() async throws { try await appender.discard() }
 
     package func consume(_ buffer: ByteBuffer) async throws {
         batch.append(buffer)

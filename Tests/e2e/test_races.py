@@ -1,7 +1,10 @@
-"""Races: many writers on one upload at once, a DELETE during a PATCH, a case closed during a PATCH.
-Exactly one writer wins, the state stays consistent, no bytes interleave."""
+"""Races: many writers on one upload at once, a DELETE during a PATCH, a case closed during a PATCH, a
+SIGTERM during a PATCH. Exactly one writer wins, the state stays consistent, no bytes interleave."""
 import collections
 import hashlib
+import json
+import signal
+import socket
 import threading
 import time
 
@@ -101,6 +104,42 @@ def test_a_superseded_writer_that_keeps_sending_is_let_go_at_once(server):
     assert time.monotonic() - started < 8, "the old client was left blocked"
     assert answer.startswith("HTTP/1.1 409") or answer in ("reset", ""), answer
     assert head_offset(server, url) == offset + MiB  # nothing the old writer sent later was committed
+
+
+def read_answer(sock, timeout) -> tuple[str, dict[str, str], bytes]:
+    """The status line, the headers (lower-case names) and the body of the answer, read until the server closes."""
+    sock.settimeout(timeout)
+    received = b""
+    try:
+        while piece := sock.recv(65536):
+            received += piece
+    except (socket.timeout, ConnectionResetError):
+        pass
+    head, _, body = received.partition(b"\r\n\r\n")
+    status, *lines = head.decode(errors="replace").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return status, headers, body
+
+
+def test_a_patch_stopped_by_sigterm_answers_503_with_retry_after_not_superseded(server):
+    """Shutdown is not a newer writer: the PATCH in flight commits what arrived and answers 503
+    `shutting_down` with `Retry-After`, so the client waits and resumes instead of treating it as a conflict."""
+    data = pattern(8 * MiB, seed=94)
+    url = create(server, len(data), "restart.log")
+    sock = _raw_patch_start(server, url, 0, len(data), data[:2 * MiB])
+    time.sleep(0.3)
+    server.process.send_signal(signal.SIGTERM)
+    status, headers, body = read_answer(sock, 10)
+    sock.close()
+    assert server.process.wait(timeout=30) == 0
+    assert status.startswith("HTTP/1.1 503"), status
+    assert headers.get("retry-after") == "5", headers
+    assert headers.get("tus-resumable") == "1.0.0", headers
+    assert json.loads(body)["error"] == "shutting_down"
+
+    server.start()
+    assert head_offset(server, url) == 2 * MiB  # what arrived before SIGTERM was committed
+    assert patch(server, url, 2 * MiB, data[2 * MiB:]).status_code == 204
 
 
 def test_many_mixed_requests_at_once_all_get_answers(server):

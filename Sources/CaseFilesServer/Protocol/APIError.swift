@@ -77,6 +77,10 @@ extension APIError {
     /// RFC 4918 §11.5; HTTPTypes has no name for it.
     static let insufficientStorageStatus = HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")
 
+    /// How long a client is asked to wait before retrying a request refused with 503 (a restart takes a
+    /// few seconds); sent as `Retry-After` (RFC 9110 §10.2.3).
+    static let retryAfterSeconds = 5
+
     /// The one mapping from the domain's error kinds to HTTP statuses.
     init(_ error: CaseFilesError) {
         let status: HTTPResponse.Status = switch error.kind {
@@ -86,8 +90,11 @@ extension APIError {
         case .conflict: .conflict
         case .gone: .gone
         case .insufficientStorage: Self.insufficientStorageStatus
+        case .unavailable: .serviceUnavailable
         }
-        self.init(status, error.code, error.message)
+        // RFC 9110 §15.6.4: a 503 may say when to retry; the request itself was fine.
+        let headers: HTTPFields = error.kind == .unavailable ? [.retryAfter: String(Self.retryAfterSeconds)] : [:]
+        self.init(status, error.code, error.message, headers: headers)
     }
 }
 
@@ -152,9 +159,15 @@ extension APIError {
 
     static func superseded() -> APIError {
         APIError(.conflict, "superseded",
-                 "A newer request for this upload took over (or the server is shutting down); this one stopped "
-                 + "and kept what it had committed. "
+                 "A newer request for this upload took over; this one stopped and kept what it had committed. "
                  + "Send a HEAD request and resume from its Upload-Offset.")
+    }
+
+    /// The body ended before all of it arrived (the client went away); few clients are left to read this.
+    static func bodyIncomplete() -> APIError {
+        APIError(.badRequest, "body_incomplete",
+                 "The request body ended before all of it arrived; the bytes that arrived were kept unless the "
+                 + "request carried Upload-Checksum. Send a HEAD request and resume from its Upload-Offset.")
     }
 
     static func tooSlow(minimumRate: Double, window: TimeInterval) -> APIError {

@@ -27,7 +27,7 @@ struct ErrorMiddleware: RouterMiddleware {
 
 extension APIError {
     /// Every error a handler can throw, as the answer to send: `APIError`s as they are, the domain's errors
-    /// by kind, a full disk (blob or SQLite) as 507, Hummingbird's own errors (unknown route, body too large)
+    /// by kind (503 with `Retry-After` while shutting down), the upload engine's by case, a full disk (blob or SQLite) as 507, Hummingbird's own errors (unknown route, body too large)
     /// as JSON, and anything else as a logged 500.
     init(mapping error: any Error, request: Request, logger: Logger) {
         switch error {
@@ -35,6 +35,8 @@ extension APIError {
             self = error
         case let error as CaseFilesError:
             self.init(error)
+        case let error as UploadError:
+            self = Self.translate(error)
         case let error as HTTPError:
             self = Self.translate(error)
         case StorageError.noSpace:
@@ -57,6 +59,21 @@ extension APIError {
     static let internalError = APIError(
         .internalServerError, "internal_error",
         "The server failed unexpectedly; the error was logged. Retry, and report it if it persists.")
+
+    /// The upload engine's refusals, as the table's answers.
+    static func translate(_ error: UploadError) -> APIError {
+        switch error {
+        case .superseded: .superseded()
+        case .tooSlow(let minimumRate, let window): .tooSlow(minimumRate: minimumRate, window: window)
+        case .bodyIncomplete: .bodyIncomplete()
+        case .checksumMismatch(let algorithm, let offset): .checksumMismatch(algorithm, offset: offset)
+        case .bodyExceedsLength(let length): .bodyExceedsLength(length)
+        case .uploadTooLarge(let max): .uploadTooLarge(max: max)
+        case .wholeFileDigestMismatch(let declared, let computed):
+            .wholeFileDigestMismatch(declared: declared, computed: computed)
+        case .diskFull: .insufficientStorage("the disk filled while writing")
+        }
+    }
 
     static func translate(_ error: HTTPError) -> APIError {
         switch error.status {

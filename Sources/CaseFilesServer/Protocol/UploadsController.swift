@@ -2,16 +2,14 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
-import ServiceLifecycle
 import CaseFilesCore
 import CaseFilesDatabase
 import CaseFilesEngine
 import CaseFilesStorage
 
-/// The tus 1.0 protocol handler: knows HTTP and the upload state machine; bytes go to a `BlobStore`,
-/// which knows neither, and state to `AppDatabase`.
+/// The tus 1.0 front-end: knows HTTP and tus's headers, statuses and upload states; the body goes through
+/// the protocol-neutral upload engine (`UploadWriter`, `UploadAppend`), which knows neither.
 struct UploadsController: Sendable {
     let services: AppServices
 
@@ -97,12 +95,11 @@ struct UploadsController: Sendable {
         var current = upload
         do {
             if upload.length == 0 {
-                current = try await appendBody(nil, to: upload, request: request, checksum: nil, watch: ReceiveWatch(),
+                current = try await appendBody(nil, to: upload, request: request, checksum: nil, writer: nil,
                                                context: context)
             } else if carriesData {
-                let watch = ReceiveWatch()
-                current = try await withWriterLock(upload.id, watch: watch, context: context) {
-                    try await appendBody(request.body, to: upload, request: request, checksum: checksum, watch: watch,
+                current = try await asWriter(upload.id, readingBody: true, context: context) { writer in
+                    try await appendBody(request.body, to: upload, request: request, checksum: checksum, writer: writer,
                                          context: context)
                 }
             }
@@ -168,8 +165,7 @@ struct UploadsController: Sendable {
         guard !supportCase.isClosed else { throw services.cases.closedCaseError(supportCase.number) }
         try checkWritable(found)
 
-        let watch = ReceiveWatch()
-        let upload = try await withWriterLock(found.id, watch: watch, context: context) { () async throws -> Upload in
+        let upload = try await asWriter(found.id, readingBody: true, context: context) { writer async throws -> Upload in
             // Re-read under the lock: the request we superseded may have committed more bytes.
             guard var upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
             try checkWritable(upload)
@@ -202,7 +198,7 @@ struct UploadsController: Sendable {
                     upload.declaredSHA256 = declared
                 }
             }
-            return try await appendBody(request.body, to: upload, request: request, checksum: checksum, watch: watch,
+            return try await appendBody(request.body, to: upload, request: request, checksum: checksum, writer: writer,
                                         context: context)
         }
         var headers: HTTPFields = [.uploadOffset: String(upload.offset)]
@@ -214,7 +210,7 @@ struct UploadsController: Sendable {
 
     @Sendable func delete(_ request: Request, context: AppRequestContext) async throws -> Response {
         let (found, _) = try await authorizedUpload(context, mayModify: true)
-        try await withWriterLock(found.id, context: context) {
+        try await asWriter(found.id, readingBody: false, context: context) { _ in
             guard let upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
             if upload.state == .uploading { try checkWritable(upload) }
             switch upload.state {
@@ -233,23 +229,18 @@ struct UploadsController: Sendable {
         return Response(status: .noContent)
     }
 
-    // MARK: - The data path: socket → checksum → disk → fsync → commit → answer
+    // MARK: - The data path: the upload engine (UploadAppend), behind tus's headers
 
-    /// Appends one request body at the upload's committed offset. A body with `Upload-Checksum` is
-    /// all-or-nothing; one without keeps whatever arrived before a cut. Returns the committed upload.
-    /// The caller holds the upload's writer lock.
+    /// Appends one request body at the upload's committed offset (`UploadAppend`: a body with
+    /// `Upload-Checksum` is all-or-nothing; one without keeps whatever arrived before a cut). Returns the
+    /// committed upload. The caller holds the upload's writer lock (`asWriter`), unless there is no body.
     private func appendBody(
         _ body: RequestBody?, to upload: Upload, request: Request,
-        checksum: (ChecksumAlgorithm, [UInt8])?, watch: ReceiveWatch, context: AppRequestContext
+        checksum: (ChecksumAlgorithm, [UInt8])?, writer: UploadWriter?, context: AppRequestContext
     ) async throws -> Upload {
         let contentLength = try TusHeaders.count(.contentLength, in: request.headers)
-        try checkBodyFits(contentLength, length: upload.length, offset: upload.offset)
-        let room = roomLeft(length: upload.length, offset: upload.offset)
-        guard let restored = SHA256Digest(savedState: upload.digestState) else {
-            throw StorageError.io(operation: "restore digest state", errno: 0)
-        }
-        let appender = try await services.blobs.openForAppend(id: upload.id, at: upload.offset)
-        let sink = ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender)
+        let append = try await UploadAppend.prepare(upload, contentLength: contentLength, checksum: checksum,
+                                                    services: services)
         // The one place `100 Continue` is sent: every check the headers decide has passed (the offset and
         // length under the writer lock, the room for Content-Length, the case, the permissions). RFC 9110
         // §10.1.1: a final status the headers decide is sent at once, so the client never sends the body.
@@ -259,182 +250,22 @@ struct UploadsController: Sendable {
             await context.takeOverBodyDeadline()
             await context.sendContinueIfExpected()
         }
-
-        var interruption: (any Error)?
-        var writeFailure: (any Error)?
-        var overran = false
-        if let body {
-            do {
-                for try await buffer in body {
-                    if let room, sink.received + Int64(buffer.readableBytes) > room.bytes {
-                        overran = true
-                        break
-                    }
-                    watch.add(buffer.readableBytes)
-                    do { try await sink.consume(buffer) } catch { writeFailure = error; break }
-                }
-            } catch {
-                interruption = error
-            }
-            // Whatever arrived is kept, even after a cut: the last batch is written here.
-            if !overran, writeFailure == nil {
-                do { try await sink.flush() } catch { writeFailure = error }
-            }
-        }
-        if let writeFailure {
-            // The running digest may already cover bytes the disk refused, so nothing of this request counts.
-            try? await appender.discard()
-            throw describe(writeFailure, watch)
-        }
-        let received = appender.position - appender.start
-        if interruption == nil, Task.isCancelled || (contentLength.map { received < $0 } ?? false) {
-            interruption = CancellationError()
-        }
-
-        if overran, let room {
-            try await appender.discard()
-            throw room.refusal
-        }
-        let fileDigest = sink.fileDigest
-        if let checksum, let chunkDigest = sink.chunkDigest, interruption != nil || chunkDigest.finalize() != checksum.1 {
-            try await appender.discard()
-            if let interruption { throw describe(interruption, watch) }
-            context.logger.notice("checksum mismatch", metadata: ["upload": "\(upload.id)", "offset": "\(upload.offset)"])
-            throw APIError.checksumMismatch(checksum.0, offset: upload.offset)
-        }
-
-        // Commit what arrived, even after a cut, in a task of its own so a cancelled request still
-        // finishes making its verified bytes durable and recorded.
-        let services = self.services
-        let committed: Upload
-        do {
-            committed = try await Task {
-                try await Self.commit(appender: appender, upload: upload, fileDigest: fileDigest, services: services)
-            }.value
-        } catch {
-            // Nothing past the committed offset counts; dropping it now also gives back the space when the
-            // disk is full (SQLite needs a little to record anything). The offset stays at the last durable byte.
-            try? await appender.discard()
-            throw describe(interruption.map { $0 as? StorageError == .noSpace ? $0 : error } ?? error, watch)
-        }
-        // A request stopped after its last byte completed the upload answers the completion.
-        if let interruption, committed.state == .uploading { throw describe(interruption, watch) }
-        if committed.state == .failed {
-            throw APIError.wholeFileDigestMismatch(declared: committed.declaredSHA256 ?? "", computed: committed.sha256 ?? "")
-        }
-        if committed.state == .verified {
-            context.logger.info("upload verified", metadata: ["upload": "\(upload.id)", "sha256": "\(committed.sha256!)"])
-        }
-        return committed
-    }
-
-    /// fsync, then one SQLite transaction, then (on completion) the verdict: the order that makes
-    /// an acknowledged byte survive any crash.
-    private static func commit(
-        appender: BlobAppender, upload: Upload, fileDigest: SHA256Digest, services: AppServices
-    ) async throws -> Upload {
-        var upload = upload
-        let newOffset = appender.position
-        if newOffset > upload.offset { try await appender.sync() }
-        Failpoint.hit("append.after-fsync")
-        var completion: UploadCompletion?
-        if let length = upload.length, newOffset == length {
-            let sha256 = fileDigest.finalize().hexString
-            upload.sha256 = sha256
-            if let declared = upload.declaredSHA256, declared != sha256 {
-                completion = .failed(sha256: sha256)
-                upload.state = .failed
-            } else {
-                completion = .verified(sha256: sha256)
-                upload.state = .verified
-            }
-        } else if newOffset == upload.offset {
-            return upload
-        }
-        let now = services.now()
-        if completion != nil { Failpoint.hit("complete.before-commit") }
-        try await services.database.recordAppend(
-            id: upload.id, from: upload.offset, to: newOffset, digestState: fileDigest.savedState,
-            completion: completion, at: now)
-        Failpoint.hit("append.after-commit")
-        upload.offset = newOffset
-        upload.digestState = fileDigest.savedState
-        upload.updatedAt = now
-        if completion != nil { upload.completedAt = now }
-        if upload.state == .failed { try? await services.blobs.remove(id: upload.id) }
-        return upload
-    }
-
-    private func describe(_ error: any Error, _ watch: ReceiveWatch) -> any Error {
-        switch error {
-        case StorageError.noSpace: APIError.insufficientStorage("the disk filled while writing")
-        case let closed as CaseClosedDuringUpload: APIError(services.cases.closedCaseError(closed.caseNumber))
-        case _ where watch.wasCutOff:
-            APIError.tooSlow(minimumRate: services.limits.minReceiveRate, window: services.limits.stallWindow)
-        case is CancellationError: APIError.superseded()
-        default: error
-        }
+        return try await append.run(body, writer: writer, logger: context.logger)
     }
 
     // MARK: - Helpers
 
-    /// Runs `operation` as the upload's only writer, asking any request already writing it to stop first.
-    private func withWriterLock<T: Sendable>(
-        _ uploadID: String, watch: ReceiveWatch? = nil, context: AppRequestContext,
-        _ operation: @escaping @Sendable () async throws -> T
+    /// Runs `operation` as the upload's only writer (`UploadWriter`: newest wins, the slow-client watchdog
+    /// when it reads a body, shutdown), and answers what stopped it.
+    private func asWriter<T: Sendable>(
+        _ uploadID: String, readingBody: Bool, context: AppRequestContext,
+        _ operation: @escaping @Sendable (UploadWriter) async throws -> T
     ) async throws -> T {
-        let worker = NIOLockedValueBox<(stopped: Bool, cancel: (@Sendable () -> Void)?)>((false, nil))
-        let stop: @Sendable () -> Void = {
-            let cancel = worker.withLockedValue { state -> (@Sendable () -> Void)? in
-                state.stopped = true
-                return state.cancel
-            }
-            cancel?()
-        }
-        guard let lease = await services.locks.acquire(uploadID, stop: stop) else { throw APIError.superseded() }
-        let task = Task { try await operation() }
-        let stoppedAlready = worker.withLockedValue { state in
-            state.cancel = { task.cancel() }
-            return state.stopped
-        }
-        if stoppedAlready { task.cancel() }
-        // A client that stops sending, or trickles, is cut off; what it sent and verified is kept.
-        let limits = services.limits
-        let watchdog = watch.map { watch in
-            Task {
-                var seen = watch.bytes
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(limits.stallWindow))
-                    if Task.isCancelled { return }
-                    let now = watch.bytes
-                    if Double(now - seen) < limits.minReceiveRate * limits.stallWindow {
-                        watch.markCutOff()
-                        task.cancel()
-                        return
-                    }
-                    seen = now
-                }
-            }
-        }
-        defer { watchdog?.cancel() }
-        // On SIGTERM the server waits for in-flight requests; an upload may take hours, so it is asked
-        // to stop now: it commits what it verified and answers, and the client resumes later.
-        let result = await withGracefulShutdownHandler {
-            await withTaskCancellationHandler { await task.result } onCancel: { task.cancel() }
-        } onGracefulShutdown: {
-            task.cancel()
-        }
-        await services.locks.release(lease)
+        let finished = await UploadWriter.run(uploadID, locks: services.locks, limits: services.limits,
+                                              watchesBody: readingBody, operation)
         // A body read was stopped part-way: its stream is gone, so the connection cannot be reused.
-        if watch != nil && task.isCancelled { await context.closeConnectionAfterResponse() }
-        do {
-            return try result.get()
-        } catch is CancellationError {
-            // Stopped before its body was read (a database call noticed first): still just superseded.
-            throw watch?.wasCutOff == true
-                ? APIError.tooSlow(minimumRate: limits.minReceiveRate, window: limits.stallWindow)
-                : APIError.superseded()
-        }
+        if readingBody && finished.stopReason != nil { await context.closeConnectionAfterResponse() }
+        return try finished.result.get()
     }
 
     private func authorizedCase(_ number: String, user: User, action: AccessPolicy.Action) async throws -> SupportCase {
@@ -481,20 +312,10 @@ struct UploadsController: Sendable {
         }
     }
 
-    /// How many more bytes an upload at `offset` can take, and the answer to a body with more: up to its
-    /// `Upload-Length` (413 `body_exceeds_length`), or for a deferred length up to `--max-upload-size`
-    /// (413 `upload_too_large`). Nil: a deferred length on a server without a maximum takes any body.
-    private func roomLeft(length: Int64?, offset: Int64) -> (bytes: Int64, refusal: APIError)? {
-        if let length { return (length - offset, APIError.bodyExceedsLength(length)) }
-        if let max = services.limits.maxUploadSize { return (max - offset, APIError.uploadTooLarge(max: max)) }
-        return nil
-    }
-
-    /// Refuses a body whose `Content-Length` (bytes) is more than the upload has room for, before a byte is read.
+    /// Refuses a body whose `Content-Length` (bytes) is more than the upload has room for, before a byte is
+    /// read (`UploadRoom`: 413 `body_exceeds_length`, or `upload_too_large` for a deferred length).
     private func checkBodyFits(_ contentLength: Int64?, length: Int64?, offset: Int64) throws {
-        if let room = roomLeft(length: length, offset: offset), let contentLength, contentLength > room.bytes {
-            throw room.refusal
-        }
+        try UploadRoom.check(contentLength, length: length, offset: offset, maxUploadSize: services.limits.maxUploadSize)
     }
 
     private func checkFreeSpace(for bytes: Int64) throws {

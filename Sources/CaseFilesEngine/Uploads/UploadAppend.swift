@@ -1,0 +1,104 @@
+import Foundation
+import Logging
+import NIOCore
+import CaseFilesCore
+import CaseFilesDatabase
+import CaseFilesStorage
+
+/// One request body appended at an upload's committed offset, for any front-end (tus today): prepared
+/// before the body is read, then run: `BodyReceiver` → `AppendDecision` → `UploadCommitter` or a discard.
+/// A body with a checksum is all-or-nothing; one without keeps whatever arrived before a cut. The caller
+/// holds the upload's writer lock (`UploadWriter.run`).
+package struct UploadAppend: Sendable {
+    package let upload: Upload
+    private let sink: ChunkSink
+    private let room: UploadRoom?
+    private let contentLength: Int64?
+    private let checksum: (ChecksumAlgorithm, [UInt8])?
+    private let services: AppServices
+
+    /// Checks the room for `contentLength`, restores the whole-file digest and opens the blob at the
+    /// committed offset (bytes past it, from a request cut before its commit, are dropped).
+    /// - Parameters: contentLength: the body's declared size in bytes (nil: not declared); checksum: the
+    ///   request's `Upload-Checksum` (algorithm, digest).
+    /// - Throws: `UploadError.bodyExceedsLength` / `.uploadTooLarge` for a body declared past the room;
+    ///   storage errors.
+    package static func prepare(
+        _ upload: Upload, contentLength: Int64?, checksum: (ChecksumAlgorithm, [UInt8])?, services: AppServices
+    ) async throws -> UploadAppend {
+        let maxUploadSize = services.limits.maxUploadSize
+        try UploadRoom.check(contentLength, length: upload.length, offset: upload.offset, maxUploadSize: maxUploadSize)
+        guard let restored = SHA256Digest(savedState: upload.digestState) else {
+            throw StorageError.io(operation: "restore digest state", errno: 0)
+        }
+        let appender = try await services.blobs.openForAppend(id: upload.id, at: upload.offset)
+        return UploadAppend(
+            upload: upload,
+            sink: ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender),
+            room: UploadRoom(length: upload.length, offset: upload.offset, maxUploadSize: maxUploadSize),
+            contentLength: contentLength, checksum: checksum, services: services)
+    }
+
+    /// Reads `body` into the blob, decides, and commits or discards.
+    /// - Parameters: body: nil for a request without one (an empty upload's creation); writer: the request's
+    ///   writer (nil without the lock), which says why a read stopped.
+    /// - Returns: the upload as committed.
+    /// - Throws: `UploadError`, `CaseFilesError` (case closed meanwhile; shutting down), the body stream's
+    ///   own error after a client broke it off, storage and database errors.
+    package func run<Body: AsyncSequence>(_ body: Body?, writer: UploadWriter?, logger: Logger) async throws -> Upload
+    where Body.Element == ByteBuffer {
+        let outcome = await BodyReceiver.receive(body, into: sink, room: room, contentLength: contentLength, writer: writer)
+        switch AppendDecision.decide(outcome, checksum: ChecksumVerdict(expected: checksum, computed: outcome.chunkDigest)) {
+        case .discard(let refusal):
+            if refusal == .writeFailed {
+                try? await sink.discard()
+            } else {
+                try await sink.discard()
+            }
+            if case .checksumMismatch = refusal {
+                logger.notice("checksum mismatch", metadata: ["upload": "\(upload.id)", "offset": "\(upload.offset)"])
+            }
+            throw error(for: refusal, outcome)
+        case .commit(let then):
+            // In a task of its own, so a stopped request still finishes making its bytes durable and recorded.
+            let committer = UploadCommitter(services: services)
+            let (upload, sink, fileDigest) = (self.upload, self.sink, outcome.fileDigest)
+            let committed: Upload
+            do {
+                committed = try await Task { try await committer.commit(upload, sink: sink, fileDigest: fileDigest) }.value
+            } catch {
+                // Nothing past the committed offset counts; dropping it now also gives back the space when the
+                // disk is full (SQLite needs a little to record anything). The offset stays at the last durable byte.
+                try? await sink.discard()
+                throw domainError(error)
+            }
+            // A request stopped after its last byte completed the upload answers the completion.
+            if let then, committed.state == .uploading { throw error(for: then, outcome) }
+            if committed.state == .failed {
+                throw UploadError.wholeFileDigestMismatch(declared: committed.declaredSHA256 ?? "", computed: committed.sha256 ?? "")
+            }
+            if committed.state == .verified {
+                logger.info("upload verified", metadata: ["upload": "\(upload.id)", "sha256": "\(committed.sha256 ?? "")"])
+            }
+            return committed
+        }
+    }
+
+    private func error(for refusal: AppendRefusal, _ outcome: AppendOutcome) -> any Error {
+        switch refusal {
+        case .stopped(let reason): AppendDecision.error(for: reason, limits: services.limits, bodyError: outcome.bodyError)
+        case .checksumMismatch(let algorithm): UploadError.checksumMismatch(algorithm, offset: upload.offset)
+        case .overran: room?.refusal ?? UploadError.bodyExceedsLength(length: upload.length ?? 0)
+        case .writeFailed: domainError(outcome.writeFailure ?? StorageError.noSpace)
+        }
+    }
+
+    /// A full disk and a case closed while the bytes arrived, as the domain's errors.
+    private func domainError(_ error: any Error) -> any Error {
+        switch error {
+        case StorageError.noSpace: UploadError.diskFull
+        case let closed as CaseClosedDuringUpload: services.cases.closedCaseError(closed.caseNumber)
+        default: error
+        }
+    }
+}

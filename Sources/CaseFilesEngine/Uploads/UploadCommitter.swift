@@ -1,0 +1,57 @@
+import Foundation
+import CaseFilesCore
+import CaseFilesDatabase
+import CaseFilesStorage
+
+/// Makes a request's bytes count: fsync, then the offset and digest state in one SQLite transaction, then
+/// (on the last byte) the verdict. That order makes an acknowledged byte survive any crash. The fault suite
+/// kills the process between the steps (`Failpoint`: `append.after-fsync`, `complete.before-commit`,
+/// `append.after-commit`).
+package struct UploadCommitter: Sendable {
+    package let database: AppDatabase
+    package let blobs: any BlobStore
+    package let now: @Sendable () -> Date
+
+    package init(services: AppServices) {
+        self.database = services.database
+        self.blobs = services.blobs
+        self.now = services.now
+    }
+
+    /// Commits the bytes `sink` took past `upload.offset`, with `fileDigest` covering all of them.
+    /// - Returns: the upload as committed: its new offset, and on the last byte `verified`, or `failed` (the
+    ///   whole-file SHA-256 is not the declared one; its blob is then removed).
+    /// - Throws: storage errors from the fsync; `CaseClosedDuringUpload`; database errors (nothing recorded).
+    package func commit(_ upload: Upload, sink: ChunkSink, fileDigest: SHA256Digest) async throws -> Upload {
+        var upload = upload
+        let newOffset = sink.position
+        if newOffset > upload.offset { try await sink.sync() }
+        Failpoint.hit("append.after-fsync")
+        var completion: UploadCompletion?
+        if let length = upload.length, newOffset == length {
+            let sha256 = fileDigest.finalize().hexString
+            upload.sha256 = sha256
+            if let declared = upload.declaredSHA256, declared != sha256 {
+                completion = .failed(sha256: sha256)
+                upload.state = .failed
+            } else {
+                completion = .verified(sha256: sha256)
+                upload.state = .verified
+            }
+        } else if newOffset == upload.offset {
+            return upload
+        }
+        let now = self.now()
+        if completion != nil { Failpoint.hit("complete.before-commit") }
+        try await database.recordAppend(
+            id: upload.id, from: upload.offset, to: newOffset, digestState: fileDigest.savedState,
+            completion: completion, at: now)
+        Failpoint.hit("append.after-commit")
+        upload.offset = newOffset
+        upload.digestState = fileDigest.savedState
+        upload.updatedAt = now
+        if completion != nil { upload.completedAt = now }
+        if upload.state == .failed { try? await blobs.remove(id: upload.id) }
+        return upload
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import CaseFilesCore
+
+/// The upload engine's refusals, as values: no HTTP here. The server turns each into its answer in one
+/// place (`APIError.init(mapping:)`); a shutdown is `CaseFilesError.shuttingDown()` (kind `.unavailable`),
+/// a case closed mid-body `CaseFilesError.caseClosed`, and an error of the body stream itself (broken
+/// HTTP framing, say) is passed on as it is.
+public enum UploadError: Error, Sendable, Equatable {
+    /// A newer request for the upload took over; this one kept what it had committed.
+    case superseded
+    /// The body arrived slower than `minimumRate` bytes/s over `window` seconds and was stopped.
+    case tooSlow(minimumRate: Double, window: TimeInterval)
+    /// The body ended before all of it arrived, without an error of its own: the client went away.
+    case bodyIncomplete
+    /// The chunk's digest did not match `Upload-Checksum`; nothing of it was kept. `offset`: where to resend from.
+    case checksumMismatch(ChecksumAlgorithm, offset: Int64)
+    /// The body runs past the upload's declared length (bytes); nothing was kept.
+    case bodyExceedsLength(length: Int64)
+    /// The body runs past the server's maximum upload size (bytes), for a deferred length; nothing was kept.
+    case uploadTooLarge(max: Int64)
+    /// The whole file's SHA-256 (`computed`, hex) is not the `declared` one: the upload failed for good.
+    case wholeFileDigestMismatch(declared: String, computed: String)
+    /// A write of this request's bytes failed for lack of space; none of them were kept.
+    case diskFull
+}
+
+extension CaseFilesError {
+    /// The server is shutting down: the request stopped and kept what it had committed; the same
+    /// request succeeds once the server is back (`Retry-After`, added by the server's mapping).
+    public static func shuttingDown() -> CaseFilesError {
+        CaseFilesError(.unavailable, "shutting_down",
+                       "The server is restarting, so this request stopped and kept what it had committed. "
+                       + "Retry in a few seconds: send a HEAD request and resume from its Upload-Offset.")
+    }
+}
+
+/// How many more bytes an upload can take: up to its `Upload-Length`, or for a deferred length up to the
+/// server's maximum upload size. Nil when a deferred length meets a server without a maximum.
+package struct UploadRoom: Sendable, Equatable {
+    /// Bytes the upload can still take from `offset`.
+    package var bytes: Int64
+    /// The answer to a body with more than `bytes`.
+    package var refusal: UploadError
+
+    /// - Parameters: length: the upload's length in bytes (nil: deferred); offset: its committed offset;
+    ///   maxUploadSize: the server's maximum in bytes (nil: none).
+    package init?(length: Int64?, offset: Int64, maxUploadSize: Int64?) {
+        if let length {
+            self.init(bytes: length - offset, refusal: .bodyExceedsLength(length: length))
+        } else if let max = maxUploadSize {
+            self.init(bytes: max - offset, refusal: .uploadTooLarge(max: max))
+        } else {
+            return nil
+        }
+    }
+
+    package init(bytes: Int64, refusal: UploadError) {
+        self.bytes = bytes
+        self.refusal = refusal
+    }
+
+    /// Refuses a body whose declared size (`Content-Length`, bytes) is more than the room, before a byte is read.
+    /// - Throws: `refusal`.
+    package static func check(_ contentLength: Int64?, length: Int64?, offset: Int64, maxUploadSize: Int64?) throws {
+        if let room = UploadRoom(length: length, offset: offset, maxUploadSize: maxUploadSize), let contentLength,
+           contentLength > room.bytes
+        {
+            throw room.refusal
+        }
+    }
+}
