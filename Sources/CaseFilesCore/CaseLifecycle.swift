@@ -98,12 +98,6 @@ public enum CaseLifecycle {
         return next
     }
 
-    /// Whether all of a case's data is due for purging at `asOf` (ignoring holds, which the caller reports).
-    public static func isPurgeDue(_ supportCase: SupportCase, asOf: Date, settings: RetentionSettings) -> Bool {
-        guard supportCase.isClosed, let closedAt = supportCase.closedAt else { return false }
-        return asOf.timeIntervalSince(closedAt) >= settings.retention
-    }
-
     package static func validate(_ status: CaseStatus, _ subStatus: String) throws {
         guard status.subStatuses.contains(subStatus) else {
             throw CaseFilesError(

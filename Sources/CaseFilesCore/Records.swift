@@ -110,6 +110,15 @@ public enum UploadState: String, Codable, Sendable {
     case expired
     /// Removed by the retention policy; the row stays as a tombstone.
     case purged
+
+    /// The states whose upload owns a blob on disk: bytes still arriving, or a verified attachment. Every other
+    /// state's blob is gone or going (removed right after its transition; the orphan sweep removes what a crash
+    /// left). The one statement of that rule: the orphan sweep, the purge candidates and the purge's tombstone
+    /// transaction all read it.
+    public static let blobOwners: [UploadState] = [.uploading, .verified]
+
+    /// Whether an upload in this state owns a blob (`blobOwners`).
+    public var ownsBlob: Bool { Self.blobOwners.contains(self) }
 }
 
 /// One tus upload; once `verified` it is an attachment of its case (same id).
@@ -192,15 +201,31 @@ public struct CaseEvent: Codable, Sendable, Equatable {
 
 /// One run of the retention purge, kept even after what it purged is gone (the audit log).
 public struct PurgeRun: Codable, Sendable, Equatable {
+    /// What started a run.
+    public enum Trigger: String, Codable, Sendable {
+        /// The scheduled service inside `serve`.
+        case schedule
+        /// `casefiles purge`.
+        case cli
+    }
+
+    /// A run's state; the stored values are the raw values (the `purgeRun.state` CHECK).
+    public enum State: String, Codable, Sendable {
+        /// Started and not yet finished; found so by a later run, it was killed.
+        case running
+        case finished
+        /// Marked by a later run, with the totals of the items the killed run recorded.
+        case interrupted
+    }
+
     public var id: Int64?
     public var startedAt: Date
     public var finishedAt: Date?
     public var asOf: Date
     public var retentionDays: Int
-    /// `schedule` (the service in `serve`) or `cli`.
-    public var trigger: String
+    public var trigger: Trigger
     /// `running` until finished; a run found `running` by a later one was killed and is marked `interrupted`.
-    public var state: String
+    public var state: State
     public var casesPurged: Int
     public var itemsPurged: Int
     public var bytesFreed: Int64
@@ -209,7 +234,7 @@ public struct PurgeRun: Codable, Sendable, Equatable {
     public var errors: String?
 
 
-    public init(id: Int64? = nil, startedAt: Date, finishedAt: Date? = nil, asOf: Date, retentionDays: Int, trigger: String, state: String, casesPurged: Int, itemsPurged: Int, bytesFreed: Int64, casesSkippedForHold: Int, itemsSkippedForHold: Int, errors: String? = nil) {
+    public init(id: Int64? = nil, startedAt: Date, finishedAt: Date? = nil, asOf: Date, retentionDays: Int, trigger: Trigger, state: State, casesPurged: Int, itemsPurged: Int, bytesFreed: Int64, casesSkippedForHold: Int, itemsSkippedForHold: Int, errors: String? = nil) {
         self.id = id
         self.startedAt = startedAt
         self.finishedAt = finishedAt
@@ -269,6 +294,36 @@ public struct Download: Codable, Sendable, Equatable {
         self.id = id
         self.uploadID = uploadID
         self.userID = userID
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.bytesSent = bytesSent
+        self.range = range
+        self.status = status
+        self.completed = completed
+    }
+}
+
+/// One line of the download access log: a `Download` with the names an admin reads.
+public struct DownloadEntry: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var attachmentID: String
+    public var caseNumber: String
+    public var filename: String
+    public var user: String
+    public var startedAt: Date
+    public var finishedAt: Date
+    public var bytesSent: Int64
+    public var range: String?
+    public var status: Int
+    public var completed: Bool
+
+    public init(id: Int64, attachmentID: String, caseNumber: String, filename: String, user: String, startedAt: Date,
+                finishedAt: Date, bytesSent: Int64, range: String?, status: Int, completed: Bool) {
+        self.id = id
+        self.attachmentID = attachmentID
+        self.caseNumber = caseNumber
+        self.filename = filename
+        self.user = user
         self.startedAt = startedAt
         self.finishedAt = finishedAt
         self.bytesSent = bytesSent

@@ -2,10 +2,14 @@ import Foundation
 import GRDB
 import CaseFilesCore
 
-/// Owns the SQLite database: its schema (named migrations, appended and never edited) and every
-/// query the service makes, each one transaction with an intention-revealing name.
-public struct AppDatabase: Sendable {
-    public let writer: any DatabaseWriter
+/// The SQLite `MetadataStore`: owns the database, its schema (named migrations, appended and never edited) and
+/// every query the service makes, each one transaction with an intention-revealing name. Every write goes
+/// through `write`, which turns a full disk (SQLITE_FULL) into `CaseFilesError.databaseFull`.
+///
+/// The blocking variants (no `async`) are for synchronous contexts only and `noasync`: async code gets the
+/// `async` ones, which run on GRDB's queues, except the in-place key lookups (see `readInPlace`).
+public struct AppDatabase: MetadataStore {
+    private let writer: any DatabaseWriter
     /// Connections for synchronous reads only. An asynchronous read keeps its pooled connection until its
     /// task resumes on an executor thread (an event loop in `serve`), so a synchronous read waiting on
     /// those threads for the same pool can block them all while every connection waits for them: the
@@ -15,8 +19,9 @@ public struct AppDatabase: Sendable {
 
     /// - Parameter moveLinkSigningKey: receives a link-signing key found in the database (kept there before the
     ///   v5 migration) and must store it durably elsewhere before the migration deletes it.
+    @available(*, noasync, message: "migrates the database, blocking; open it from synchronous code or on a thread pool")
     public init(_ writer: any DatabaseWriter, moveLinkSigningKey: @escaping @Sendable ([UInt8]) throws -> Void) throws {
-        try Self.migrator(moveLinkSigningKey: moveLinkSigningKey).migrate(writer)
+        try Self.mappingFullDisk { try Self.migrator(moveLinkSigningKey: moveLinkSigningKey).migrate(writer) }
         self.init(migrated: writer, syncReader: writer)
     }
 
@@ -27,6 +32,7 @@ public struct AppDatabase: Sendable {
 
     /// Opens (creating if needed) the database file in WAL mode, so CLI commands can run while `serve` does.
     /// - Parameter moveLinkSigningKey: see `init(_:moveLinkSigningKey:)`.
+    @available(*, noasync, message: "opens and migrates the database, blocking; call it from synchronous code or on a thread pool")
     public static func open(path: String, moveLinkSigningKey: @escaping @Sendable ([UInt8]) throws -> Void) throws -> AppDatabase {
         var config = Configuration()
         config.busyMode = .timeout(10)
@@ -34,7 +40,7 @@ public struct AppDatabase: Sendable {
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
         let writer = try DatabasePool(path: path, configuration: config)
-        try migrator(moveLinkSigningKey: moveLinkSigningKey).migrate(writer)  // before the read-only pool opens: it cannot create the file
+        try mappingFullDisk { try migrator(moveLinkSigningKey: moveLinkSigningKey).migrate(writer) }  // before the read-only pool opens: it cannot create the file
         var readOnly = config
         readOnly.readonly = true
         return AppDatabase(migrated: writer, syncReader: try DatabasePool(path: path, configuration: readOnly))
@@ -209,19 +215,62 @@ public struct AppDatabase: Sendable {
     }
 }
 
-// MARK: - Users
+// MARK: - Writes, reads and the full disk
 
 extension AppDatabase {
-    public func createUser(_ user: User) throws -> User {
-        try writer.write { db in
-            var user = user
-            try user.insert(db)
-            user.id = db.lastInsertedRowID
-            return user
+    /// Every asynchronous write: one transaction on GRDB's writer queue.
+    /// - Throws: `CaseFilesError.databaseFull` when SQLite finds the disk full; what `updates` throws.
+    private func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await writer.write(updates)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
+            throw CaseFilesError.databaseFull
         }
     }
 
-    /// The active (not revoked) user holding a token with this hash.
+    /// Every blocking write (synchronous contexts only), with the same full-disk mapping as `write`.
+    private func writeBlocking<T>(_ updates: (Database) throws -> T) throws -> T {
+        try Self.mappingFullDisk { try writer.write(updates) }
+    }
+
+    /// Runs `body`, turning SQLITE_FULL (sqlite.org/rescode.html#full) into `CaseFilesError.databaseFull`.
+    private static func mappingFullDisk<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
+            throw CaseFilesError.databaseFull
+        }
+    }
+
+    /// The in-place reads: key lookups (token, upload with its case, link) and the settings, run on the
+    /// calling thread instead of GRDB's queue. Each takes tens of microseconds with a cached statement, less
+    /// than the two thread hops of an asynchronous read, which under load add milliseconds to every request;
+    /// compiling their SQL on every request was half of a HEAD probe's server CPU (870 -> 360-450 us). They use
+    /// `syncReader`, never held across a suspension (ARCHITECTURE.md, "The data path": the pool deadlock under
+    /// 48 clients). This is the one exception to "no blocking call in async code".
+    private func readInPlace<T>(_ value: (Database) throws -> T) throws -> T {
+        try syncReader.read(value)
+    }
+
+    /// SQLite stores dates to the millisecond (GRDB's "yyyy-MM-dd HH:mm:ss.SSS"), so a bound compared in SQL
+    /// is widened by a millisecond: SQL only narrows the candidates, the Core rule decides.
+    private static func sqlUpperBound(_ date: Date) -> Date {
+        date.addingTimeInterval(0.001)
+    }
+}
+
+// MARK: - Users
+
+extension AppDatabase {
+    public func createUser(_ user: User) async throws -> User {
+        try await write { db in try user.inserted(db) }
+    }
+
+    @available(*, noasync, message: "blocks on SQLite; use the async createUser")
+    public func createUser(_ user: User) throws -> User {
+        try writeBlocking { db in try user.inserted(db) }
+    }
+
     public func activeUser(tokenHash: String) async throws -> User? {
         try readInPlace { db in
             try User.fetchOne(
@@ -230,44 +279,116 @@ extension AppDatabase {
         }
     }
 
-    /// Returns false when no active user has that name.
-    public func revokeUser(named name: String, at date: Date) throws -> Bool {
-        try writer.write { db in
-            try User.filter(Column("name") == name && Column("revokedAt") == nil)
-                .updateAll(db, Column("revokedAt").set(to: date)) > 0
-        }
+    public func revokeUser(named name: String, at date: Date) async throws -> Bool {
+        try await write { db in try Self.revokeUser(db, named: name, at: date) }
     }
 
+    @available(*, noasync, message: "blocks on SQLite; use the async revokeUser")
+    public func revokeUser(named name: String, at date: Date) throws -> Bool {
+        try writeBlocking { db in try Self.revokeUser(db, named: name, at: date) }
+    }
+
+    private static func revokeUser(_ db: Database, named name: String, at date: Date) throws -> Bool {
+        try User.filter(User.Columns.name == name && User.Columns.revokedAt == nil)
+            .updateAll(db, User.Columns.revokedAt.set(to: date)) > 0
+    }
+
+    public func allUsers() async throws -> [User] {
+        try await writer.read { db in try User.order(User.Columns.name).fetchAll(db) }
+    }
+
+    @available(*, noasync, message: "blocks on SQLite; use the async allUsers")
     public func allUsers() throws -> [User] {
-        try syncReader.read { db in try User.order(Column("name")).fetchAll(db) }
+        try syncReader.read { db in try User.order(User.Columns.name).fetchAll(db) }
     }
 
     public func user(id: Int64) async throws -> User? {
         try await writer.read { db in try User.fetchOne(db, key: id) }
+    }
+
+    public func userNames(ids: Set<Int64>) async throws -> [Int64: String] {
+        try await writer.read { db in
+            let users = try User.filter(keys: Array(ids)).fetchAll(db)
+            return Dictionary(uniqueKeysWithValues: users.map { ($0.id!, $0.name) })
+        }
     }
 }
 
 // MARK: - Cases
 
 extension AppDatabase {
-    /// Inserts the case; with no number given, takes the next one after the highest in use.
+    public func createCase(_ supportCase: SupportCase, numberGiven: Bool) async throws -> SupportCase {
+        try await write { db in try Self.createCase(db, supportCase, numberGiven: numberGiven) }
+    }
+
+    @available(*, noasync, message: "blocks on SQLite; use the async createCase")
     public func createCase(_ supportCase: SupportCase, numberGiven: Bool) throws -> SupportCase {
-        try writer.write { db in
-            var supportCase = supportCase
-            if !numberGiven {
-                let highest = try Int64.fetchOne(db, sql: "SELECT MAX(CAST(number AS INTEGER)) FROM supportCase") ?? 0
-                supportCase.number = CaseNumber.format(highest + 1)
+        try writeBlocking { db in try Self.createCase(db, supportCase, numberGiven: numberGiven) }
+    }
+
+    private static func createCase(_ db: Database, _ supportCase: SupportCase, numberGiven: Bool) throws -> SupportCase {
+        var supportCase = supportCase
+        if !numberGiven {
+            let highest = try Int64.fetchOne(db, sql: "SELECT MAX(CAST(number AS INTEGER)) FROM supportCase") ?? 0
+            supportCase.number = CaseNumber.format(highest + 1)
+        }
+        do {
+            try supportCase.insert(db)
+        } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY {
+            throw CaseNumberTaken(number: supportCase.number)
+        }
+        return supportCase
+    }
+
+    public func supportCase(number: String) async throws -> SupportCase? {
+        try await writer.read { db in try SupportCase.fetchOne(db, key: number) }
+    }
+
+    public func cases(visibleTo user: User) async throws -> [SupportCase] {
+        try await writer.read { db in
+            var request = SupportCase.order(SupportCase.Columns.number)
+            if user.role == .customer {
+                request = request.filter(SupportCase.Columns.account == user.account)
             }
-            do {
-                try supportCase.insert(db)
-            } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY {
-                throw CaseNumberTaken(number: supportCase.number)
-            }
-            return supportCase
+            return try request.fetchAll(db)
         }
     }
 
-    /// An upload and the case it belongs to, in one read: every upload and download request starts here.
+    public func allCases() async throws -> [SupportCase] {
+        try await writer.read { db in try SupportCase.order(SupportCase.Columns.number).fetchAll(db) }
+    }
+
+    @available(*, noasync, message: "blocks on SQLite; use the async allCases")
+    public func allCases() throws -> [SupportCase] {
+        try syncReader.read { db in try SupportCase.order(SupportCase.Columns.number).fetchAll(db) }
+    }
+
+    public func transitionCase(
+        _ number: String, kind: CaseEvent.Kind, actor: String, comment: String?, at now: Date,
+        _ transition: @Sendable (SupportCase) throws -> SupportCase
+    ) async throws -> SupportCase {
+        try await write { db in
+            guard let current = try SupportCase.fetchOne(db, key: number) else {
+                throw CaseFilesError.caseNotFound(number)
+            }
+            let next = try transition(current)
+            try next.update(db)
+            _ = try CaseEvent(id: nil, caseNumber: number, kind: kind, status: next.status, subStatus: next.subStatus,
+                              actor: actor, comment: comment, at: now).inserted(db)
+            return next
+        }
+    }
+
+    public func caseHistory(_ number: String) async throws -> [CaseEvent] {
+        try await writer.read { db in
+            try CaseEvent.filter(CaseEvent.Columns.caseNumber == number).order(CaseEvent.Columns.id).fetchAll(db)
+        }
+    }
+}
+
+// MARK: - Uploads
+
+extension AppDatabase {
     public func uploadWithCase(id: String) async throws -> (Upload, SupportCase)? {
         try readInPlace { db in
             guard let upload = try Upload.fetchOne(db.cachedStatement(sql: "SELECT * FROM upload WHERE id = ?"),
@@ -280,48 +401,22 @@ extension AppDatabase {
         }
     }
 
-    /// A point lookup by key, run on the calling thread: it takes tens of microseconds, less than the two
-    /// thread hops of an asynchronous read, which under load add milliseconds to every request. The
-    /// lookups use cached statements: compiling their SQL on every request was half of a HEAD probe's
-    /// server CPU (870 -> 360-450 us).
-    private func readInPlace<T>(_ value: (Database) throws -> T) throws -> T {
-        try syncReader.read(value)
-    }
-
-    public func supportCase(number: String) async throws -> SupportCase? {
-        try await writer.read { db in try SupportCase.fetchOne(db, key: number) }
-    }
-
-    /// Cases visible to a user: a customer sees their account's, staff see all.
-    public func cases(visibleTo user: User) async throws -> [SupportCase] {
-        try await writer.read { db in
-            var request = SupportCase.order(Column("number"))
-            if user.role == .customer {
-                request = request.filter(Column("account") == user.account)
-            }
-            return try request.fetchAll(db)
-        }
-    }
-}
-
-// MARK: - Uploads
-
-extension AppDatabase {
     public func createUpload(_ upload: Upload) async throws {
-        try await writer.write { db in try upload.insert(db) }
+        try await write { db in try upload.insert(db) }
     }
 
     public func upload(id: String) async throws -> Upload? {
         try await writer.read { db in try Upload.fetchOne(db, key: id) }
     }
 
-    /// Sets a deferred length once (creation-defer-length); fails if it was already set.
     public func setUploadLength(id: String, length: Int64, at date: Date) async throws {
-        try await writer.write { db in
+        try await write { db in
             try db.execute(
                 sql: "UPDATE upload SET length = ?, updatedAt = ? WHERE id = ? AND length IS NULL AND offset <= ?",
                 arguments: [length, date, id, length])
-            if db.changesCount != 1 { throw DatabaseError(message: "upload length already set or below offset") }
+            if db.changesCount != 1 {
+                throw UploadChangedUnderWriter(id: id, detail: "length already set or below the offset")
+            }
         }
     }
 
@@ -329,14 +424,13 @@ extension AppDatabase {
     /// so a case closed during a PATCH receives nothing after its closing transaction.
     package static let caseIsOpen = "(SELECT status FROM supportCase WHERE number = upload.caseNumber) <> 'Closed'"
 
-    /// Commits bytes that are already durable on disk: the new offset, the digest state that covers
-    /// exactly [0, offset) and, when the upload just completed, its final state, in one transaction.
-    /// The `offset = expected` guard makes a lost race fail instead of skipping bytes.
+    /// The `offset = expected` guard makes a lost race fail instead of skipping bytes; the schema's CHECKs
+    /// refuse `offset > length` and `verified` without a SHA-256 (the transaction is then rolled back).
     public func recordAppend(
         id: String, from expectedOffset: Int64, to newOffset: Int64, digestState: Data,
         completion: UploadCompletion?, at date: Date
     ) async throws {
-        try await writer.write { db in
+        try await write { db in
             switch completion {
             case nil:
                 try db.execute(
@@ -359,14 +453,13 @@ extension AppDatabase {
                                               arguments: [id]), row["closed"] == true {
                     throw CaseClosedDuringUpload(caseNumber: row["caseNumber"])
                 }
-                throw DatabaseError(message: "upload \(id) changed under its writer")
+                throw UploadChangedUnderWriter(id: id, detail: "changed under its writer (not at offset \(expectedOffset) or no longer uploading)")
             }
         }
     }
 
-    /// Records a whole-file digest declared after creation (Repr-Digest on a PATCH).
     public func declareSHA256(id: String, sha256: String) async throws {
-        try await writer.write { db in
+        try await write { db in
             try db.execute(
                 sql: "UPDATE upload SET declaredSHA256 = ? WHERE id = ? AND declaredSHA256 IS NULL",
                 arguments: [sha256, id])
@@ -374,94 +467,73 @@ extension AppDatabase {
     }
 
     public func terminateUpload(id: String, at date: Date) async throws {
-        try await writer.write { db in
+        try await write { db in
             try db.execute(
                 sql: "UPDATE upload SET state = 'terminated', updatedAt = ? WHERE id = ? AND state = 'uploading'",
                 arguments: [date, id])
         }
     }
 
-    /// Verified attachments and unfinished uploads of one case, oldest first.
     public func uploads(caseNumber: String) async throws -> [Upload] {
         try await writer.read { db in
-            try Upload.filter(Column("caseNumber") == caseNumber)
-                .order(Column("createdAt"), Column("id"))
+            try Upload.filter(Upload.Columns.caseNumber == caseNumber)
+                .order(Upload.Columns.createdAt, Upload.Columns.id)
                 .fetchAll(db)
         }
     }
 
-    /// Removes an upload whose creation-with-upload request failed before its `201`: the client never
-    /// learned its id, so it can neither resume nor terminate it. Only an unfinished or failed upload goes
-    /// (never a verified one), in one transaction; returns whether a row was removed, and the caller then
-    /// removes its blob.
+    /// Only an unfinished or failed upload goes (never a verified one), in one transaction.
     public func deleteFailedCreation(id: String) async throws -> Bool {
-        try await writer.write { db in
+        try await write { db in
             try db.execute(sql: "DELETE FROM upload WHERE id = ? AND state IN ('uploading', 'failed')", arguments: [id])
             return db.changesCount == 1
         }
     }
-}
 
-/// The case was closed while bytes were arriving: nothing more is committed to it.
-public struct CaseClosedDuringUpload: Error {
-    public let caseNumber: String
-}
-
-public struct CaseNumberTaken: Error, CustomStringConvertible {
-    public let number: String
-    public var description: String { "case \(number) already exists" }
-}
-
-public enum UploadCompletion: Sendable {
-    case verified(sha256: String)
-    case failed(sha256: String)
-}
-
-public enum CaseNumber {
-    /// "1413" and "00001413" name the same case; anything not 1–8 digits names none.
-    public static func normalise(_ text: String) -> String? {
-        guard (1...8).contains(text.utf8.count), text.utf8.allSatisfy({ (48...57).contains($0) }) else { return nil }
-        return String(repeating: "0", count: 8 - text.utf8.count) + text
-    }
-
-    public static func format(_ value: Int64) -> String {
-        let digits = String(value)
-        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
-    }
-}
-
-extension AppDatabase {
-    public func userNames(ids: Set<Int64>) async throws -> [Int64: String] {
-        try await writer.read { db in
-            let users = try User.filter(keys: Array(ids)).fetchAll(db)
-            return Dictionary(uniqueKeysWithValues: users.map { ($0.id!, $0.name) })
-        }
-    }
-}
-
-// MARK: - Expiry and downloads
-
-extension AppDatabase {
-    /// Marks unfinished uploads without progress since `cutoff` as expired and returns their ids,
-    /// whose blobs the caller then removes (a crash in between leaves orphans for the startup sweep).
-    public func expireUploads(idleSince cutoff: Date, at now: Date) async throws -> [String] {
-        try await writer.write { db in
-            let ids = try String.fetchAll(
-                db, sql: "SELECT id FROM upload WHERE state = 'uploading' AND updatedAt < ?", arguments: [cutoff])
+    /// One transaction: the rows SQL narrows to (`Upload.expiryCandidatesBound`), kept if `Upload.isExpired`
+    /// says so, become `expired`. A crash before the caller removes the blobs leaves orphans for the sweep.
+    public func expireUploads(at now: Date, expiry: TimeInterval) async throws -> [String] {
+        let bound = Self.sqlUpperBound(Upload.expiryCandidatesBound(at: now, expiry: expiry))
+        return try await write { db in
+            let candidates = try Row.fetchAll(
+                db, sql: "SELECT id, updatedAt FROM upload WHERE state = ? AND updatedAt <= ?",
+                arguments: [UploadState.uploading, bound])
+            let ids: [String] = candidates.compactMap { row in
+                Upload.isExpired(lastProgress: row["updatedAt"], at: now, expiry: expiry) ? row["id"] : nil
+            }
             if !ids.isEmpty {
-                try db.execute(
-                    sql: "UPDATE upload SET state = 'expired', updatedAt = ? WHERE state = 'uploading' AND updatedAt < ?",
-                    arguments: [now, cutoff])
+                try Upload.filter(keys: ids).filter(Upload.Columns.state == UploadState.uploading)
+                    .updateAll(db, Upload.Columns.state.set(to: UploadState.expired), Upload.Columns.updatedAt.set(to: now))
             }
             return ids
         }
     }
 
-    /// Logs a download; for one through a signed link, in the same transaction, settles the link's byte count:
-    /// the `reserved` bytes charged before sending (`reserveLinkBytes`) become the bytes actually sent.
-    public func recordDownload(_ download: Download, settlingLink nonce: String? = nil, reserved: Int64 = 0) async throws {
-        try await writer.write { db in
-            try download.insert(db)
+    public func uploadStates() async throws -> [String: UploadState] {
+        try await writer.read { db in try Self.uploadStates(db) }
+    }
+
+    @available(*, noasync, message: "blocks on SQLite; use the async uploadStates")
+    public func uploadStates() throws -> [String: UploadState] {
+        try syncReader.read { db in try Self.uploadStates(db) }
+    }
+
+    private static func uploadStates(_ db: Database) throws -> [String: UploadState] {
+        let rows = try Row.fetchAll(db, sql: "SELECT id, state FROM upload")
+        var states: [String: UploadState] = [:]
+        for row in rows {
+            if let state = UploadState(rawValue: row["state"]) { states[row["id"]] = state }
+        }
+        return states
+    }
+}
+
+// MARK: - Downloads and signed links
+
+extension AppDatabase {
+    public func recordDownload(_ download: Download, settlingLink nonce: String?, reserved: Int64) async throws {
+        try await write { db in
+            _ = try download.inserted(db)
             if let nonce {
                 try db.execute(sql: "UPDATE downloadLink SET bytesServed = bytesServed - ? + ? WHERE nonce = ?",
                                arguments: [reserved, download.bytesSent, nonce])
@@ -469,21 +541,6 @@ extension AppDatabase {
         }
     }
 
-    public struct DownloadEntry: Codable, Sendable, FetchableRecord {
-        public var id: Int64
-        public var attachmentID: String
-        public var caseNumber: String
-        public var filename: String
-        public var user: String
-        public var startedAt: Date
-        public var finishedAt: Date
-        public var bytesSent: Int64
-        public var range: String?
-        public var status: Int
-        public var completed: Bool
-    }
-
-    /// The download access log, newest first, optionally for one case or attachment.
     public func downloads(caseNumber: String?, attachmentID: String?, limit: Int) async throws -> [DownloadEntry] {
         try await writer.read { db in
             var conditions: [String] = []
@@ -500,47 +557,11 @@ extension AppDatabase {
                 """, arguments: arguments)
         }
     }
-}
 
-// MARK: - Case lifecycle
-
-extension AppDatabase {
-    /// Reads a case, applies `transition` and records the event, all in one transaction.
-    public func transitionCase(
-        _ number: String, kind: CaseEvent.Kind, actor: String, comment: String?, at now: Date,
-        _ transition: @Sendable (SupportCase) throws -> SupportCase
-    ) async throws -> SupportCase {
-        try await writer.write { db in
-            guard let current = try SupportCase.fetchOne(db, key: number) else {
-                throw CaseFilesError.caseNotFound(number)
-            }
-            let next = try transition(current)
-            try next.update(db)
-            try CaseEvent(id: nil, caseNumber: number, kind: kind, status: next.status, subStatus: next.subStatus,
-                          actor: actor, comment: comment, at: now).insert(db)
-            return next
-        }
-    }
-
-    public func caseHistory(_ number: String) async throws -> [CaseEvent] {
-        try await writer.read { db in
-            try CaseEvent.filter(Column("caseNumber") == number).order(Column("id")).fetchAll(db)
-        }
-    }
-
-    public func allCases() throws -> [SupportCase] {
-        try syncReader.read { db in try SupportCase.order(Column("number")).fetchAll(db) }
-    }
-}
-
-// MARK: - Signed download links
-
-extension AppDatabase {
     public func createDownloadLink(_ link: DownloadLink) async throws {
-        try await writer.write { db in try link.insert(db) }
+        try await write { db in try link.insert(db) }
     }
 
-    /// The link with this nonce, if it was issued for this attachment.
     public func downloadLink(nonce: String, uploadID: String) async throws -> DownloadLink? {
         try readInPlace { db in
             try DownloadLink.fetchOne(
@@ -549,12 +570,10 @@ extension AppDatabase {
         }
     }
 
-    /// Charges `count` bytes to a link before they are sent, if that keeps it within `budget` bytes; one
-    /// transaction, so concurrent requests on one link can never together go past the budget. The unsent part
-    /// is refunded when the response ends (`recordDownload(_:settlingLink:reserved:)`).
-    /// - Returns: false when the link has not `count` bytes left.
+    /// One conditional UPDATE, so concurrent requests on one link can never together go past the budget. The
+    /// unsent part is refunded when the response ends (`recordDownload(_:settlingLink:reserved:)`).
     public func reserveLinkBytes(nonce: String, count: Int64, budget: Int64) async throws -> Bool {
-        try await writer.write { db in
+        try await write { db in
             try db.execute(
                 sql: "UPDATE downloadLink SET bytesServed = bytesServed + ? WHERE nonce = ? AND bytesServed + ? <= ?",
                 arguments: [count, nonce, count, budget])
@@ -566,114 +585,119 @@ extension AppDatabase {
 // MARK: - Settings
 
 extension AppDatabase {
-    public func retentionSettings() throws -> RetentionSettings {
-        try syncReader.read { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT key, value FROM setting")
-            var settings = RetentionSettings.defaults
-            for row in rows {
-                let key: String = row["key"]
-                let value: String = row["value"]
-                switch key {
-                case "retention-days": settings.retentionDays = Int(value) ?? settings.retentionDays
-                case "reopen-days": settings.reopenDays = Int(value) ?? settings.reopenDays
-                default: continue
-                }
-            }
-            return settings
-        }
+    public func retentionSettings() async throws -> RetentionSettings {
+        try await writer.read { db in try Self.retentionSettings(db) }
     }
 
-    public func setSetting(_ key: String, _ value: String) throws {
-        try writer.write { db in
-            try db.execute(sql: "INSERT INTO setting (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                           arguments: [key, value])
+    public func retentionSettingsInPlace() throws -> RetentionSettings {
+        try readInPlace { db in try Self.retentionSettings(db) }
+    }
+
+    @available(*, noasync, message: "blocks on SQLite; use the async retentionSettings")
+    public func retentionSettings() throws -> RetentionSettings {
+        try syncReader.read { db in try Self.retentionSettings(db) }
+    }
+
+    private static func retentionSettings(_ db: Database) throws -> RetentionSettings {
+        let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT key, value FROM setting"))
+        var settings = RetentionSettings.defaults
+        for row in rows {
+            let key: String = row["key"]
+            let value: String = row["value"]
+            switch key {
+            case "retention-days": settings.retentionDays = Int(value) ?? settings.retentionDays
+            case "reopen-days": settings.reopenDays = Int(value) ?? settings.reopenDays
+            default: continue
+            }
         }
+        return settings
+    }
+
+    public func setSetting(_ key: String, _ value: String) async throws {
+        try await write { db in try Self.setSetting(db, key, value) }
+    }
+
+    @available(*, noasync, message: "blocks on SQLite; use the async setSetting")
+    public func setSetting(_ key: String, _ value: String) throws {
+        try writeBlocking { db in try Self.setSetting(db, key, value) }
+    }
+
+    private static func setSetting(_ db: Database, _ key: String, _ value: String) throws {
+        try db.execute(sql: "INSERT INTO setting (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                       arguments: [key, value])
     }
 }
 
 // MARK: - Retention purge
 
 extension AppDatabase {
-    /// Closed, not yet purged cases closed at or before `cutoff`, with the uploads that still hold bytes.
-    public func casesDueForPurge(closedBy cutoff: Date) async throws -> [(SupportCase, [Upload])] {
-        try await writer.read { db in
+    /// SQL narrows to closed, unpurged cases closed by `PurgeEligibility.closedBy` (widened to SQL's
+    /// millisecond); `PurgeEligibility.of` keeps the due and held ones.
+    public func casesDueForPurge(asOf: Date, settings: RetentionSettings) async throws -> [(SupportCase, [Upload])] {
+        let bound = Self.sqlUpperBound(PurgeEligibility.closedBy(asOf: asOf, settings: settings))
+        return try await writer.read { db in
             let cases = try SupportCase
-                .filter(Column("status") == CaseStatus.closed.rawValue && Column("closedAt") <= cutoff && Column("purgedAt") == nil)
-                .order(Column("number")).fetchAll(db)
+                .filter(SupportCase.Columns.status == CaseStatus.closed && SupportCase.Columns.closedAt <= bound
+                        && SupportCase.Columns.purgedAt == nil)
+                .order(SupportCase.Columns.number).fetchAll(db)
+                .filter { PurgeEligibility.of($0, asOf: asOf, settings: settings) != .notDue }
             return try cases.map { supportCase in
                 (supportCase, try Upload
-                    .filter(Column("caseNumber") == supportCase.number && ["uploading", "verified"].contains(Column("state")))
-                    .order(Column("createdAt")).fetchAll(db))
+                    .filter(Upload.Columns.caseNumber == supportCase.number && UploadState.blobOwners.contains(Upload.Columns.state))
+                    .order(Upload.Columns.createdAt).fetchAll(db))
             }
         }
     }
 
-    /// A run that is still `running` when another starts was killed: mark it, with totals from its items.
     public func closeInterruptedPurgeRuns(at now: Date) async throws {
-        try await writer.write { db in
+        try await write { db in
             try db.execute(sql: """
-                UPDATE purgeRun SET state = 'interrupted', finishedAt = ?,
+                UPDATE purgeRun SET state = ?, finishedAt = ?,
                     itemsPurged = (SELECT COUNT(*) FROM purgeItem WHERE runID = purgeRun.id),
                     bytesFreed = (SELECT COALESCE(SUM(bytes), 0) FROM purgeItem WHERE runID = purgeRun.id),
                     casesPurged = (SELECT COUNT(DISTINCT caseNumber) FROM purgeItem WHERE runID = purgeRun.id)
-                WHERE state = 'running'
-                """, arguments: [now])
+                WHERE state = ?
+                """, arguments: [PurgeRun.State.interrupted, now, PurgeRun.State.running])
         }
     }
 
     public func insertPurgeRun(_ run: PurgeRun) async throws -> PurgeRun {
-        try await writer.write { db in
-            var run = run
-            try run.insert(db)
-            run.id = db.lastInsertedRowID
-            return run
-        }
+        try await write { db in try run.inserted(db) }
     }
 
     public func updatePurgeRun(_ run: PurgeRun) async throws {
-        try await writer.write { db in try run.update(db) }
+        try await write { db in try run.update(db) }
     }
 
-    /// Turns one upload into a tombstone and records it in the audit log, in one transaction. The blob
-    /// is removed afterwards: a crash in between leaves an orphan file that the sweep removes.
+    /// The blob is removed afterwards: a crash in between leaves an orphan file that the sweep removes.
     public func purgeUpload(_ upload: Upload, runID: Int64, at now: Date) async throws -> Bool {
-        try await writer.write { db in
-            try db.execute(
-                sql: "UPDATE upload SET state = 'purged', purgedAt = ? WHERE id = ? AND state IN ('uploading', 'verified')",
-                arguments: [now, upload.id])
-            guard db.changesCount == 1 else { return false }
-            try PurgeItem(id: nil, runID: runID, caseNumber: upload.caseNumber, uploadID: upload.id,
-                          filename: upload.filename, previousState: upload.state, bytes: upload.offset, at: now).insert(db)
+        try await write { db in
+            let changed = try Upload.filter(key: upload.id).filter(UploadState.blobOwners.contains(Upload.Columns.state))
+                .updateAll(db, Upload.Columns.state.set(to: UploadState.purged), Upload.Columns.purgedAt.set(to: now))
+            guard changed == 1 else { return false }
+            _ = try PurgeItem(id: nil, runID: runID, caseNumber: upload.caseNumber, uploadID: upload.id,
+                              filename: upload.filename, previousState: upload.state, bytes: upload.offset, at: now)
+                .inserted(db)
             return true
         }
     }
 
     public func markCasePurged(_ supportCase: SupportCase, policy: String, at now: Date) async throws {
-        try await writer.write { db in
+        try await write { db in
             try db.execute(sql: "UPDATE supportCase SET purgedAt = ? WHERE number = ? AND purgedAt IS NULL",
                            arguments: [now, supportCase.number])
-            try CaseEvent(id: nil, caseNumber: supportCase.number, kind: .purged, status: supportCase.status,
-                          subStatus: supportCase.subStatus, actor: "retention", comment: policy, at: now).insert(db)
+            _ = try CaseEvent(id: nil, caseNumber: supportCase.number, kind: .purged, status: supportCase.status,
+                              subStatus: supportCase.subStatus, actor: "retention", comment: policy, at: now).inserted(db)
         }
     }
 
     public func purgeRuns(limit: Int) async throws -> [PurgeRun] {
-        try await writer.read { db in try PurgeRun.order(Column("id").desc).limit(limit).fetchAll(db) }
+        try await writer.read { db in try PurgeRun.order(PurgeRun.Columns.id.desc).limit(limit).fetchAll(db) }
     }
 
     public func purgeItems(runID: Int64) async throws -> [PurgeItem] {
-        try await writer.read { db in try PurgeItem.filter(Column("runID") == runID).order(Column("id")).fetchAll(db) }
-    }
-
-    /// Upload states by id, for the orphan sweep.
-    public func uploadStates() throws -> [String: UploadState] {
-        try syncReader.read { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT id, state FROM upload")
-            var states: [String: UploadState] = [:]
-            for row in rows {
-                if let state = UploadState(rawValue: row["state"]) { states[row["id"]] = state }
-            }
-            return states
+        try await writer.read { db in
+            try PurgeItem.filter(PurgeItem.Columns.runID == runID).order(PurgeItem.Columns.id).fetchAll(db)
         }
     }
 }

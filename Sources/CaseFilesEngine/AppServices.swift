@@ -6,7 +6,8 @@ import CaseFilesStorage
 
 /// What every controller and job shares, injected rather than global: storage, clock and limits.
 public struct AppServices: Sendable {
-    public let database: AppDatabase
+    /// The metadata store (`AppDatabase`, SQLite, from `open`).
+    public let database: any MetadataStore
     public let blobs: any BlobStore
     public let locks: UploadWriterLocks
     public let limits: UploadLimits
@@ -19,7 +20,7 @@ public struct AppServices: Sendable {
     /// Every case transition (HTTP and CLI).
     public var cases: CaseService { CaseService(database: database, now: now) }
 
-    public init(database: AppDatabase, blobs: any BlobStore, linkKeys: LinkKeyFile, limits: UploadLimits = .init(),
+    public init(database: any MetadataStore, blobs: any BlobStore, linkKeys: LinkKeyFile, limits: UploadLimits = .init(),
                 security: SecurityPolicy = .init(), now: @escaping @Sendable () -> Date = { Date() }) {
         self.database = database
         self.blobs = blobs
@@ -75,27 +76,29 @@ public struct AppServices: Sendable {
                                     + [root.appendingPathComponent(LinkKeyFile.name).path])
     }
 
-    /// Removes blobs no live upload owns: files of failed, terminated, expired or purged uploads whose
-    /// removal was interrupted, and files with no row at all (a crash between creating a file and
+    /// Removes blobs no upload owns (`UploadState.ownsBlob`): files of failed, terminated, expired or purged
+    /// uploads whose removal was interrupted, and files with no row at all (a crash between creating a file and
     /// inserting its row). A file with no row may also be an upload being created right now, so while
     /// the server may be running only such files older than `unknownOlderThan` seconds are removed.
+    /// Listing and unlinking block on the disk, so they run on NIO's thread pool (`blockingIO`).
     @discardableResult
-    public func sweepOrphanBlobs(unknownOlderThan minimumAge: TimeInterval = 0) throws -> [String] {
-        let states = try database.uploadStates()
-        var removed: [String] = []
-        for id in try blobs.storedIDs() {
-            switch states[id] {
-            case .uploading?, .verified?:
-                continue
-            case nil:
-                guard let modified = blobs.lastModified(id: id), Date().timeIntervalSince(modified) >= minimumAge else { continue }
-            default:
-                break
+    public func sweepOrphanBlobs(unknownOlderThan minimumAge: TimeInterval = 0) async throws -> [String] {
+        let states = try await database.uploadStates()
+        let blobs = self.blobs
+        return try await blockingIO {
+            var removed: [String] = []
+            for id in try blobs.storedIDs() {
+                if let state = states[id] {
+                    if state.ownsBlob { continue }
+                } else {
+                    guard let modified = blobs.lastModified(id: id), Date().timeIntervalSince(modified) >= minimumAge
+                    else { continue }
+                }
+                try blobs.remove(id: id)
+                removed.append(id)
             }
-            try blobs.remove(id: id)
-            removed.append(id)
+            return removed
         }
-        return removed
     }
 }
 

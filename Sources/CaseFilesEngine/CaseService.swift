@@ -3,13 +3,13 @@ import CaseFilesDatabase
 import Foundation
 
 /// Every case transition, for the HTTP API and the CLI alike: the rule from `CaseLifecycle`, applied with its
-/// history event in one transaction (`AppDatabase.transitionCase`). Permissions are the caller's to check
+/// history event in one transaction (`MetadataStore.transitionCase`). Permissions are the caller's to check
 /// (`AccessPolicy`); the operator at the CLI is staff.
 public struct CaseService: Sendable {
-    let database: AppDatabase
+    let database: any MetadataStore
     let now: @Sendable () -> Date
 
-    public init(database: AppDatabase, now: @escaping @Sendable () -> Date) {
+    public init(database: any MetadataStore, now: @escaping @Sendable () -> Date) {
         self.database = database
         self.now = now
     }
@@ -18,7 +18,7 @@ public struct CaseService: Sendable {
     /// forbidden for customers, closed, invalid sub-status).
     public func setStatus(_ number: String, to status: CaseStatus, subStatus: String, comment: String?,
                           by actor: CaseActor) async throws -> SupportCase {
-        let settings = try database.retentionSettings()
+        let settings = try await database.retentionSettings()
         let now = now()
         return try await database.transitionCase(number, kind: .status, actor: actor.name, comment: comment, at: now) {
             try CaseLifecycle.setStatus($0, to: status, subStatus: subStatus, by: actor, at: now, settings: settings)
@@ -34,7 +34,7 @@ public struct CaseService: Sendable {
 
     /// Within the reopen window (`RetentionSettings.reopenDays`) and before the purge.
     public func reopen(_ number: String, comment: String?, by actor: CaseActor) async throws -> SupportCase {
-        let settings = try database.retentionSettings()
+        let settings = try await database.retentionSettings()
         let now = now()
         return try await database.transitionCase(number, kind: .reopened, actor: actor.name, comment: comment, at: now) {
             try CaseLifecycle.reopen($0, by: actor, at: now, settings: settings)
@@ -51,9 +51,10 @@ public struct CaseService: Sendable {
         }
     }
 
-    /// The refusal for an upload to a closed case, with the reopen window from the settings.
+    /// The refusal for an upload to a closed case, with the reopen window from the settings. Synchronous (the
+    /// upload path builds it in synchronous code), so it reads the settings in place (`retentionSettingsInPlace`).
     public func closedCaseError(_ number: String) -> CaseFilesError {
-        let days = (try? database.retentionSettings().reopenDays) ?? RetentionSettings.defaults.reopenDays
+        let days = (try? database.retentionSettingsInPlace().reopenDays) ?? RetentionSettings.defaults.reopenDays
         return .caseClosed(number, reopenDays: days)
     }
 }

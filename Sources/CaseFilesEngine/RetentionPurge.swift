@@ -32,25 +32,29 @@ public struct RetentionPurge: Sendable {
         public var held: [PlannedCase]
     }
 
-    /// What a run at `asOf` would purge; changes nothing (the dry run).
+    /// What a run at `asOf` would purge; changes nothing (the dry run). Which cases are due or held is
+    /// `PurgeEligibility.of`'s decision, the same for the run, the dry run and the candidates' SQL.
     public func plan(asOf: Date) async throws -> Plan {
-        let settings = try services.database.retentionSettings()
-        let candidates = try await services.database.casesDueForPurge(closedBy: asOf.addingTimeInterval(-settings.retention))
+        let settings = try await services.database.retentionSettings()
+        let candidates = try await services.database.casesDueForPurge(asOf: asOf, settings: settings)
             .map { PlannedCase(supportCase: $0.0, uploads: $0.1) }
+        func eligibility(_ planned: PlannedCase) -> PurgeEligibility {
+            PurgeEligibility.of(planned.supportCase, asOf: asOf, settings: settings)
+        }
         return Plan(asOf: asOf, settings: settings,
-                    due: candidates.filter { !$0.supportCase.legalHold },
-                    held: candidates.filter { $0.supportCase.legalHold })
+                    due: candidates.filter { eligibility($0) == .due },
+                    held: candidates.filter { eligibility($0) == .held })
     }
 
     /// Purges everything due at `asOf` and returns the finished audit record.
-    public func run(asOf: Date, trigger: String) async throws -> PurgeRun {
+    public func run(asOf: Date, trigger: PurgeRun.Trigger) async throws -> PurgeRun {
         let database = services.database
         try await database.closeInterruptedPurgeRuns(at: services.now())
         let plan = try await plan(asOf: asOf)
         let policy = "\(plan.settings.retentionDays)-day retention after closure"
         var run = try await database.insertPurgeRun(PurgeRun(
             id: nil, startedAt: services.now(), finishedAt: nil, asOf: asOf, retentionDays: plan.settings.retentionDays,
-            trigger: trigger, state: "running", casesPurged: 0, itemsPurged: 0, bytesFreed: 0,
+            trigger: trigger, state: .running, casesPurged: 0, itemsPurged: 0, bytesFreed: 0,
             casesSkippedForHold: plan.held.count, itemsSkippedForHold: plan.held.reduce(0) { $0 + $1.uploads.count },
             errors: nil))
         var errors: [String] = []
@@ -70,13 +74,11 @@ public struct RetentionPurge: Sendable {
             run.casesPurged += 1
         }
         do {
-            // Lists and unlinks files: blocking I/O, so off the threads that run handlers.
-            let services = self.services
-            _ = try await blockingIO { try services.sweepOrphanBlobs(unknownOlderThan: 600) }
+            try await services.sweepOrphanBlobs(unknownOlderThan: 600)
         } catch {
             errors.append("orphan sweep: \(error)")
         }
-        run.state = "finished"
+        run.state = .finished
         run.finishedAt = services.now()
         run.errors = errors.isEmpty ? nil : errors.joined(separator: "\n")
         try await database.updatePurgeRun(run)
@@ -102,7 +104,7 @@ public struct RetentionPurgeService: Service {
     public func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
-                let run = try await purge.run(asOf: services.now(), trigger: "schedule")
+                let run = try await purge.run(asOf: services.now(), trigger: .schedule)
                 if run.itemsPurged > 0 {
                     logger.notice("retention purge", metadata: [
                         "cases": "\(run.casesPurged)", "items": "\(run.itemsPurged)", "bytes": "\(run.bytesFreed)"])

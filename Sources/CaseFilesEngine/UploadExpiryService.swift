@@ -39,12 +39,10 @@ public struct UploadExpiryService: Service {
         }
     }
 
-    /// One pass, using the injected clock; returns the ids it expired.
+    /// One pass, using the injected clock; returns the ids it expired (`Upload.isExpired` decides).
     @discardableResult
     public func sweep() async throws -> [String] {
-        let now = services.now()
-        let ids = try await services.database.expireUploads(
-            idleSince: now.addingTimeInterval(-services.limits.uploadExpiry), at: now)
+        let ids = try await services.database.expireUploads(at: services.now(), expiry: services.limits.uploadExpiry)
         for id in ids { try await services.blobs.remove(id: id) }
         return ids
     }

@@ -40,17 +40,17 @@ public struct AppConfiguration: Sendable {
 /// Wires everything: storage, database, routes, middleware and the HTTP server.
 public func buildApplication(
     _ configuration: AppConfiguration, now: @escaping @Sendable () -> Date = { Date() }
-) throws -> some ApplicationProtocol {
+) async throws -> some ApplicationProtocol {
     let services = try AppServices.open(
         storage: configuration.storage, limits: configuration.limits, security: configuration.security, now: now)
-    return try buildApplication(configuration, services: services)
+    return try await buildApplication(configuration, services: services)
 }
 
 /// Builds the application around already-open services (tests share them to arrange state).
-public func buildApplication(_ configuration: AppConfiguration, services: AppServices) throws -> some ApplicationProtocol {
+public func buildApplication(_ configuration: AppConfiguration, services: AppServices) async throws -> some ApplicationProtocol {
     var logger = Logger(label: "casefiles")
     logger.logLevel = configuration.logLevel
-    let orphans = try services.sweepOrphanBlobs()
+    let orphans = try await services.sweepOrphanBlobs()
     if !orphans.isEmpty { logger.notice("removed orphan blobs", metadata: ["count": "\(orphans.count)"]) }
 
     let (router, tusRoutes) = try buildRouter(services)

@@ -29,8 +29,11 @@ struct StorageOptions: ParsableArguments {
         URL(fileURLWithPath: storage ?? ProcessInfo.processInfo.environment["CASEFILES_STORAGE"] ?? "Storage")
     }
 
-    func openServices() throws -> AppServices {
-        try AppServices.open(storage: url)
+    /// Opens the storage root (creating it, running migrations, fsyncing the key file: blocking work) on NIO's
+    /// thread pool rather than on the command's task.
+    func openServices() async throws -> AppServices {
+        let url = self.url
+        return try await blockingIO { try AppServices.open(storage: url) }
     }
 }
 
@@ -194,8 +197,8 @@ struct Users: AsyncParsableCommand {
             }
             if role == .customer && account == nil { throw ValidationError("customers need --account") }
             let token = AccessToken.generate()
-            let services = try storage.openServices()
-            _ = try services.database.createUser(User(
+            let services = try await storage.openServices()
+            _ = try await services.database.createUser(User(
                 id: nil, name: name, role: role, account: account, tokenHash: AccessToken.hash(token),
                 createdAt: Date(), revokedAt: nil))
             print(token)
@@ -208,7 +211,7 @@ struct Users: AsyncParsableCommand {
         @Argument var name: String
 
         func run() async throws {
-            guard try storage.openServices().database.revokeUser(named: name, at: Date()) else {
+            guard try await storage.openServices().database.revokeUser(named: name, at: Date()) else {
                 throw ValidationError("no active user named \(name)")
             }
             print("revoked \(name)")
@@ -220,7 +223,7 @@ struct Users: AsyncParsableCommand {
         @OptionGroup var storage: StorageOptions
 
         func run() async throws {
-            for user in try storage.openServices().database.allUsers() {
+            for user in try await storage.openServices().database.allUsers() {
                 let state = user.revokedAt == nil ? "active" : "revoked"
                 print([user.name, user.role.rawValue, user.account ?? "-", state].joined(separator: "\t"))
             }
@@ -253,7 +256,7 @@ struct Cases: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List cases.")
         @OptionGroup var storage: StorageOptions
         func run() async throws {
-            for c in try storage.openServices().database.allCases() { print(Cases.describe(c)) }
+            for c in try await storage.openServices().database.allCases() { print(Cases.describe(c)) }
         }
     }
 
@@ -262,7 +265,7 @@ struct Cases: AsyncParsableCommand {
         @OptionGroup var storage: StorageOptions
         @Argument var number: String
         func run() async throws {
-            let database = try storage.openServices().database
+            let database = try await storage.openServices().database
             let number = try Cases.number(number)
             guard let c = try await database.supportCase(number: number) else { throw ValidationError("no case \(number)") }
             print(Cases.describe(c))
@@ -351,10 +354,10 @@ struct Cases: AsyncParsableCommand {
             guard let requestType = RequestType(rawValue: type) else {
                 throw ValidationError("--type must be one of: Support, Admin, License")
             }
-            let services = try storage.openServices()
+            let services = try await storage.openServices()
             let draft = try CaseFactory.newCase(
                 account: account, subject: subject, number: number, priority: priority, requestType: requestType, at: Date())
-            print(try services.database.createCase(draft, numberGiven: number != nil).number)
+            print(try await services.database.createCase(draft, numberGiven: number != nil).number)
         }
     }
 }
@@ -384,7 +387,7 @@ struct Purge: AsyncParsableCommand {
             if at > now && !dryRun && !force {
                 throw ValidationError("--as-of is in the future: that would purge data early. Use --dry-run, or --force if you mean it.")
             }
-            let services = try storage.openServices()
+            let services = try await storage.openServices()
             let purge = RetentionPurge(services: services)
             if dryRun {
                 let plan = try await purge.plan(asOf: at)
@@ -401,7 +404,7 @@ struct Purge: AsyncParsableCommand {
                       + "\(plan.due.reduce(Int64(0)) { $0 + $1.bytes }) bytes")
                 return
             }
-            let run = try await purge.run(asOf: at, trigger: "cli")
+            let run = try await purge.run(asOf: at, trigger: .cli)
             print("purge run \(run.id!): \(run.casesPurged) cases, \(run.itemsPurged) items, \(run.bytesFreed) bytes freed, "
                   + "\(run.casesSkippedForHold) cases on legal hold skipped\(run.errors.map { "; errors: \($0)" } ?? "")")
         }
@@ -414,10 +417,10 @@ struct Purge: AsyncParsableCommand {
         @Flag(help: "List each purged item.") var items = false
 
         func run() async throws {
-            let database = try storage.openServices().database
+            let database = try await storage.openServices().database
             for run in try await database.purgeRuns(limit: limit) {
-                print("run \(run.id!)  \(run.state)  started \(run.startedAt.formatted(.iso8601))  as of \(run.asOf.formatted(.iso8601))  "
-                      + "\(run.retentionDays)d  \(run.trigger)  cases \(run.casesPurged)  items \(run.itemsPurged)  "
+                print("run \(run.id!)  \(run.state.rawValue)  started \(run.startedAt.formatted(.iso8601))  as of \(run.asOf.formatted(.iso8601))  "
+                      + "\(run.retentionDays)d  \(run.trigger.rawValue)  cases \(run.casesPurged)  items \(run.itemsPurged)  "
                       + "bytes \(run.bytesFreed)  held \(run.casesSkippedForHold)\(run.errors.map { "  errors: \($0)" } ?? "")")
                 if items {
                     for item in try await database.purgeItems(runID: run.id!) {
@@ -438,7 +441,7 @@ struct Settings: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "get", abstract: "Print the settings.")
         @OptionGroup var storage: StorageOptions
         func run() async throws {
-            let settings = try storage.openServices().database.retentionSettings()
+            let settings = try await storage.openServices().database.retentionSettings()
             print("retention-days\t\(settings.retentionDays)")
             print("reopen-days\t\(settings.reopenDays)")
         }
@@ -452,7 +455,7 @@ struct Settings: AsyncParsableCommand {
         func run() async throws {
             guard RetentionSettings.keys.contains(key) else { throw ValidationError("unknown setting \(key)") }
             guard (1...3650).contains(value) else { throw ValidationError("\(key) must be between 1 and 3650 days") }
-            try storage.openServices().database.setSetting(key, String(value))
+            try await storage.openServices().database.setSetting(key, String(value))
             print("\(key)\t\(value)")
         }
     }

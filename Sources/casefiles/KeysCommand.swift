@@ -24,7 +24,7 @@ struct Keys: AsyncParsableCommand {
         @OptionGroup var storage: StorageOptions
 
         func run() async throws {
-            let services = try storage.openServices()  // migrates a key still in the database out first
+            let services = try await storage.openServices()  // migrates a key still in the database out first
             try services.linkKeys.rotate()
             print("rotated the link-signing key in \(services.linkKeys.path); links signed with the previous key "
                   + "stay valid until they expire")

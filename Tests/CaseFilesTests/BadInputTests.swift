@@ -125,7 +125,7 @@ import Testing
 
     @Test(arguments: cases)
     func badInputGetsAPreciseErrorAndChangesNothing(_ input: Case) async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let upload = try await client.createUpload(world, length: 100)
             _ = try await client.patch(upload, token: world.customer, offset: 0, bytes: testBytes(10))
@@ -146,7 +146,7 @@ import Testing
     }
 
     @Test func patchAfterCompletionIsRefused() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let path = try await client.createUpload(world, length: 2)
             #expect(try await client.patch(path, token: world.customer, offset: 0, bytes: [1, 2]).status == .noContent)
@@ -157,7 +157,7 @@ import Testing
     }
 
     @Test func caseNumbersAreNormalisedConsistently() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let created = try await client.execute(
                 uri: "/api/v1/cases/1413/uploads", method: .post,

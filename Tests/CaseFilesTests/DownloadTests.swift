@@ -36,7 +36,7 @@ import Testing
     }
 
     @Test func anUploadedHTMLFileIsServedInertWithEveryHeader() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         let html = Array("<html><script>alert(document.cookie)</script></html>".utf8)
         try await world.withServer { client in
             let id = try await Self.attach(client, world, html, filename: "report \u{e9}\".html", filetype: "text/html")
@@ -71,7 +71,7 @@ import Testing
         ("bytes=abc", 200, 0, 9999),
     ])
     func rangesAreServedExactly(range: String, status: Int, first: Int, last: Int) async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let id = try await Self.attach(client, world, Self.file)
             let response = try await Self.get(client, id, token: world.customer, [.range: range])
@@ -88,7 +88,7 @@ import Testing
 
     @Test(arguments: ["bytes=10000-", "bytes=20000-30000", "bytes=-0"])
     func unsatisfiableRangesAre416WithTheSize(range: String) async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let id = try await Self.attach(client, world, Self.file)
             let response = try await Self.get(client, id, token: world.customer, [.range: range])
@@ -99,7 +99,7 @@ import Testing
     }
 
     @Test func ifRangeHonoursOnlyACurrentValidator() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let id = try await Self.attach(client, world, Self.file)
             let full = try await Self.get(client, id, token: world.customer)
@@ -122,7 +122,7 @@ import Testing
     }
 
     @Test func headOnContentHasTheHeadersAndNoBody() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let id = try await Self.attach(client, world, Self.file)
             let head = try await Self.get(client, id, token: world.customer, method: .head)
@@ -138,7 +138,7 @@ import Testing
     }
 
     @Test func onlyVerifiedFilesVisibleToTheCallerAreServed() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let id = try await Self.attach(client, world, Self.file)
             #expect(try await Self.get(client, id, token: world.otherCustomer).status == .notFound)
@@ -165,7 +165,7 @@ import Testing
     }
 
     @Test func everyDownloadIsInTheAccessLogWhichOnlyAdminsRead() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let id = try await Self.attach(client, world, Self.file)
             _ = try await Self.get(client, id, token: world.engineer)
@@ -195,7 +195,7 @@ import Testing
 /// The rest of the protocol surface: expiration, discovery, method rules.
 @Suite struct ProtocolSurfaceTests {
     @Test func abandonedUploadsExpireByTheClockAndAreReclaimed() async throws {
-        let world = try TestWorld(limits: .init(minFreeBytes: 0, uploadExpiry: 7 * 86400))
+        let world = try await TestWorld(limits: .init(minFreeBytes: 0, uploadExpiry: 7 * 86400))
         try await world.withServer { client in
             let created = try await client.execute(
                 uri: "/api/v1/cases/00001413/uploads", method: .post,
@@ -225,7 +225,7 @@ import Testing
     }
 
     @Test func optionsAdvertisesExactlyWhatIsImplemented() async throws {
-        let world = try TestWorld(limits: .init(maxUploadSize: 1000, minFreeBytes: 0))
+        let world = try await TestWorld(limits: .init(maxUploadSize: 1000, minFreeBytes: 0))
         try await world.withServer { client in
             let options = try await client.execute(uri: "/api/v1/uploads/x", method: .options)
             #expect(options.status == .noContent)
@@ -242,7 +242,7 @@ import Testing
     }
 
     @Test func noMaxSizeIsAdvertisedWithoutALimit() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let options = try await client.execute(uri: "/api/v1/cases/00001413/uploads", method: .options)
             #expect(options.headers[HTTPField.Name("Tus-Max-Size")!] == nil)
@@ -258,7 +258,7 @@ import Testing
         ("/api/v1/attachments/0123456789abcdef0123456789abcdef/content", .post, "GET, HEAD"),
     ])
     func wrongMethodsAre405WithAllow(path: String, method: HTTPRequest.Method, allow: String) async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let response = try await client.execute(uri: path, method: method, headers: .tus(world.engineer))
             #expect(response.status == .methodNotAllowed)
@@ -268,7 +268,7 @@ import Testing
     }
 
     @Test func caseCreationNeedsJSON() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let wrongType = try await client.execute(
                 uri: "/api/v1/cases", method: .post,
@@ -294,7 +294,7 @@ import Testing
 /// Signed download links (for browsers, which cannot send a bearer header on a plain link).
 @Suite struct DownloadLinkTests {
     @Test func aLinkServesOneDownloadAndItsResumptionsOnly() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let id = try await DownloadTests.attach(client, world, DownloadTests.file)
             let issued = try await client.execute(uri: "/api/v1/attachments/\(id)/link", method: .post,
@@ -344,7 +344,7 @@ import Testing
     }
 
     @Test func aURLSignedWithTheKeyCannotOutliveItsStoredExpiry() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let id = try await DownloadTests.attach(client, world, DownloadTests.file)
             let (url, _) = try await Self.issueLink(client, world, id)
@@ -370,7 +370,7 @@ import Testing
     }
 
     @Test func linksLiveNoLongerThanTheConfiguredMaximum() async throws {
-        let world = try TestWorld(security: SecurityPolicy(maxLinkLifetime: 60))
+        let world = try await TestWorld(security: SecurityPolicy(maxLinkLifetime: 60))
         try await world.withServer { client in
             let id = try await DownloadTests.attach(client, world, DownloadTests.file)
             let (url, expiresAt) = try await Self.issueLink(client, world, id)
@@ -385,7 +385,7 @@ import Testing
     }
 
     @Test func aLinkServesTwiceTheFileAndAnUnparseableRangeCountsAsWhole() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let id = try await DownloadTests.attach(client, world, DownloadTests.file)
             let (url, _) = try await Self.issueLink(client, world, id)
@@ -413,7 +413,7 @@ import Testing
     }
 
     @Test func aRotationKeepsLinksSignedWithThePreviousKeyOnly() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let id = try await DownloadTests.attach(client, world, DownloadTests.file)
             let (old, _) = try await Self.issueLink(client, world, id)
@@ -433,7 +433,7 @@ import Testing
     }
 
     @Test func aCustomerOfAnotherAccountGetsNoLink() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let id = try await DownloadTests.attach(client, world, DownloadTests.file)
             let refused = try await client.execute(uri: "/api/v1/attachments/\(id)/link", method: .post,
@@ -446,7 +446,7 @@ import Testing
 /// The pages are served with a strict policy.
 @Suite struct WebPageTests {
     @Test func pagesAndAssetsCarryAStrictContentSecurityPolicy() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             for path in ["/", "/cases/00001413", "/static/app.js", "/static/app.css"] {
                 let response = try await client.execute(uri: path, method: .get)

@@ -23,8 +23,8 @@ import Testing
         try await client.execute(uri: path, method: .post, headers: json(token), body: ByteBuffer(string: body))
     }
 
-    static func newCase(_ world: TestWorld, _ number: String, account: String) throws {
-        _ = try world.services.database.createCase(
+    static func newCase(_ world: TestWorld, _ number: String, account: String) async throws {
+        _ = try await world.services.database.createCase(
             try CaseFactory.newCase(account: account, subject: "case \(number)", number: number, priority: nil,
                                     requestType: nil, at: world.clock.now), numberGiven: true)
     }
@@ -47,10 +47,10 @@ import Testing
     }
 
     @Test func aCaseClosedAtTKeepsEveryByteUntilTPlus30DaysThenLosesAll() async throws {
-        let world = try TestWorld()
-        try Self.newCase(world, "00001414", account: "OTHER")   // another account, open
-        try Self.newCase(world, "00001415", account: "ACME")    // closed at T, reopened in time
-        try Self.newCase(world, "00001416", account: "ACME")    // closed at T, on legal hold
+        let world = try await TestWorld()
+        try await Self.newCase(world, "00001414", account: "OTHER")   // another account, open
+        try await Self.newCase(world, "00001415", account: "ACME")    // closed at T, reopened in time
+        try await Self.newCase(world, "00001416", account: "ACME")    // closed at T, on legal hold
         try await world.withServer { client in
             let target = [try await Self.attach(client, "00001413", token: world.customer, size: 3000),
                           try await Self.attach(client, "00001413", token: world.customer, size: 5000)]
@@ -72,13 +72,13 @@ import Testing
 
             let purge = RetentionPurge(services: world.services)
             world.clock.advance(by: 20 * Self.day - 1)  // T + 30d − 1s
-            let early = try await purge.run(asOf: world.clock.now, trigger: "test")
+            let early = try await purge.run(asOf: world.clock.now, trigger: .cli)
             #expect(early.itemsPurged == 0 && early.casesPurged == 0)
             #expect(try world.services.blobs.storedIDs().count == 6)
 
             world.clock.advance(by: 1)  // T + 30d
             let before = try blobBytes(world)
-            let run = try await purge.run(asOf: world.clock.now, trigger: "test")
+            let run = try await purge.run(asOf: world.clock.now, trigger: .cli)
             let after = try blobBytes(world)
             #expect(run.casesPurged == 1)
             #expect(run.itemsPurged == 3)
@@ -112,7 +112,7 @@ import Testing
             #expect(String(buffer: refused.body).contains("open a new case and resubmit the data"))
 
             // A second run finds nothing more: the purge is idempotent.
-            let again = try await purge.run(asOf: world.clock.now, trigger: "test")
+            let again = try await purge.run(asOf: world.clock.now, trigger: .cli)
             #expect(again.itemsPurged == 0)
             let runs = try await client.execute(uri: "/api/v1/purge-runs", method: .get,
                                                 headers: [.authorization: "Bearer \(world.admin)"])
@@ -122,26 +122,26 @@ import Testing
     }
 
     @Test func releasingAHoldLetsTheNextRunPurge() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             _ = try await Self.attach(client, "00001413", token: world.customer, size: 100)
             _ = try await Self.post(client, "/api/v1/cases/00001413/close", token: world.engineer, #"{"subStatus": "Redirected"}"#)
             _ = try await Self.post(client, "/api/v1/cases/00001413/hold", token: world.admin)
             world.clock.advance(by: 60 * Self.day)
             let purge = RetentionPurge(services: world.services)
-            #expect(try await purge.run(asOf: world.clock.now, trigger: "test").itemsPurged == 0)
+            #expect(try await purge.run(asOf: world.clock.now, trigger: .cli).itemsPurged == 0)
             let released = try await client.execute(uri: "/api/v1/cases/00001413/hold", method: .delete,
                                                     headers: [.authorization: "Bearer \(world.admin)"])
             #expect(released.status == .ok)
-            #expect(try await purge.run(asOf: world.clock.now, trigger: "test").itemsPurged == 1)
+            #expect(try await purge.run(asOf: world.clock.now, trigger: .cli).itemsPurged == 1)
             let history = try await world.services.database.caseHistory("00001413").map(\.kind)
             #expect(history == [.closed, .hold, .release, .purged])
         }
     }
 
     @Test func theRetentionPeriodComesFromTheSharedSettings() async throws {
-        let world = try TestWorld()
-        try world.services.database.setSetting("retention-days", "5")
+        let world = try await TestWorld()
+        try await world.services.database.setSetting("retention-days", "5")
         try await world.withServer { client in
             _ = try await Self.attach(client, "00001413", token: world.customer, size: 100)
             _ = try await Self.post(client, "/api/v1/cases/00001413/close", token: world.customer, #"{"subStatus": "Cancelled"}"#)
@@ -157,7 +157,7 @@ import Testing
 
 @Suite struct CaseLifecycleTests {
     @Test func closingFollowsTheHandbook() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let redirected = try await RetentionTests.post(client, "/api/v1/cases/00001413/close", token: world.customer,
                                                            #"{"subStatus": "Redirected"}"#)
@@ -195,7 +195,7 @@ import Testing
     }
 
     @Test func staffMoveStatusesAndEveryTransitionIsRecorded() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             func patchStatus(_ token: String, _ body: String) async throws -> TestResponse {
                 try await client.execute(uri: "/api/v1/cases/00001413", method: .patch,

@@ -141,7 +141,7 @@ final class Flag: @unchecked Sendable {
     }
 
     @Test func openingAFreshRootMakesEveryPathPrivate() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in _ = try await DownloadTests.attach(client, world, testBytes(10)) }
         let root = world.root.path
         #expect(Self.mode(root) == 0o700)
@@ -161,8 +161,8 @@ final class Flag: @unchecked Sendable {
         #expect(AppServices.permissionProblems(storage: world.root) == [])
     }
 
-    @Test func aDatabaseOpenToOthersIsReportedAndStrictOpeningRefuses() throws {
-        let world = try TestWorld()
+    @Test func aDatabaseOpenToOthersIsReportedAndStrictOpeningRefuses() async throws {
+        let world = try await TestWorld()
         let database = world.root.appendingPathComponent("casefiles.sqlite").path
         let blobs = world.root.appendingPathComponent("blobs").path
         #expect(chmod(database, 0o644) == 0 && chmod(blobs, 0o755) == 0)
@@ -181,8 +181,8 @@ final class Flag: @unchecked Sendable {
         }
     }
 
-    @Test func aDamagedKeyFileIsRefusedNotReplaced() throws {
-        let world = try TestWorld()
+    @Test func aDamagedKeyFileIsRefusedNotReplaced() async throws {
+        let world = try await TestWorld()
         let keyFile = world.root.appendingPathComponent("link-signing.key")
         try Data("current nothex\n".utf8).write(to: keyFile)
         #expect(throws: LinkKeyFileError.self) { try AppServices.open(storage: world.root).linkKeys.keys() }

@@ -23,32 +23,32 @@ final class TestWorld: Sendable {
 
     let clock = TestClock()
 
-    init(limits: UploadLimits = .init(minFreeBytes: 0), security: SecurityPolicy = .init()) throws {
+    init(limits: UploadLimits = .init(minFreeBytes: 0), security: SecurityPolicy = .init()) async throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("casefiles-test-\(UUID().uuidString)")
         let clock = self.clock
         services = try AppServices.open(storage: root, limits: limits, security: security, now: { clock.now })
         let database = services.database
-        func user(_ name: String, _ role: Role, _ account: String?) throws -> String {
+        func user(_ name: String, _ role: Role, _ account: String?) async throws -> String {
             let token = AccessToken.generate()
-            _ = try database.createUser(
+            _ = try await database.createUser(
                 User(name: name, role: role, account: account, tokenHash: AccessToken.hash(token), createdAt: Date()))
             return token
         }
-        customer = try user("carol", .customer, "ACME")
-        colleague = try user("colin", .customer, "ACME")
-        otherCustomer = try user("oscar", .customer, "OTHER")
-        engineer = try user("erin", .engineer, nil)
-        admin = try user("adam", .admin, nil)
+        customer = try await user("carol", .customer, "ACME")
+        colleague = try await user("colin", .customer, "ACME")
+        otherCustomer = try await user("oscar", .customer, "OTHER")
+        engineer = try await user("erin", .engineer, nil)
+        admin = try await user("adam", .admin, nil)
         let draft = try CaseFactory.newCase(
             account: "ACME", subject: "Database crash", number: caseNumber, priority: .high, requestType: .support, at: Date())
-        _ = try services.database.createCase(draft, numberGiven: true)
+        _ = try await services.database.createCase(draft, numberGiven: true)
     }
 
     deinit { try? FileManager.default.removeItem(at: root) }
 
     /// Runs `body` against the real server on a loopback port.
     func withServer<T: Sendable>(_ body: @Sendable (any TestClientProtocol) async throws -> T) async throws -> T {
-        let app = try buildApplication(
+        let app = try await buildApplication(
             AppConfiguration(host: "127.0.0.1", port: 0, storage: root, logLevel: .warning), services: services)
         return try await app.test(.live, body)
     }
@@ -60,6 +60,7 @@ final class TestClock: @unchecked Sendable {
     private var current = Date()
     var now: Date { lock.withLock { current } }
     func advance(by seconds: TimeInterval) { lock.withLock { current += seconds } }
+    func set(_ date: Date) { lock.withLock { current = date } }
 }
 
 extension HTTPFields {

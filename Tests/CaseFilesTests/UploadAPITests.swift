@@ -14,7 +14,7 @@ import Testing
 /// The tus endpoints over loopback against the real server, SQLite file and blob directory.
 @Suite struct UploadAPITests {
     @Test func chunkedUploadWithChecksumsBecomesAVerifiedAttachment() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         let file = testBytes(3_000_000)
         let sha = sha256Hex(file)
         try await world.withServer { client in
@@ -54,7 +54,7 @@ import Testing
     }
 
     @Test func checksumMismatchAnswers460AndKeepsTheOffset() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         let file = testBytes(200_000)
         try await world.withServer { client in
             let path = try await client.createUpload(world, length: file.count)
@@ -81,7 +81,7 @@ import Testing
     }
 
     @Test func wholeFileMismatchIsNeverAnAttachment() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         let file = testBytes(50_000)
         let wrong = sha256Hex(testBytes(10))
         try await world.withServer { client in
@@ -106,7 +106,7 @@ import Testing
     }
 
     @Test func reprDigestOnTheLastPatchIsVerified() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         let file = testBytes(10_000)
         let reprDigest = "sha-256=:\(Data(SHA256Digest.hash(file)).base64EncodedString()):"
         let otherDigest = "sha-256=:\(Data(SHA256Digest.hash([1])).base64EncodedString()):"
@@ -126,7 +126,7 @@ import Testing
     }
 
     @Test func deferredLengthIsSetOnceByALaterPatch() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         let file = testBytes(30_000)
         try await world.withServer { client in
             let created = try await client.execute(
@@ -150,7 +150,7 @@ import Testing
     }
 
     @Test func creationWithUploadAndEmptyFiles() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         let file = testBytes(20_000)
         try await world.withServer { client in
             var headers = HTTPFields.tus(world.customer, [.uploadLength: "20000", .uploadMetadata: metadata()])
@@ -175,7 +175,7 @@ import Testing
     }
 
     @Test func terminationFollowsThePermissionTable() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let mine = try await client.createUpload(world, length: 100)
             #expect(try await client.execute(uri: mine, method: .delete, headers: .tus(world.colleague)).status == .forbidden)
@@ -201,7 +201,7 @@ import Testing
 
     /// Issue #2's table, exercised over HTTP for every role.
     @Test func permissionTableOverHTTP() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             // columns: read case, list attachments, create upload, HEAD own upload,
             //          DELETE someone else's unfinished upload, create a case
@@ -236,7 +236,7 @@ import Testing
     }
 
     @Test func missingAndRevokedTokensAre401() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let none = try await client.execute(uri: "/api/v1/cases", method: .get)
             #expect(none.status == .unauthorized)
@@ -244,7 +244,7 @@ import Testing
             #expect(none.headers[.wwwAuthenticate] == "Bearer")
             #expect(try await client.execute(uri: "/api/v1/cases", method: .get,
                                              headers: [.authorization: "Bearer cf_nonsense"]).status == .unauthorized)
-            _ = try world.services.database.revokeUser(named: "carol", at: Date())
+            _ = try await world.services.database.revokeUser(named: "carol", at: Date())
             let revoked = try await client.execute(uri: "/api/v1/cases", method: .get,
                                                    headers: [.authorization: "Bearer \(world.customer)"])
             #expect(revoked.status == .unauthorized)
@@ -258,7 +258,7 @@ import Testing
     }
 
     @Test func methodOverrideTurnsAPostIntoAPatch() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         try await world.withServer { client in
             let path = try await client.createUpload(world, length: 3)
             var headers = HTTPFields.tus(world.customer, [.uploadOffset: "0"])
@@ -271,8 +271,8 @@ import Testing
     }
 
     @Test func caseListsAreScopedToTheAccount() async throws {
-        let world = try TestWorld()
-        _ = try world.services.database.createCase(
+        let world = try await TestWorld()
+        _ = try await world.services.database.createCase(
             try CaseFactory.newCase(account: "OTHER", subject: "x", number: nil, priority: nil, requestType: nil, at: Date()),
             numberGiven: false)
         try await world.withServer { client in
@@ -290,7 +290,7 @@ import Testing
     /// A creation-with-upload that fails, before or after creating its upload, leaves neither row nor blob:
     /// its client never got a Location to resume or terminate.
     @Test func failedCreationWithUploadLeavesNoUploadBehind() async throws {
-        let world = try TestWorld()
+        let world = try await TestWorld()
         let file = testBytes(10_000)
         try await world.withServer { client in
             func creation(length: String, checksum: String?, body: [UInt8]) async throws -> TestResponse {
@@ -314,7 +314,7 @@ import Testing
 
     /// A deferred length cannot carry an upload past `--max-upload-size`: the body is refused whole.
     @Test func deferredLengthStopsAtTheMaximumSize() async throws {
-        let world = try TestWorld(limits: .init(maxUploadSize: 10, minFreeBytes: 0))
+        let world = try await TestWorld(limits: .init(maxUploadSize: 10, minFreeBytes: 0))
         try await world.withServer { client in
             let created = try await client.execute(
                 uri: "/api/v1/cases/00001413/uploads", method: .post,

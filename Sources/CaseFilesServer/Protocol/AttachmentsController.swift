@@ -40,7 +40,7 @@ struct AttachmentsController: Sendable {
     }
 
     struct AccessLog: ResponseEncodable {
-        var downloads: [AppDatabase.DownloadEntry]
+        var downloads: [DownloadEntry]
     }
 
     /// Who downloaded what: admins only (a customer's organisation asks its support admin).

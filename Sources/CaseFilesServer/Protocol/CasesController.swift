@@ -24,7 +24,7 @@ struct CasesController: Sendable {
         group.get("cases/:number/attachments", use: attachments)
     }
 
-    private var database: AppDatabase { services.database }
+    private var database: any MetadataStore { services.database }
 
     // MARK: - Representations (the attachment shapes are Core's: the client decodes the same types)
 
@@ -79,7 +79,7 @@ struct CasesController: Sendable {
             priority: input.priority, requestType: input.requestType, at: services.now())
         let created: SupportCase
         do {
-            created = try database.createCase(supportCase, numberGiven: input.number != nil)
+            created = try await database.createCase(supportCase, numberGiven: input.number != nil)
         } catch let taken as CaseNumberTaken {
             throw APIError(.conflict, "case_exists", "Case \(taken.number) already exists; choose another number or omit it.")
         }

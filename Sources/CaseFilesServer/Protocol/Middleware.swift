@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -33,6 +32,10 @@ extension APIError {
         switch error {
         case let error as APIError:
             self = error
+        case let error as CaseFilesError where error.kind == .insufficientStorage:
+            // A full disk under the metadata store (`CaseFilesError.databaseFull`): the operator must know.
+            logger.error("disk full", metadata: ["error": "\(error.code)", "path": "\(request.uri.path)"])
+            self.init(error)
         case let error as CaseFilesError:
             self.init(error)
         case let error as UploadError:
@@ -42,9 +45,6 @@ extension APIError {
         case StorageError.noSpace:
             logger.error("disk full", metadata: ["path": "\(request.uri.path)"])
             self = APIError.insufficientStorage("the disk is full")
-        case let error as DatabaseError where error.resultCode == .SQLITE_FULL:
-            logger.error("database write failed: disk full", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
-            self = APIError.databaseFull()
         case is NIOTooManyBytesError:
             self = APIError(.contentTooLarge, "body_too_large", "The request body is too large for this endpoint.")
         case let error as HTTPParserError:
@@ -93,7 +93,7 @@ extension APIError {
 /// Bearer-token authentication for everything but `OPTIONS` (tus discovery must work anonymously).
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
-    let database: AppDatabase
+    let database: any MetadataStore
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if request.method == .options { return try await next(request, context) }

@@ -24,7 +24,7 @@ struct UploadsController: Sendable {
         group.on("uploads/:id", method: .options, use: options)
     }
 
-    private var database: AppDatabase { services.database }
+    private var database: any MetadataStore { services.database }
 
     // MARK: - OPTIONS (tus core: discovery)
 
@@ -302,7 +302,7 @@ struct UploadsController: Sendable {
         switch upload.state {
         case .uploading:
             // Expired even if the reclaiming service has not run yet: the clock decides, not the sweep.
-            if services.now() >= expiresAt(upload) {
+            if upload.isExpired(at: services.now(), expiry: services.limits.uploadExpiry) {
                 var expired = upload
                 expired.state = .expired
                 throw APIError.uploadGone(expired)

@@ -1,0 +1,168 @@
+import CaseFilesCore
+import Foundation
+
+/// The service's metadata (users, cases, uploads, downloads, links, settings, the purge audit log) as
+/// intention-named transactions: what controllers, jobs and the CLI hold (`AppServices.database`), so a second
+/// implementation (PostgreSQL) is a new type behind this protocol, not a change to them. `AppDatabase` is the
+/// SQLite one. Only `Sendable` values cross it, never a database type.
+///
+/// Every requirement is `async`: an implementation runs its queries off the caller's thread (GRDB on its own
+/// queues). The named exception is the in-place key lookups (`activeUser`, `uploadWithCase`, `downloadLink`) and
+/// `retentionSettingsInPlace`: `AppDatabase` runs them on the calling thread, which is cheaper than two thread
+/// hops (ARCHITECTURE.md, "The data path").
+///
+/// Errors: `CaseFilesError` for the domain's refusals (a case not found; `.databaseFull` when the disk cannot take
+/// a write), `CaseNumberTaken`, `CaseClosedDuringUpload`, `UploadChangedUnderWriter`, and the implementation's own
+/// errors for anything unexpected (answered as a logged 500).
+public protocol MetadataStore: Sendable {
+    // MARK: Users
+
+    /// Inserts a user and returns it with its id.
+    func createUser(_ user: User) async throws -> User
+    /// The active (not revoked) user holding a token with this hash. Runs in place (see above).
+    func activeUser(tokenHash: String) async throws -> User?
+    /// Returns false when no active user has that name.
+    func revokeUser(named name: String, at date: Date) async throws -> Bool
+    func allUsers() async throws -> [User]
+    func user(id: Int64) async throws -> User?
+    func userNames(ids: Set<Int64>) async throws -> [Int64: String]
+
+    // MARK: Cases
+
+    /// Inserts the case; with no number given, takes the next one after the highest in use.
+    /// - Throws: `CaseNumberTaken` when a given number exists.
+    func createCase(_ supportCase: SupportCase, numberGiven: Bool) async throws -> SupportCase
+    func supportCase(number: String) async throws -> SupportCase?
+    /// Cases visible to a user: a customer sees their account's, staff see all.
+    func cases(visibleTo user: User) async throws -> [SupportCase]
+    func allCases() async throws -> [SupportCase]
+    /// Reads a case, applies `transition` and records the event, all in one transaction.
+    /// - Throws: `CaseFilesError.caseNotFound`, or what `transition` throws (nothing is written then).
+    func transitionCase(
+        _ number: String, kind: CaseEvent.Kind, actor: String, comment: String?, at now: Date,
+        _ transition: @Sendable (SupportCase) throws -> SupportCase
+    ) async throws -> SupportCase
+    func caseHistory(_ number: String) async throws -> [CaseEvent]
+
+    // MARK: Uploads
+
+    /// An upload and the case it belongs to, in one read: every upload and download request starts here.
+    /// Runs in place (see above).
+    func uploadWithCase(id: String) async throws -> (Upload, SupportCase)?
+    func createUpload(_ upload: Upload) async throws
+    func upload(id: String) async throws -> Upload?
+    /// Sets a deferred length once (creation-defer-length).
+    /// - Throws: `UploadChangedUnderWriter` if it was already set or is below the offset.
+    func setUploadLength(id: String, length: Int64, at date: Date) async throws
+    /// Commits bytes that are already durable on disk: the new offset, the digest state that covers exactly
+    /// [0, newOffset) and, when the upload just completed, its final state, in one transaction; only if the
+    /// stored offset is still `expectedOffset`, the upload still `uploading` and its case not Closed.
+    /// - Throws: `CaseClosedDuringUpload` (the case was closed), `UploadChangedUnderWriter` (offset or state moved).
+    func recordAppend(
+        id: String, from expectedOffset: Int64, to newOffset: Int64, digestState: Data,
+        completion: UploadCompletion?, at date: Date
+    ) async throws
+    /// Records a whole-file digest declared after creation (Repr-Digest on a PATCH), if none was.
+    func declareSHA256(id: String, sha256: String) async throws
+    /// tus termination of an unfinished upload; the caller removes its blob.
+    func terminateUpload(id: String, at date: Date) async throws
+    /// Verified attachments and unfinished uploads of one case, oldest first.
+    func uploads(caseNumber: String) async throws -> [Upload]
+    /// Removes an unfinished or failed upload whose creation request failed before its `201`; returns whether a
+    /// row was removed (the caller then removes its blob).
+    func deleteFailedCreation(id: String) async throws -> Bool
+    /// Marks the unfinished uploads expired at `now` (`Upload.isExpired`, `expiry` in seconds) as `expired`
+    /// and returns their ids, whose blobs the caller then removes.
+    func expireUploads(at now: Date, expiry: TimeInterval) async throws -> [String]
+    /// Every upload's state by id, for the orphan sweep.
+    func uploadStates() async throws -> [String: UploadState]
+
+    // MARK: Downloads and signed links
+
+    /// Logs a download; for one through a signed link, in the same transaction, settles the link's byte count:
+    /// the `reserved` bytes charged before sending become the bytes actually sent.
+    func recordDownload(_ download: Download, settlingLink nonce: String?, reserved: Int64) async throws
+    /// The download access log, newest first, optionally for one case or attachment.
+    func downloads(caseNumber: String?, attachmentID: String?, limit: Int) async throws -> [DownloadEntry]
+    func createDownloadLink(_ link: DownloadLink) async throws
+    /// The link with this nonce, if it was issued for this attachment. Runs in place (see above).
+    func downloadLink(nonce: String, uploadID: String) async throws -> DownloadLink?
+    /// Charges `count` bytes to a link before they are sent, if that keeps it within `budget` bytes, atomically.
+    /// - Returns: false when the link has not `count` bytes left.
+    func reserveLinkBytes(nonce: String, count: Int64, budget: Int64) async throws -> Bool
+
+    // MARK: Settings
+
+    func retentionSettings() async throws -> RetentionSettings
+    /// The same, read in place for the refusal messages built in synchronous code (`CaseService.closedCaseError`):
+    /// a two-row table read with a cached statement, the cost of a key lookup.
+    func retentionSettingsInPlace() throws -> RetentionSettings
+    func setSetting(_ key: String, _ value: String) async throws
+
+    // MARK: Retention purge
+
+    /// The cases `PurgeEligibility` calls due or held at `asOf`, each with its uploads that own a blob
+    /// (`UploadState.blobOwners`), oldest first.
+    func casesDueForPurge(asOf: Date, settings: RetentionSettings) async throws -> [(SupportCase, [Upload])]
+    /// Marks runs still `running` (killed) as `interrupted`, with the totals of the items they recorded.
+    func closeInterruptedPurgeRuns(at now: Date) async throws
+    func insertPurgeRun(_ run: PurgeRun) async throws -> PurgeRun
+    func updatePurgeRun(_ run: PurgeRun) async throws
+    /// Turns one upload that owns a blob into a tombstone and writes its audit row, in one transaction;
+    /// returns false if it no longer owned a blob. The caller removes the blob afterwards.
+    func purgeUpload(_ upload: Upload, runID: Int64, at now: Date) async throws -> Bool
+    func markCasePurged(_ supportCase: SupportCase, policy: String, at now: Date) async throws
+    func purgeRuns(limit: Int) async throws -> [PurgeRun]
+    func purgeItems(runID: Int64) async throws -> [PurgeItem]
+}
+
+extension MetadataStore {
+    /// Logs a download that did not go through a signed link.
+    public func recordDownload(_ download: Download) async throws {
+        try await recordDownload(download, settlingLink: nil, reserved: 0)
+    }
+}
+
+extension CaseFilesError {
+    /// The metadata store's disk is full: the change was not saved (HTTP 507).
+    public static let databaseFull = CaseFilesError(
+        .insufficientStorage, "insufficient_storage",
+        "The server's disk is full, so this change was not saved (everything saved before is intact). "
+        + "Retry later; uploads resume from the Upload-Offset that HEAD returns.")
+}
+
+/// The case was closed while bytes were arriving: nothing more is committed to it.
+public struct CaseClosedDuringUpload: Error {
+    public let caseNumber: String
+}
+
+/// An upload's row no longer matches what its writer read (its offset or state moved, or its deferred length was
+/// already set): the write was refused rather than skip or overwrite bytes.
+public struct UploadChangedUnderWriter: Error, CustomStringConvertible {
+    public let id: String
+    public let detail: String
+    public var description: String { "upload \(id): \(detail)" }
+}
+
+public struct CaseNumberTaken: Error, CustomStringConvertible {
+    public let number: String
+    public var description: String { "case \(number) already exists" }
+}
+
+public enum UploadCompletion: Sendable {
+    case verified(sha256: String)
+    case failed(sha256: String)
+}
+
+public enum CaseNumber {
+    /// "1413" and "00001413" name the same case; anything not 1–8 digits names none.
+    public static func normalise(_ text: String) -> String? {
+        guard (1...8).contains(text.utf8.count), text.utf8.allSatisfy({ (48...57).contains($0) }) else { return nil }
+        return String(repeating: "0", count: 8 - text.utf8.count) + text
+    }
+
+    public static func format(_ value: Int64) -> String {
+        let digits = String(value)
+        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+    }
+}
