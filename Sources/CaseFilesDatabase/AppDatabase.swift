@@ -589,10 +589,6 @@ extension AppDatabase {
         try await writer.read { db in try Self.retentionSettings(db) }
     }
 
-    public func retentionSettingsInPlace() throws -> RetentionSettings {
-        try readInPlace { db in try Self.retentionSettings(db) }
-    }
-
     @available(*, noasync, message: "blocks on SQLite; use the async retentionSettings")
     public func retentionSettings() throws -> RetentionSettings {
         try syncReader.read { db in try Self.retentionSettings(db) }

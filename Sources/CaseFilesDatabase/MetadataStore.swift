@@ -7,9 +7,9 @@ import Foundation
 /// SQLite one. Only `Sendable` values cross it, never a database type.
 ///
 /// Every requirement is `async`: an implementation runs its queries off the caller's thread (GRDB on its own
-/// queues). The named exception is the in-place key lookups (`activeUser`, `uploadWithCase`, `downloadLink`) and
-/// `retentionSettingsInPlace`: `AppDatabase` runs them on the calling thread, which is cheaper than two thread
-/// hops (ARCHITECTURE.md, "The data path").
+/// queues). The named exception is the in-place key lookups (`activeUser`, `uploadWithCase`, `downloadLink`):
+/// `AppDatabase` runs them on the calling thread, which is cheaper than two thread hops (ARCHITECTURE.md,
+/// "The data path").
 ///
 /// Errors: `CaseFilesError` for the domain's refusals (a case not found; `.databaseFull` when the disk cannot take
 /// a write), `CaseNumberTaken`, `CaseClosedDuringUpload`, `UploadChangedUnderWriter`, and the implementation's own
@@ -94,9 +94,6 @@ public protocol MetadataStore: Sendable {
     // MARK: Settings
 
     func retentionSettings() async throws -> RetentionSettings
-    /// The same, read in place for the refusal messages built in synchronous code (`CaseService.closedCaseError`):
-    /// a two-row table read with a cached statement, the cost of a key lookup.
-    func retentionSettingsInPlace() throws -> RetentionSettings
     func setSetting(_ key: String, _ value: String) async throws
 
     // MARK: Retention purge

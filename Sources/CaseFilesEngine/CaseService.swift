@@ -51,10 +51,9 @@ public struct CaseService: Sendable {
         }
     }
 
-    /// The refusal for an upload to a closed case, with the reopen window from the settings. Synchronous (the
-    /// upload path builds it in synchronous code), so it reads the settings in place (`retentionSettingsInPlace`).
-    public func closedCaseError(_ number: String) -> CaseFilesError {
-        let days = (try? database.retentionSettingsInPlace().reopenDays) ?? RetentionSettings.defaults.reopenDays
+    /// The refusal for an upload to a closed case, with the reopen window from the settings.
+    public func closedCaseError(_ number: String) async -> CaseFilesError {
+        let days = (try? await database.retentionSettings().reopenDays) ?? RetentionSettings.defaults.reopenDays
         return .caseClosed(number, reopenDays: days)
     }
 }

@@ -58,7 +58,7 @@ package struct UploadAppend: Sendable {
             if case .checksumMismatch = refusal {
                 logger.notice("checksum mismatch", metadata: ["upload": "\(upload.id)", "offset": "\(upload.offset)"])
             }
-            throw error(for: refusal, outcome)
+            throw await error(for: refusal, outcome)
         case .commit(let then):
             // In a task of its own, so a stopped request still finishes making its bytes durable and recorded.
             let committer = UploadCommitter(services: services)
@@ -70,10 +70,10 @@ package struct UploadAppend: Sendable {
                 // Nothing past the committed offset counts; dropping it now also gives back the space when the
                 // disk is full (SQLite needs a little to record anything). The offset stays at the last durable byte.
                 try? await sink.discard()
-                throw domainError(error)
+                throw await domainError(error)
             }
             // A request stopped after its last byte completed the upload answers the completion.
-            if let then, committed.state == .uploading { throw error(for: then, outcome) }
+            if let then, committed.state == .uploading { throw await error(for: then, outcome) }
             if committed.state == .failed {
                 throw UploadError.wholeFileDigestMismatch(declared: committed.declaredSHA256 ?? "", computed: committed.sha256 ?? "")
             }
@@ -84,20 +84,20 @@ package struct UploadAppend: Sendable {
         }
     }
 
-    private func error(for refusal: AppendRefusal, _ outcome: AppendOutcome) -> any Error {
+    private func error(for refusal: AppendRefusal, _ outcome: AppendOutcome) async -> any Error {
         switch refusal {
         case .stopped(let reason): AppendDecision.error(for: reason, limits: services.limits, bodyError: outcome.bodyError)
         case .checksumMismatch(let algorithm): UploadError.checksumMismatch(algorithm, offset: upload.offset)
         case .overran: room?.refusal ?? UploadError.bodyExceedsLength(length: upload.length ?? 0)
-        case .writeFailed: domainError(outcome.writeFailure ?? StorageError.noSpace)
+        case .writeFailed: await domainError(outcome.writeFailure ?? StorageError.noSpace)
         }
     }
 
     /// A full disk and a case closed while the bytes arrived, as the domain's errors.
-    private func domainError(_ error: any Error) -> any Error {
+    private func domainError(_ error: any Error) async -> any Error {
         switch error {
         case StorageError.noSpace: UploadError.diskFull
-        case let closed as CaseClosedDuringUpload: services.cases.closedCaseError(closed.caseNumber)
+        case let closed as CaseClosedDuringUpload: await services.cases.closedCaseError(closed.caseNumber)
         default: error
         }
     }

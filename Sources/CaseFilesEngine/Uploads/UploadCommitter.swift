@@ -8,7 +8,7 @@ import CaseFilesStorage
 /// kills the process between the steps (`Failpoint`: `append.after-fsync`, `complete.before-commit`,
 /// `append.after-commit`).
 package struct UploadCommitter: Sendable {
-    package let database: AppDatabase
+    package let database: any MetadataStore
     package let blobs: any BlobStore
     package let now: @Sendable () -> Date
 

@@ -213,11 +213,6 @@ extension APIError {
     }
 
     /// SQLite itself could not write: nothing of the request was saved, and nothing earlier was lost.
-    static func databaseFull() -> APIError {
-        APIError(Self.insufficientStorageStatus, "insufficient_storage",
-                 "The server's disk is full, so this change was not saved (everything saved before is intact). "
-                 + "Retry later; uploads resume from the Upload-Offset that HEAD returns.")
-    }
 
     static func unsupportedVersion() -> APIError {
         APIError(.preconditionFailed, "unsupported_tus_version",

@@ -72,12 +72,12 @@ struct UploadsController: Sendable {
             throw APIError.caseNotFound(context.parameters.get("number") ?? "")
         }
         let supportCase = try await authorizedCase(number, user: user, action: .useOwnUpload)
-        guard !supportCase.isClosed else { throw services.cases.closedCaseError(supportCase.number) }
+        guard !supportCase.isClosed else { throw await services.cases.closedCaseError(supportCase.number) }
         // Everything the headers decide is decided before anything is created (tus creation-with-upload):
         // a request refused here leaves nothing behind, and gets its answer before `100 Continue`.
         let bodyLength = carriesData || length == 0 ? contentLength : nil  // any other body is not read
         try checkBodyFits(bodyLength, length: length, offset: 0)
-        try checkFreeSpace(for: length ?? bodyLength ?? 0)
+        try await checkFreeSpace(for: length ?? bodyLength ?? 0)
 
         let now = services.now()
         let upload = Upload(
@@ -162,7 +162,7 @@ struct UploadsController: Sendable {
         let checksum = try TusHeaders.checksum(in: fields)
         let declared = try TusHeaders.reprDigest(in: fields)
         let (found, supportCase) = try await authorizedUpload(context, mayModify: true)
-        guard !supportCase.isClosed else { throw services.cases.closedCaseError(supportCase.number) }
+        guard !supportCase.isClosed else { throw await services.cases.closedCaseError(supportCase.number) }
         try checkWritable(found)
 
         let upload = try await asWriter(found.id, readingBody: true, context: context) { writer async throws -> Upload in
@@ -180,7 +180,7 @@ struct UploadsController: Sendable {
                         throw APIError.invalidHeader(.uploadLength, "is below the bytes already received (\(upload.offset))")
                     }
                     if let max = services.limits.maxUploadSize, newLength > max { throw APIError.uploadTooLarge(max: max) }
-                    try checkFreeSpace(for: newLength - upload.offset)
+                    try await checkFreeSpace(for: newLength - upload.offset)
                     // Decided before the length is recorded: a refused request changes nothing.
                     try checkBodyFits(try TusHeaders.count(.contentLength, in: fields), length: newLength, offset: upload.offset)
                     try await database.setUploadLength(id: upload.id, length: newLength, at: services.now())
@@ -318,8 +318,8 @@ struct UploadsController: Sendable {
         try UploadRoom.check(contentLength, length: length, offset: offset, maxUploadSize: services.limits.maxUploadSize)
     }
 
-    private func checkFreeSpace(for bytes: Int64) throws {
-        let available = try services.blobs.availableBytes()
+    private func checkFreeSpace(for bytes: Int64) async throws {
+        let available = try await services.blobs.availableBytes()
         if bytes > available - services.limits.minFreeBytes {
             throw APIError.insufficientStorage(
                 "\(bytes) bytes requested, \(max(0, available - services.limits.minFreeBytes)) available")
