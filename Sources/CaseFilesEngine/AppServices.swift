@@ -17,11 +17,16 @@ public struct AppServices: Sendable {
     /// The clock; tests move it.
     public let now: @Sendable () -> Date
 
+    /// The upload engine's hashing lanes (the blob store has its own threads).
+    public let bulkWork: BulkWork
+
     /// Every case transition (HTTP and CLI).
     public var cases: CaseService { CaseService(database: database, now: now) }
 
-    public init(database: any MetadataStore, blobs: any BlobStore, linkKeys: LinkKeyFile, limits: UploadLimits = .init(),
-                security: SecurityPolicy = .init(), now: @escaping @Sendable () -> Date = { Date() }) {
+    public init(database: any MetadataStore, blobs: any BlobStore, linkKeys: LinkKeyFile, bulkWork: BulkWork,
+                limits: UploadLimits = .init(), security: SecurityPolicy = .init(),
+                now: @escaping @Sendable () -> Date = { Date() }) {
+        self.bulkWork = bulkWork
         self.database = database
         self.blobs = blobs
         self.locks = UploadWriterLocks()
@@ -38,7 +43,10 @@ public struct AppServices: Sendable {
     /// alike; then the modes of what exists are checked, and each path others may access is logged as a warning.
     /// - Throws: `StoragePermissionsError` for such paths when `security.strictPermissions`; `LinkKeyFileError`
     ///   for a damaged key file; storage and database errors.
-    public static func open(storage root: URL, limits: UploadLimits = .init(), security: SecurityPolicy = .init(),
+    /// - Parameter workers: the threads storage and the upload engine run on, owned by the caller (`serve` and
+    ///   each CLI command make their own; tests share one set).
+    public static func open(storage root: URL, workers: WorkerThreads = WorkerThreads(), limits: UploadLimits = .init(),
+                            security: SecurityPolicy = .init(),
                             now: @escaping @Sendable () -> Date = { Date() }) throws -> AppServices {
         // Folders above the root are made as any folder would be; the root and all in it are private.
         try FileManager.default.createDirectory(at: root.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -52,8 +60,8 @@ public struct AppServices: Sendable {
                 try linkKeys.createIfMissing(legacy: legacyKey)
             }
             try linkKeys.createIfMissing()
-            return AppServices(database: database, blobs: try FileBlobStore(root: root), linkKeys: linkKeys,
-                               limits: limits, security: security, now: now)
+            return AppServices(database: database, blobs: try FileBlobStore(root: root, threads: workers.storage),
+                               linkKeys: linkKeys, bulkWork: workers.bulkWork, limits: limits, security: security, now: now)
         }
         let problems = permissionProblems(storage: root)
         if security.strictPermissions && !problems.isEmpty { throw StoragePermissionsError(problems: problems) }
@@ -85,7 +93,7 @@ public struct AppServices: Sendable {
     public func sweepOrphanBlobs(unknownOlderThan minimumAge: TimeInterval = 0) async throws -> [String] {
         let states = try await database.uploadStates()
         let blobs = self.blobs
-        return try await blockingIO {
+        return try await blobs.threads.blockingIO {
             var removed: [String] = []
             for id in try blobs.storedIDs() {
                 if let state = states[id] {
@@ -138,5 +146,17 @@ public struct UploadLimits: Sendable {
         self.uploadExpiry = uploadExpiry
         self.minReceiveRate = minReceiveRate
         self.stallWindow = stallWindow
+    }
+}
+
+/// The application's worker threads: storage's (blocking calls, background writes) and the upload engine's
+/// hashing lanes. Made by whoever opens the storage and handed down, never a static singleton.
+public struct WorkerThreads: Sendable {
+    public let storage: StorageThreads
+    public let bulkWork: BulkWork
+
+    public init(storage: StorageThreads = StorageThreads(), bulkWork: BulkWork = BulkWork()) {
+        self.storage = storage
+        self.bulkWork = bulkWork
     }
 }

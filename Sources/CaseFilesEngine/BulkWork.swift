@@ -10,13 +10,22 @@ import CaseFilesStorage
 /// SHA-256 on the other, so the two passes over the same bytes run on two cores at once. Their threads
 /// run at a lower priority (nice 10): when the CPUs are busy, routing a request (a HEAD probe, a listing)
 /// goes first and bulk hashing takes what is left, which on an idle machine is everything.
-package enum BulkWork {
-    package static let primary = start(NIOThreadPool(numberOfThreads: max(2, System.coreCount)))
-    package static let secondary = start(NIOThreadPool(numberOfThreads: max(2, System.coreCount)))
+/// Owned by the application (`AppServices.bulkWork`), not a static singleton; it lives as long as its owner.
+public final class BulkWork: Sendable {
+    package let primary: NIOThreadPool
+    package let secondary: NIOThreadPool
 
-    private static func start(_ pool: NIOThreadPool) -> NIOThreadPool {
-        pool.start()
-        return pool
+    /// - Parameter threadsPerPool: threads in each pool (default: the core count, at least 2).
+    public init(threadsPerPool: Int = max(2, System.coreCount)) {
+        primary = NIOThreadPool(numberOfThreads: threadsPerPool)
+        secondary = NIOThreadPool(numberOfThreads: threadsPerPool)
+        primary.start()
+        secondary.start()
+    }
+
+    public func shutdown() async throws {
+        try await primary.shutdownGracefully()
+        try await secondary.shutdownGracefully()
     }
 
     package static let niceness: Int32 = 10
@@ -26,9 +35,9 @@ package enum BulkWork {
 
     /// Runs `work` on the primary pool, to completion: bytes taken from a request body reach the disk
     /// and both digests together, whatever happens to the request meanwhile.
-    package static func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    package func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await primary.runToCompletion {
-            lowerPriority()
+            Self.lowerPriority()
             return try work()
         }
     }
@@ -36,14 +45,14 @@ package enum BulkWork {
     /// Runs `first` here and `second` on the secondary pool, and returns when both are done. The caller
     /// guarantees the two touch disjoint state, which is why the sendability check is waived here and
     /// nowhere else. `second` never waits on anything, so the secondary pool cannot deadlock.
-    package static func inParallel(_ first: () -> Void, _ second: () -> Void) {
+    package func inParallel(_ first: () -> Void, _ second: () -> Void) {
         withoutActuallyEscaping(second) { second in
             // The pool may keep its work item alive a moment after it ran, so the work item holds a
             // box, and the closure leaves the box before `withoutActuallyEscaping` checks it did not escape.
             let lane = Lane(run: second)
             let done = DispatchSemaphore(value: 0)
             secondary.submit { _ in
-                lowerPriority()
+                Self.lowerPriority()
                 lane.run?()
                 done.signal()
             }

@@ -16,6 +16,7 @@ package final class ChunkSink: @unchecked Sendable {
     package private(set) var chunkDigest: ChunkDigest?
     package private(set) var fileDigest: SHA256Digest
     private let appender: BlobAppender
+    private let bulkWork: BulkWork
     private var batch: [ByteBuffer] = []
     private var batchBytes = 0
 
@@ -28,7 +29,8 @@ package final class ChunkSink: @unchecked Sendable {
     /// Below this a batch is hashed on one core: handing it to a second costs more than it saves.
     package static let parallelHashingThreshold = 128 * 1024
 
-    package init(chunkDigest: ChunkDigest?, fileDigest: SHA256Digest, appender: BlobAppender) {
+    package init(chunkDigest: ChunkDigest?, fileDigest: SHA256Digest, appender: BlobAppender, bulkWork: BulkWork) {
+        self.bulkWork = bulkWork
         self.chunkDigest = chunkDigest
         self.fileDigest = fileDigest
         self.appender = appender
@@ -65,7 +67,7 @@ package final class ChunkSink: @unchecked Sendable {
         } else {
             // Hashing costs ~1.4 ns a byte; done on the threads that run handlers (in `serve`, the two event
             // loops of a two-core machine) it would make every other request, a HEAD probe included, wait.
-            try await BulkWork.run { try self.consumeHere(buffers, count: count) }
+            try await bulkWork.run { try self.consumeHere(buffers, count: count) }
         }
     }
 
@@ -82,7 +84,7 @@ package final class ChunkSink: @unchecked Sendable {
         }
         // The two SHA-256 passes over the same bytes run on both cores at once.
         var writeError: (any Error)?
-        BulkWork.inParallel({
+        bulkWork.inParallel({
             do {
                 for buffer in buffers {
                     try buffer.withUnsafeReadableBytes { bytes in

@@ -7,6 +7,9 @@ import CaseFilesCore
 /// validates offsets and holds the upload's writer lock before calling in, and the database is
 /// the authority on how many bytes of a blob are committed (bytes past that are garbage).
 public protocol BlobStore: Sendable {
+    /// The threads the async calls below run on.
+    var threads: StorageThreads { get }
+
     /// Creates an empty blob; the id is server-generated, never a client-supplied name.
     @available(*, noasync, message: "it can wait on the disk: use the async overload")
     func create(id: String) throws
@@ -35,38 +38,32 @@ public protocol BlobStore: Sendable {
     func availableBytes() throws -> Int64
 }
 
-/// The calls that can wait on the disk, for async callers: the same calls on NIO's blocking-I/O pool, off
+/// The calls that can wait on the disk, for async callers: the same calls on the store's blocking pool, off
 /// the threads that run handlers (the event loops in `serve`). An fsync waits for the journal, and freeing
 /// a large file's extents (unlink, ftruncate) took 1.2 s for 4 GiB here. Being overloads, they are what an
 /// `async` caller gets: calling the blocking version from async code does not compile.
 extension BlobStore {
     public func create(id: String) async throws {
-        try await blockingIO { try self.create(id: id) }
+        try await threads.blockingIO { try self.create(id: id) }
     }
 
     public func openForAppend(id: String, at offset: Int64) async throws -> BlobAppender {
-        try await blockingIO { try self.openForAppend(id: id, at: offset) }
+        try await threads.blockingIO { try self.openForAppend(id: id, at: offset) }
     }
 
     public func remove(id: String) async throws {
-        try await blockingIO { try self.remove(id: id) }
+        try await threads.blockingIO { try self.remove(id: id) }
     }
 
     /// `open` can wait on a cold directory lookup.
     public func openForReading(id: String) async throws -> BlobReader {
-        try await blockingIO { try self.openForReading(id: id) }
+        try await threads.blockingIO { try self.openForReading(id: id) }
     }
 
     /// `statvfs` can wait on a busy filesystem.
     public func availableBytes() async throws -> Int64 {
-        try await blockingIO { try self.availableBytes() }
+        try await threads.blockingIO { try self.availableBytes() }
     }
-}
-
-/// Runs `work` on NIO's blocking-I/O pool, to completion: a discard or a removal that was asked for
-/// always happens.
-package func blockingIO<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await NIOThreadPool.singleton.runToCompletion(work)
 }
 
 extension NIOThreadPool {

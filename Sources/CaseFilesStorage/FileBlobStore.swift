@@ -9,9 +9,13 @@ import CaseFilesCore
 public struct FileBlobStore: BlobStore {
     package static let folderName = "blobs"
     public let root: URL
+    public let threads: StorageThreads
 
-    /// - Parameter root: the storage root; it (its parent must exist) and `blobs/` in it are created if missing.
-    public init(root: URL) throws {
+    /// - Parameters:
+    ///   - root: the storage root; it (its parent must exist) and `blobs/` in it are created if missing.
+    ///   - threads: the threads its blocking calls and background writes run on.
+    public init(root: URL, threads: StorageThreads) throws {
+        self.threads = threads
         self.root = root.appendingPathComponent(Self.folderName, isDirectory: true)
         try PrivateStorage.makeDirectory(root.path)
         try PrivateStorage.makeDirectory(self.root.path)
@@ -46,7 +50,7 @@ public struct FileBlobStore: BlobStore {
             close(fd)
             throw StorageError.from("ftruncate", errno: code)
         }
-        return try BlobAppender(fd: fd, directFD: casefiles_open_direct(path(for: id)), start: offset)
+        return try BlobAppender(fd: fd, directFD: casefiles_open_direct(path(for: id)), start: offset, threads: threads)
     }
 
     public func openForReading(id: String) throws -> BlobReader {
@@ -54,7 +58,7 @@ public struct FileBlobStore: BlobStore {
         guard fd >= 0 else {
             throw errno == ENOENT ? StorageError.missingBlob(id) : StorageError.from("open", errno: errno)
         }
-        return BlobReader(fd: fd)
+        return BlobReader(fd: fd, threads: threads)
     }
 
     public func remove(id: String) throws {
@@ -113,12 +117,14 @@ public final class BlobAppender: @unchecked Sendable {
     /// The other buffer, possibly still being written.
     private var writing: UnsafeMutableRawBufferPointer
     private var inFlight: InFlightWrite?
+    private let threads: StorageThreads
 
     /// Direct I/O needs buffer addresses, offsets and lengths aligned to the device's block size.
     package static let block = 4096
     package static let stagingSize = 1 << 20
 
-    package init(fd: Int32, directFD: Int32, start: Int64) throws {
+    package init(fd: Int32, directFD: Int32, start: Int64, threads: StorageThreads) throws {
+        self.threads = threads
         self.fd = fd
         self.directFD = directFD >= 0 ? directFD : fd
         self.start = start
@@ -156,9 +162,9 @@ public final class BlobAppender: @unchecked Sendable {
         }
     }
 
-    /// Writes what is staged and makes every appended byte durable (fdatasync), on NIO's blocking-I/O pool.
+    /// Writes what is staged and makes every appended byte durable (fdatasync), on the blocking pool.
     public func sync() async throws {
-        try await blockingIO { [self] in
+        try await threads.blockingIO { [self] in
             try finishInFlightWrite()
             let staged = Int(position - stagedFrom)
             let whole = staged / Self.block * Self.block
@@ -174,7 +180,7 @@ public final class BlobAppender: @unchecked Sendable {
     /// Drops everything appended by this request (a chunk that failed its checksum, say), off the calling
     /// thread: truncating a large tail frees its extents.
     public func discard() async throws {
-        try await blockingIO { [self] in try discard() }
+        try await threads.blockingIO { [self] in try discard() }
     }
 
     public func discard() throws {
@@ -205,7 +211,7 @@ public final class BlobAppender: @unchecked Sendable {
         // Handed over: nothing touches this buffer again until `finishInFlightWrite` has waited for the write.
         nonisolated(unsafe) let buffer = staging
         let write = InFlightWrite()
-        Self.writers.submit { _ in
+        threads.writers.submit { _ in
             write.finish(Result { try self.writeOrFallBack(target, buffer, count: Self.stagingSize, at: offset) })
         }
         inFlight = write
@@ -250,13 +256,6 @@ public final class BlobAppender: @unchecked Sendable {
             done += n
         }
     }
-
-    /// Writes of full staging buffers, off the hashing threads; they mostly wait for the device.
-    private static let writers: NIOThreadPool = {
-        let pool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
-        pool.start()
-        return pool
-    }()
 }
 
 /// One background write: its result, waited for before its buffer is reused.
@@ -278,12 +277,22 @@ private final class InFlightWrite: @unchecked Sendable {
 /// Reads ranges of a committed blob; each read is independent (pread), so many downloads can share nothing.
 public final class BlobReader: @unchecked Sendable {
     private let fd: Int32
+    private let threads: StorageThreads
 
-    package init(fd: Int32) { self.fd = fd }
+    package init(fd: Int32, threads: StorageThreads) {
+        self.fd = fd
+        self.threads = threads
+    }
 
     deinit { close(fd) }
 
+    /// The same read on the blocking pool, for async callers (pread may wait on the disk).
+    public func read(at offset: Int64, count: Int, allocator: ByteBufferAllocator) async throws -> ByteBuffer {
+        try await threads.blocking.runIfActive { [self] in try read(at: offset, count: count, allocator: allocator) }
+    }
+
     /// Reads up to `count` bytes at `offset` into a new buffer; fewer only at end of file.
+    @available(*, noasync, message: "pread can wait on the disk: use the async overload")
     public func read(at offset: Int64, count: Int, allocator: ByteBufferAllocator) throws -> ByteBuffer {
         var buffer = allocator.buffer(capacity: count)
         try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in

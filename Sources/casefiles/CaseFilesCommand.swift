@@ -29,11 +29,12 @@ struct StorageOptions: ParsableArguments {
         URL(fileURLWithPath: storage ?? ProcessInfo.processInfo.environment["CASEFILES_STORAGE"] ?? "Storage")
     }
 
-    /// Opens the storage root (creating it, running migrations, fsyncing the key file: blocking work) on NIO's
-    /// thread pool rather than on the command's task.
+    /// Opens the storage root (creating it, running migrations, fsyncing the key file: blocking work) on the
+    /// command's own storage threads rather than on the command's task.
     func openServices() async throws -> AppServices {
         let url = self.url
-        return try await blockingIO { try AppServices.open(storage: url) }
+        let workers = WorkerThreads()
+        return try await workers.storage.blockingIO { try AppServices.open(storage: url, workers: workers) }
     }
 }
 

@@ -213,7 +213,8 @@ import Testing
 
         // The dry run's plan splits them by the same rule (the default settings are 30 days).
         let plan = try await RetentionPurge(services: AppServices(
-            database: database, blobs: try FileBlobStore(root: root), linkKeys: LinkKeyFile(root: root))).plan(asOf: dueAt)
+            database: database, blobs: try FileBlobStore(root: root, threads: testWorkers.storage), linkKeys: LinkKeyFile(root: root),
+            bulkWork: testWorkers.bulkWork)).plan(asOf: dueAt)
         #expect(plan.due.map(\.supportCase.number) == ["00000001"])
         #expect(plan.held.map(\.supportCase.number) == ["00000002"])
 

@@ -13,7 +13,7 @@ import Testing
 
     @Test func appendsAreDurableAndDiscardReturnsToTheCommittedLength() async throws {
         defer { try? FileManager.default.removeItem(at: root) }
-        let store = try FileBlobStore(root: root)
+        let store = try FileBlobStore(root: root, threads: testWorkers.storage)
         let id = SecureRandom.identifier()
         try await store.create(id: id)
         let first = testBytes(100_000)
@@ -26,7 +26,7 @@ import Testing
         try testBytes(5_000, seed: 7).withUnsafeBytes { try second.append($0) }
         try await second.discard()
         let reader = try await store.openForReading(id: id)
-        let all = try reader.read(at: 0, count: 200_000, allocator: ByteBufferAllocator())
+        let all = try await reader.read(at: 0, count: 200_000, allocator: ByteBufferAllocator())
         #expect(Array(buffer: all) == first)
     }
 
@@ -34,7 +34,7 @@ import Testing
         // Direct I/O writes whole 4 KiB blocks through a 1 MiB buffer, so every resume rewrites the
         // committed start of its first block, and a request may end anywhere inside a block.
         defer { try? FileManager.default.removeItem(at: root) }
-        let store = try FileBlobStore(root: root)
+        let store = try FileBlobStore(root: root, threads: testWorkers.storage)
         let id = SecureRandom.identifier()
         try await store.create(id: id)
         var expected: [UInt8] = []
@@ -62,7 +62,7 @@ import Testing
 
     @Test func reopeningDropsBytesPastTheCommittedOffset() throws {
         defer { try? FileManager.default.removeItem(at: root) }
-        let store = try FileBlobStore(root: root)
+        let store = try FileBlobStore(root: root, threads: testWorkers.storage)
         let id = SecureRandom.identifier()
         try store.create(id: id)
         let appender = try store.openForAppend(id: id, at: 0)
@@ -74,7 +74,7 @@ import Testing
 
     @Test func blobsAreListedAndRemoved() throws {
         defer { try? FileManager.default.removeItem(at: root) }
-        let store = try FileBlobStore(root: root)
+        let store = try FileBlobStore(root: root, threads: testWorkers.storage)
         let ids = (0..<5).map { _ in SecureRandom.identifier() }
         for id in ids { try store.create(id: id) }
         #expect(Set(try store.storedIDs()) == Set(ids))
@@ -86,7 +86,7 @@ import Testing
 
     @Test func creatingTheSameIdTwiceFails() throws {
         defer { try? FileManager.default.removeItem(at: root) }
-        let store = try FileBlobStore(root: root)
+        let store = try FileBlobStore(root: root, threads: testWorkers.storage)
         let id = SecureRandom.identifier()
         try store.create(id: id)
         #expect(throws: StorageError.self) { try store.create(id: id) }
@@ -170,12 +170,12 @@ final class Flag: @unchecked Sendable {
         #expect(problems.map(\.path) == [database, blobs])
         #expect(problems.map(\.mode) == [0o644, 0o755])
         #expect(problems[0].description == "\(database) has mode 0644 but holds secrets: it should be 0600 (run: chmod 600 '\(database)')")
-        _ = try AppServices.open(storage: world.root)  // warns, opens
+        _ = try AppServices.open(storage: world.root, workers: testWorkers)  // warns, opens
         #expect(throws: StoragePermissionsError.self) {
-            try AppServices.open(storage: world.root, security: SecurityPolicy(strictPermissions: true))
+            try AppServices.open(storage: world.root, workers: testWorkers, security: SecurityPolicy(strictPermissions: true))
         }
         do {
-            _ = try AppServices.open(storage: world.root, security: SecurityPolicy(strictPermissions: true))
+            _ = try AppServices.open(storage: world.root, workers: testWorkers, security: SecurityPolicy(strictPermissions: true))
         } catch let error as StoragePermissionsError {
             #expect(error.description.contains("chmod 600 '\(database)'") && error.description.contains("chmod 700 '\(blobs)'"))
         }
@@ -185,7 +185,7 @@ final class Flag: @unchecked Sendable {
         let world = try await TestWorld()
         let keyFile = world.root.appendingPathComponent("link-signing.key")
         try Data("current nothex\n".utf8).write(to: keyFile)
-        #expect(throws: LinkKeyFileError.self) { try AppServices.open(storage: world.root).linkKeys.keys() }
+        #expect(throws: LinkKeyFileError.self) { try AppServices.open(storage: world.root, workers: testWorkers).linkKeys.keys() }
         #expect(try String(contentsOf: keyFile, encoding: .utf8) == "current nothex\n")
     }
 }

@@ -10,6 +10,9 @@ import HummingbirdTesting
 import NIOCore
 import Testing
 
+/// The worker threads every test shares (the application owns its own; tests are one application).
+let testWorkers = WorkerThreads()
+
 /// A fresh storage root with one case (00001413, account ACME) and a user of every role.
 final class TestWorld: Sendable {
     let root: URL
@@ -26,7 +29,8 @@ final class TestWorld: Sendable {
     init(limits: UploadLimits = .init(minFreeBytes: 0), security: SecurityPolicy = .init()) async throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("casefiles-test-\(UUID().uuidString)")
         let clock = self.clock
-        services = try AppServices.open(storage: root, limits: limits, security: security, now: { clock.now })
+        services = try AppServices.open(storage: root, workers: testWorkers, limits: limits, security: security,
+                                       now: { clock.now })
         let database = services.database
         func user(_ name: String, _ role: Role, _ account: String?) async throws -> String {
             let token = AccessToken.generate()

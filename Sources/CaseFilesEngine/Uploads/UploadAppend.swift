@@ -34,7 +34,8 @@ package struct UploadAppend: Sendable {
         let appender = try await services.blobs.openForAppend(id: upload.id, at: upload.offset)
         return UploadAppend(
             upload: upload,
-            sink: ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender),
+            sink: ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender,
+                           bulkWork: services.bulkWork),
             room: UploadRoom(length: upload.length, offset: upload.offset, maxUploadSize: maxUploadSize),
             contentLength: contentLength, checksum: checksum, services: services)
     }

@@ -187,10 +187,8 @@ struct AttachmentsController: Sendable {
                     while position <= range.last {
                         let count = Int(min(Int64(Self.readSize), range.last - position + 1))
                         let at = position
-                        // pread may wait on the disk: keep it off the threads that run handlers.
-                        let buffer = try await NIOThreadPool.singleton.runIfActive {
-                            try reader.read(at: at, count: count, allocator: ByteBufferAllocator())
-                        }
+                        // pread may wait on the disk: the async read runs it on storage's blocking threads.
+                        let buffer = try await reader.read(at: at, count: count, allocator: ByteBufferAllocator())
                         guard buffer.readableBytes > 0 else { throw StorageError.missingBlob(upload.id) }
                         try await writer.write(buffer)
                         position += Int64(buffer.readableBytes)
