@@ -129,7 +129,7 @@ public struct TusUploader: Sendable {
         let found = try await client.json(CaseState.self, "checking case \(caseNumber)", "/api/v1/cases/\(caseNumber)")
         guard found.status != "Closed" else {
             throw ClientFailure(.refused, "case_closed: case \(found.number) is closed, so it accepts no uploads. "
-                                + "Reopen it (within 30 days of closure) or open a new case.")
+                                + "Ask for it to be reopened (possible for a while after closure) or open a new case.")
         }
     }
 
