@@ -6,8 +6,8 @@ import CaseFilesCore
 /// every query the service makes, each one transaction with an intention-revealing name. Every write goes
 /// through `write`, which turns a full disk (SQLITE_FULL) into `CaseFilesError.databaseFull`.
 ///
-/// The blocking variants (no `async`) are for synchronous contexts only and `noasync`: async code gets the
-/// `async` ones, which run on GRDB's queues, except the in-place key lookups (see `readInPlace`).
+/// Every query is `async` and runs on GRDB's queues, except the in-place key lookups (see `readInPlace`);
+/// opening (`open`, migrations) blocks and is `noasync`: callers run it on a blocking thread.
 public struct AppDatabase: MetadataStore {
     private let writer: any DatabaseWriter
     /// Connections for synchronous reads only. An asynchronous read keeps its pooled connection until its
@@ -228,10 +228,6 @@ extension AppDatabase {
         }
     }
 
-    /// Every blocking write (synchronous contexts only), with the same full-disk mapping as `write`.
-    private func writeBlocking<T>(_ updates: (Database) throws -> T) throws -> T {
-        try Self.mappingFullDisk { try writer.write(updates) }
-    }
 
     /// Runs `body`, turning SQLITE_FULL (sqlite.org/rescode.html#full) into `CaseFilesError.databaseFull`.
     private static func mappingFullDisk<T>(_ body: () throws -> T) throws -> T {
@@ -242,7 +238,7 @@ extension AppDatabase {
         }
     }
 
-    /// The in-place reads: key lookups (token, upload with its case, link) and the settings, run on the
+    /// The in-place reads: key lookups (token, upload with its case, link), run on the
     /// calling thread instead of GRDB's queue. Each takes tens of microseconds with a cached statement, less
     /// than the two thread hops of an asynchronous read, which under load add milliseconds to every request;
     /// compiling their SQL on every request was half of a HEAD probe's server CPU (870 -> 360-450 us). They use
@@ -266,11 +262,6 @@ extension AppDatabase {
         try await write { db in try user.inserted(db) }
     }
 
-    @available(*, noasync, message: "blocks on SQLite; use the async createUser")
-    public func createUser(_ user: User) throws -> User {
-        try writeBlocking { db in try user.inserted(db) }
-    }
-
     public func activeUser(tokenHash: String) async throws -> User? {
         try readInPlace { db in
             try User.fetchOne(
@@ -283,11 +274,6 @@ extension AppDatabase {
         try await write { db in try Self.revokeUser(db, named: name, at: date) }
     }
 
-    @available(*, noasync, message: "blocks on SQLite; use the async revokeUser")
-    public func revokeUser(named name: String, at date: Date) throws -> Bool {
-        try writeBlocking { db in try Self.revokeUser(db, named: name, at: date) }
-    }
-
     private static func revokeUser(_ db: Database, named name: String, at date: Date) throws -> Bool {
         try User.filter(User.Columns.name == name && User.Columns.revokedAt == nil)
             .updateAll(db, User.Columns.revokedAt.set(to: date)) > 0
@@ -295,11 +281,6 @@ extension AppDatabase {
 
     public func allUsers() async throws -> [User] {
         try await writer.read { db in try User.order(User.Columns.name).fetchAll(db) }
-    }
-
-    @available(*, noasync, message: "blocks on SQLite; use the async allUsers")
-    public func allUsers() throws -> [User] {
-        try syncReader.read { db in try User.order(User.Columns.name).fetchAll(db) }
     }
 
     public func user(id: Int64) async throws -> User? {
@@ -319,11 +300,6 @@ extension AppDatabase {
 extension AppDatabase {
     public func createCase(_ supportCase: SupportCase, numberGiven: Bool) async throws -> SupportCase {
         try await write { db in try Self.createCase(db, supportCase, numberGiven: numberGiven) }
-    }
-
-    @available(*, noasync, message: "blocks on SQLite; use the async createCase")
-    public func createCase(_ supportCase: SupportCase, numberGiven: Bool) throws -> SupportCase {
-        try writeBlocking { db in try Self.createCase(db, supportCase, numberGiven: numberGiven) }
     }
 
     private static func createCase(_ db: Database, _ supportCase: SupportCase, numberGiven: Bool) throws -> SupportCase {
@@ -356,11 +332,6 @@ extension AppDatabase {
 
     public func allCases() async throws -> [SupportCase] {
         try await writer.read { db in try SupportCase.order(SupportCase.Columns.number).fetchAll(db) }
-    }
-
-    @available(*, noasync, message: "blocks on SQLite; use the async allCases")
-    public func allCases() throws -> [SupportCase] {
-        try syncReader.read { db in try SupportCase.order(SupportCase.Columns.number).fetchAll(db) }
     }
 
     public func transitionCase(
@@ -501,8 +472,11 @@ extension AppDatabase {
             let ids: [String] = candidates.compactMap { row in
                 Upload.isExpired(lastProgress: row["updatedAt"], at: now, expiry: expiry) ? row["id"] : nil
             }
-            if !ids.isEmpty {
-                try Upload.filter(keys: ids).filter(Upload.Columns.state == UploadState.uploading)
+            // In batches: one SQL variable per id, and SQLite caps them (32,766), which a long downtime with
+            // many abandoned uploads could pass, failing every sweep after it.
+            for start in stride(from: 0, to: ids.count, by: 500) {
+                try Upload.filter(keys: ids[start..<min(start + 500, ids.count)])
+                    .filter(Upload.Columns.state == UploadState.uploading)
                     .updateAll(db, Upload.Columns.state.set(to: UploadState.expired), Upload.Columns.updatedAt.set(to: now))
             }
             return ids
@@ -511,11 +485,6 @@ extension AppDatabase {
 
     public func uploadStates() async throws -> [String: UploadState] {
         try await writer.read { db in try Self.uploadStates(db) }
-    }
-
-    @available(*, noasync, message: "blocks on SQLite; use the async uploadStates")
-    public func uploadStates() throws -> [String: UploadState] {
-        try syncReader.read { db in try Self.uploadStates(db) }
     }
 
     private static func uploadStates(_ db: Database) throws -> [String: UploadState] {
@@ -589,11 +558,6 @@ extension AppDatabase {
         try await writer.read { db in try Self.retentionSettings(db) }
     }
 
-    @available(*, noasync, message: "blocks on SQLite; use the async retentionSettings")
-    public func retentionSettings() throws -> RetentionSettings {
-        try syncReader.read { db in try Self.retentionSettings(db) }
-    }
-
     private static func retentionSettings(_ db: Database) throws -> RetentionSettings {
         let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT key, value FROM setting"))
         var settings = RetentionSettings.defaults
@@ -611,11 +575,6 @@ extension AppDatabase {
 
     public func setSetting(_ key: String, _ value: String) async throws {
         try await write { db in try Self.setSetting(db, key, value) }
-    }
-
-    @available(*, noasync, message: "blocks on SQLite; use the async setSetting")
-    public func setSetting(_ key: String, _ value: String) throws {
-        try writeBlocking { db in try Self.setSetting(db, key, value) }
     }
 
     private static func setSetting(_ db: Database, _ key: String, _ value: String) throws {

@@ -151,15 +151,3 @@ public enum UploadCompletion: Sendable {
     case failed(sha256: String)
 }
 
-public enum CaseNumber {
-    /// "1413" and "00001413" name the same case; anything not 1–8 digits names none.
-    public static func normalise(_ text: String) -> String? {
-        guard (1...8).contains(text.utf8.count), text.utf8.allSatisfy({ (48...57).contains($0) }) else { return nil }
-        return String(repeating: "0", count: 8 - text.utf8.count) + text
-    }
-
-    public static func format(_ value: Int64) -> String {
-        let digits = String(value)
-        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
-    }
-}

@@ -45,7 +45,8 @@ public struct AppServices: Sendable {
     ///   for a damaged key file; storage and database errors.
     /// - Parameter workers: the threads storage and the upload engine run on, owned by the caller (`serve` and
     ///   each CLI command make their own; tests share one set).
-    public static func open(storage root: URL, workers: WorkerThreads = WorkerThreads(), limits: UploadLimits = .init(),
+    @available(*, noasync, message: "creates files, migrates and fsyncs: call it on workers.storage.blockingIO")
+    public static func open(storage root: URL, workers: WorkerThreads, limits: UploadLimits = .init(),
                             security: SecurityPolicy = .init(),
                             now: @escaping @Sendable () -> Date = { Date() }) throws -> AppServices {
         // Folders above the root are made as any folder would be; the root and all in it are private.
@@ -88,7 +89,7 @@ public struct AppServices: Sendable {
     /// uploads whose removal was interrupted, and files with no row at all (a crash between creating a file and
     /// inserting its row). A file with no row may also be an upload being created right now, so while
     /// the server may be running only such files older than `unknownOlderThan` seconds are removed.
-    /// Listing and unlinking block on the disk, so they run on NIO's thread pool (`blockingIO`).
+    /// Listing and unlinking block on the disk, so they run on the store's blocking threads.
     @discardableResult
     public func sweepOrphanBlobs(unknownOlderThan minimumAge: TimeInterval = 0) async throws -> [String] {
         let states = try await database.uploadStates()

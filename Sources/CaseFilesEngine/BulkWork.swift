@@ -3,7 +3,6 @@ import Dispatch
 import NIOCore
 import NIOPosix
 import CaseFilesCore
-import CaseFilesDatabase
 import CaseFilesStorage
 
 /// Threads for the bulk work of uploads: the chunk's digest and the write on one pool, the whole file's

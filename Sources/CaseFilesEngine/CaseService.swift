@@ -14,6 +14,20 @@ public struct CaseService: Sendable {
         self.now = now
     }
 
+    /// Opens a case (Open / New; `CaseLifecycle.open` validates). Permission is the caller's to check.
+    /// Errors: `CaseFilesError` (`.invalid`; `.conflict` `case_exists` for a taken number).
+    public func open(account: String, subject: String, number: String?, priority: CasePriority?,
+                     requestType: RequestType?) async throws -> SupportCase {
+        let draft = try CaseLifecycle.open(account: account, subject: subject, number: number, priority: priority,
+                                           requestType: requestType, at: now())
+        do {
+            return try await database.createCase(draft, numberGiven: number != nil)
+        } catch let taken as CaseNumberTaken {
+            throw CaseFilesError(.conflict, "case_exists",
+                                 "Case \(taken.number) already exists; choose another number or omit it.")
+        }
+    }
+
     /// Open, Awaiting Info or Solution Proposed, with a sub-status of it. Errors: `CaseFilesError` (not found,
     /// forbidden for customers, closed, invalid sub-status).
     public func setStatus(_ number: String, to status: CaseStatus, subStatus: String, comment: String?,
@@ -53,7 +67,10 @@ public struct CaseService: Sendable {
 
     /// The refusal for an upload to a closed case, with the reopen window from the settings.
     public func closedCaseError(_ number: String) async -> CaseFilesError {
-        let days = (try? await database.retentionSettings().reopenDays) ?? RetentionSettings.defaults.reopenDays
+        // In a task of its own: a writer stopped part-way (its task cancelled) still reads the real window.
+        let database = self.database
+        let days = (try? await Task { try await database.retentionSettings() }.value.reopenDays)
+            ?? RetentionSettings.defaults.reopenDays
         return .caseClosed(number, reopenDays: days)
     }
 }

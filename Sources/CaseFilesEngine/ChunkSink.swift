@@ -2,7 +2,6 @@ import Foundation
 import NIOCore
 import NIOPosix
 import CaseFilesCore
-import CaseFilesDatabase
 import CaseFilesStorage
 
 /// One request body's bytes on their way to disk: the chunk's digest (for `Upload-Checksum`), the

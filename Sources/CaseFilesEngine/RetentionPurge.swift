@@ -5,7 +5,7 @@ import CaseFilesCore
 import CaseFilesDatabase
 import CaseFilesStorage
 
-/// The 30-day retention policy: all attached data of a case closed for the retention period is
+/// The retention policy (30 days by default, `RetentionSettings`): all attached data of a case closed for the retention period is
 /// purged (blobs removed, rows kept as tombstones), except cases on legal hold. Every run and item is
 /// written to the audit log (`purgeRun`, `purgeItem`), which survives the purge itself.
 ///

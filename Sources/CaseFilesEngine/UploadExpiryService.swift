@@ -13,7 +13,7 @@ public struct UploadExpiryService: Service {
     package let interval: Duration
     package let logger: Logger
 
-    public init(services: AppServices, interval: Duration = .seconds(600), logger: Logger) {
+    public init(services: AppServices, interval: Duration, logger: Logger) {
         self.services = services
         self.interval = interval
         self.logger = logger

@@ -1,5 +1,4 @@
 import CaseFilesCore
-import CaseFilesDatabase
 import CaseFilesStorage
 /// One writer per upload. A new PATCH or DELETE for an upload whose previous request is still in
 /// flight asks that request to stop (it keeps what it committed) and takes over once it has: a client

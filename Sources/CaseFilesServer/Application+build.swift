@@ -37,12 +37,16 @@ public struct AppConfiguration: Sendable {
     }
 }
 
-/// Wires everything: storage, database, routes, middleware and the HTTP server.
+/// Wires everything: storage (opened, migrated and checked on the workers' blocking threads, not on the
+/// caller's), database, routes, middleware and the HTTP server. `workers` belong to the caller, who shuts
+/// them down after the application has stopped.
 public func buildApplication(
-    _ configuration: AppConfiguration, now: @escaping @Sendable () -> Date = { Date() }
+    _ configuration: AppConfiguration, workers: WorkerThreads, now: @escaping @Sendable () -> Date = { Date() }
 ) async throws -> some ApplicationProtocol {
-    let services = try AppServices.open(
-        storage: configuration.storage, limits: configuration.limits, security: configuration.security, now: now)
+    let services = try await workers.storage.blockingIO {
+        try AppServices.open(storage: configuration.storage, workers: workers, limits: configuration.limits,
+                             security: configuration.security, now: now)
+    }
     return try await buildApplication(configuration, services: services)
 }
 

@@ -3,9 +3,9 @@ import NIOCore
 import NIOPosix
 import CaseFilesCore
 
-/// Where upload bytes live. Knows nothing of HTTP, tus or the database: the protocol handler
-/// validates offsets and holds the upload's writer lock before calling in, and the database is
-/// the authority on how many bytes of a blob are committed (bytes past that are garbage).
+/// Where upload bytes live. Knows nothing of HTTP, tus or the database: the upload engine validates
+/// offsets and holds the upload's writer lock (`UploadWriter`) before calling in, and the metadata store
+/// is the authority on how many bytes of a blob are committed (bytes past that are garbage).
 public protocol BlobStore: Sendable {
     /// The threads the async calls below run on.
     var threads: StorageThreads { get }

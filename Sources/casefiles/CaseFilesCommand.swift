@@ -120,7 +120,12 @@ struct Serve: AsyncParsableCommand {
         if let maxLinkLifetime {
             configuration.security.maxLinkLifetime = try DurationOption.parse(maxLinkLifetime, flag: "--max-link-lifetime")
         }
-        try await buildApplication(configuration).runService()
+        // The worker threads belong to this command: they outlive the application, which may still commit
+        // uploads while it shuts down, and stop after it (the hashing lanes first: they hand writes to storage's).
+        let workers = WorkerThreads()
+        try await buildApplication(configuration, workers: workers).runService()
+        try await workers.bulkWork.shutdown()
+        try await workers.storage.shutdown()
     }
 }
 
@@ -356,9 +361,8 @@ struct Cases: AsyncParsableCommand {
                 throw ValidationError("--type must be one of: Support, Admin, License")
             }
             let services = try await storage.openServices()
-            let draft = try CaseFactory.newCase(
-                account: account, subject: subject, number: number, priority: priority, requestType: requestType, at: Date())
-            print(try await services.database.createCase(draft, numberGiven: number != nil).number)
+            print(try await services.cases.open(account: account, subject: subject, number: number, priority: priority,
+                                                requestType: requestType).number)
         }
     }
 }
@@ -435,7 +439,7 @@ struct Purge: AsyncParsableCommand {
 
 struct Settings: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Retention settings shared by `serve` and `purge`: retention-days, reopen-days (default 30).",
+        abstract: "Retention settings shared by `serve` and `purge`: retention-days (default \(RetentionSettings.defaults.retentionDays)), reopen-days (default \(RetentionSettings.defaults.reopenDays)).",
         subcommands: [Get.self, Set.self], defaultSubcommand: Get.self)
 
     struct Get: AsyncParsableCommand {

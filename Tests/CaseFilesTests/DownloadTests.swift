@@ -216,7 +216,7 @@ import Testing
             #expect(String(buffer: refused.body).contains("expiry"))
             #expect(try await client.offset(active, token: world.customer) == 10)
 
-            let reclaimed = try await UploadExpiryService(services: world.services, logger: .init(label: "test")).sweep()
+            let reclaimed = try await UploadExpiryService(services: world.services, interval: AppConfiguration().expirySweepInterval, logger: .init(label: "test")).sweep()
             #expect(reclaimed == [String(path.split(separator: "/").last!)])
         }
         #expect(try world.services.blobs.storedIDs().count == 1)

@@ -29,7 +29,7 @@ import Testing
             User(name: "carol", role: .customer, account: "ACME", tokenHash: "h", createdAt: t0))
         #expect(user.id == 1)  // didInsert
         _ = try await database.createCase(
-            try CaseFactory.newCase(account: "ACME", subject: "s", number: "1", priority: nil, requestType: nil, at: t0),
+            try CaseLifecycle.open(account: "ACME", subject: "s", number: "1", priority: nil, requestType: nil, at: t0),
             numberGiven: true)
         return (database, root)
     }
@@ -185,7 +185,7 @@ import Testing
         defer { try? FileManager.default.removeItem(at: root) }
         for number in ["2", "3", "4"] {
             _ = try await database.createCase(
-                try CaseFactory.newCase(account: "ACME", subject: "s", number: number, priority: nil, requestType: nil,
+                try CaseLifecycle.open(account: "ACME", subject: "s", number: number, priority: nil, requestType: nil,
                                         at: Self.t0), numberGiven: true)
         }
         for (id, state) in [("up", UploadState.uploading), ("ver", .verified), ("fail", .failed),
@@ -281,7 +281,7 @@ import Testing
         try await world.services.database.createUpload(upload)
         let stored = try #require(try await world.services.database.upload(id: upload.id))
         world.clock.set(Upload.expiresAt(lastProgress: stored.updatedAt, expiry: Self.expiry))
-        let service = UploadExpiryService(services: world.services, logger: .init(label: "test"))
+        let service = UploadExpiryService(services: world.services, interval: AppConfiguration().expirySweepInterval, logger: .init(label: "test"))
         #expect(try await service.sweep() == [upload.id])
     }
 }

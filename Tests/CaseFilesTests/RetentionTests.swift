@@ -25,7 +25,7 @@ import Testing
 
     static func newCase(_ world: TestWorld, _ number: String, account: String) async throws {
         _ = try await world.services.database.createCase(
-            try CaseFactory.newCase(account: account, subject: "case \(number)", number: number, priority: nil,
+            try CaseLifecycle.open(account: account, subject: "case \(number)", number: number, priority: nil,
                                     requestType: nil, at: world.clock.now), numberGiven: true)
     }
 

@@ -170,12 +170,15 @@ final class Flag: @unchecked Sendable {
         #expect(problems.map(\.path) == [database, blobs])
         #expect(problems.map(\.mode) == [0o644, 0o755])
         #expect(problems[0].description == "\(database) has mode 0644 but holds secrets: it should be 0600 (run: chmod 600 '\(database)')")
-        _ = try AppServices.open(storage: world.root, workers: testWorkers)  // warns, opens
+        let root = world.root
+        _ = try await testWorkers.storage.blockingIO { try AppServices.open(storage: root, workers: testWorkers) }  // warns, opens
         #expect(throws: StoragePermissionsError.self) {
             try AppServices.open(storage: world.root, workers: testWorkers, security: SecurityPolicy(strictPermissions: true))
         }
         do {
-            _ = try AppServices.open(storage: world.root, workers: testWorkers, security: SecurityPolicy(strictPermissions: true))
+            _ = try await testWorkers.storage.blockingIO {
+                try AppServices.open(storage: root, workers: testWorkers, security: SecurityPolicy(strictPermissions: true))
+            }
         } catch let error as StoragePermissionsError {
             #expect(error.description.contains("chmod 600 '\(database)'") && error.description.contains("chmod 700 '\(blobs)'"))
         }

@@ -29,8 +29,11 @@ final class TestWorld: Sendable {
     init(limits: UploadLimits = .init(minFreeBytes: 0), security: SecurityPolicy = .init()) async throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("casefiles-test-\(UUID().uuidString)")
         let clock = self.clock
-        services = try AppServices.open(storage: root, workers: testWorkers, limits: limits, security: security,
-                                       now: { clock.now })
+        let root = self.root
+        services = try await testWorkers.storage.blockingIO {
+            try AppServices.open(storage: root, workers: testWorkers, limits: limits, security: security,
+                                 now: { clock.now })
+        }
         let database = services.database
         func user(_ name: String, _ role: Role, _ account: String?) async throws -> String {
             let token = AccessToken.generate()
@@ -43,7 +46,7 @@ final class TestWorld: Sendable {
         otherCustomer = try await user("oscar", .customer, "OTHER")
         engineer = try await user("erin", .engineer, nil)
         admin = try await user("adam", .admin, nil)
-        let draft = try CaseFactory.newCase(
+        let draft = try CaseLifecycle.open(
             account: "ACME", subject: "Database crash", number: caseNumber, priority: .high, requestType: .support, at: Date())
         _ = try await services.database.createCase(draft, numberGiven: true)
     }

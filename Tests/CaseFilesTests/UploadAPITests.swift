@@ -273,7 +273,7 @@ import Testing
     @Test func caseListsAreScopedToTheAccount() async throws {
         let world = try await TestWorld()
         _ = try await world.services.database.createCase(
-            try CaseFactory.newCase(account: "OTHER", subject: "x", number: nil, priority: nil, requestType: nil, at: Date()),
+            try CaseLifecycle.open(account: "OTHER", subject: "x", number: nil, priority: nil, requestType: nil, at: Date()),
             numberGiven: false)
         try await world.withServer { client in
             let mine = try await client.execute(uri: "/api/v1/cases", method: .get, headers: [.authorization: "Bearer \(world.customer)"])

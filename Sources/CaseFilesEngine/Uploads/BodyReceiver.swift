@@ -39,9 +39,6 @@ package enum BodyReceiver {
     ///   - room: the bytes the upload can still take (nil: no limit); reading stops before a buffer past it;
     ///   - contentLength: the body's declared size in bytes, if declared: fewer bytes is an early end;
     ///   - writer: counts bytes for the watchdog and says why the read was stopped, if it was.
-    /// Inlinable so the front-end's module specializes it for its concrete body type: the loop runs once per
-    /// socket read, and an unspecialized generic `next()` would cost a witness-table call on every one.
-    @inlinable
     package static func receive<Body: AsyncSequence>(
         _ body: Body?, into sink: ChunkSink, room: UploadRoom?, contentLength: Int64?, writer: UploadWriter?
     ) async -> AppendOutcome where Body.Element == ByteBuffer {

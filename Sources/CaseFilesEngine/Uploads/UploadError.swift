@@ -32,6 +32,13 @@ extension CaseFilesError {
                        "The server is restarting, so this request stopped and kept what it had committed. "
                        + "Retry in a few seconds: send a HEAD request and resume from its Upload-Offset.")
     }
+
+    /// The same stop for a creation-with-upload request, which leaves nothing behind (no `Location` was sent).
+    public static func shuttingDownBeforeCreation() -> CaseFilesError {
+        CaseFilesError(.unavailable, "shutting_down",
+                       "The server is restarting, so this upload was not created. Retry in a few seconds: send the "
+                       + "same POST again.")
+    }
 }
 
 /// How many more bytes an upload can take: up to its `Upload-Length`, or for a deferred length up to the

@@ -212,8 +212,6 @@ extension APIError {
                  + "retry later and resume from the Upload-Offset that HEAD returns.")
     }
 
-    /// SQLite itself could not write: nothing of the request was saved, and nothing earlier was lost.
-
     static func unsupportedVersion() -> APIError {
         APIError(.preconditionFailed, "unsupported_tus_version",
                  "This server speaks tus 1.0.0 only: send `Tus-Resumable: 1.0.0`.",

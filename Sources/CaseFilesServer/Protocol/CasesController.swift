@@ -74,15 +74,9 @@ struct CasesController: Sendable {
             CreateCase.self, request, context,
             expected: #"{"account": "ACME", "subject": "..."} with optional number, priority (Prod Down|High|Medium|Low) "#
                 + "and requestType (Support|Admin|License)")
-        let supportCase = try CaseFactory.newCase(
-            account: input.account, subject: input.subject, number: input.number,
-            priority: input.priority, requestType: input.requestType, at: services.now())
-        let created: SupportCase
-        do {
-            created = try await database.createCase(supportCase, numberGiven: input.number != nil)
-        } catch let taken as CaseNumberTaken {
-            throw APIError(.conflict, "case_exists", "Case \(taken.number) already exists; choose another number or omit it.")
-        }
+        let created = try await services.cases.open(
+            account: input.account, subject: input.subject, number: input.number, priority: input.priority,
+            requestType: input.requestType)
         return EditedResponse(status: .created, headers: [.location: "/api/v1/cases/\(created.number)"], response: CaseJSON(created))
     }
 
@@ -207,34 +201,6 @@ struct CasesController: Sendable {
               AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: .readCase) == .allow
         else { throw APIError.caseNotFound(String(raw.prefix(16))) }
         return supportCase
-    }
-}
-
-/// Validates and builds a new case (Open / New), shared by the API and the CLI.
-public enum CaseFactory {
-    public static func newCase(
-        account: String, subject: String, number: String?, priority: CasePriority?,
-        requestType: RequestType?, at date: Date
-    ) throws -> SupportCase {
-        let account = account.trimmingCharacters(in: .whitespaces)
-        let subject = subject.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !account.isEmpty, account.utf8.count <= 128 else {
-            throw APIError.badRequest("invalid_account", "The account must be 1 to 128 bytes.")
-        }
-        guard !subject.isEmpty, subject.utf8.count <= 1024 else {
-            throw APIError.badRequest("invalid_subject", "The subject must be 1 to 1024 bytes.")
-        }
-        var normalised = ""
-        if let number {
-            guard let value = CaseNumber.normalise(number), value != "00000000" else {
-                throw APIError.badRequest("invalid_case_number", "A case number is 1 to 8 digits, like 00001413.")
-            }
-            normalised = value
-        }
-        return SupportCase(
-            number: normalised, account: account, subject: subject, requestType: requestType ?? .support,
-            priority: priority ?? .medium, status: .open, subStatus: "New", openedAt: date, closedAt: nil,
-            updatedAt: date)
     }
 }
 

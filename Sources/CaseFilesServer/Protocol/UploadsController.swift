@@ -105,6 +105,10 @@ struct UploadsController: Sendable {
             }
         } catch {
             await removeFailedCreation(upload.id, context: context)
+            // Nothing of this request is left to resume: a stop for shutdown says to send the POST again.
+            if let stopped = error as? CaseFilesError, stopped.code == CaseFilesError.shuttingDown().code {
+                throw CaseFilesError.shuttingDownBeforeCreation()
+            }
             throw error
         }
         if carriesData || upload.length == 0 { headers[.uploadOffset] = String(current.offset) }
@@ -295,7 +299,7 @@ struct UploadsController: Sendable {
 
     /// tus expiration: an unfinished upload lives `uploadExpiry` past its last progress.
     private func expiresAt(_ upload: Upload) -> Date {
-        upload.updatedAt.addingTimeInterval(services.limits.uploadExpiry)
+        Upload.expiresAt(lastProgress: upload.updatedAt, expiry: services.limits.uploadExpiry)
     }
 
     private func checkWritable(_ upload: Upload) throws {

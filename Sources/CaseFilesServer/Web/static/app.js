@@ -23,7 +23,7 @@ const HUMAN = {
   missing_token: 'Sign in with your access token first.',
   invalid_token: 'Your access token was not accepted (unknown or revoked). Sign in with a current one.',
   case_not_found: 'No case with that number is visible to you. Check the number, or sign in with the account that owns it.',
-  case_closed: 'This case is closed, so it accepts no uploads. Reopen it (within 30 days of closure) or open a new case.',
+  case_closed: 'This case is closed, so it accepts no uploads. Reopen it (possible for a while after closure) or open a new case.',
   upload_gone: 'The server no longer has this upload (it expired or was removed). Pick the file again to start over.',
   checksum_mismatch: 'Part of the file was damaged on the way; it was sent again but failed twice. Check your connection and retry.',
   whole_file_digest_mismatch: 'The file arrived complete but its SHA-256 did not match: it changed while uploading or was damaged. Upload it again.',
