@@ -22,6 +22,22 @@ public enum UploadError: Error, Sendable, Equatable {
     case wholeFileDigestMismatch(declared: String, computed: String)
     /// A write of this request's bytes failed for lack of space; none of them were kept.
     case diskFull
+    /// No upload by that id (as far as the caller may know).
+    case notFound(String)
+    /// The upload can take no more bytes: failed, terminated, expired or purged (its state says which).
+    case gone(Upload)
+    /// The upload is complete; it takes no more bytes.
+    case alreadyComplete(Upload)
+    /// The request appends at `got`, the upload is at `expected` (bytes).
+    case offsetMismatch(expected: Int64, got: Int64)
+    /// The upload's length is already this many bytes and cannot change.
+    case lengthFixed(Int64)
+    /// A deferred length below the bytes already received (this many).
+    case lengthBelowOffset(Int64)
+    /// A whole-file SHA-256 other than the one declared earlier (hex).
+    case conflictingDigest(String)
+    /// Taking `requested` more bytes would eat into the free-space reserve; `available` bytes are free above it.
+    case insufficientSpace(requested: Int64, available: Int64)
 }
 
 extension CaseFilesError {

@@ -72,6 +72,19 @@ extension APIError {
         case .wholeFileDigestMismatch(let declared, let computed):
             .wholeFileDigestMismatch(declared: declared, computed: computed)
         case .diskFull: .insufficientStorage("the disk filled while writing")
+        case .notFound(let id): .uploadNotFound(String(id.prefix(64)))
+        case .gone(let upload): .uploadGone(upload)
+        case .alreadyComplete(let upload): .alreadyComplete(upload)
+        case .offsetMismatch(let expected, let got): .offsetMismatch(expected: expected, got: got)
+        case .lengthFixed(let length):
+            APIError(.conflict, "length_fixed",
+                     "Upload-Length is already \(length) and cannot change; send it only to set a deferred length.")
+        case .lengthBelowOffset(let offset): .invalidHeader(.uploadLength, "is below the bytes already received (\(offset))")
+        case .conflictingDigest(let earlier):
+            .badRequest("conflicting_digest",
+                        "Repr-Digest names a different SHA-256 than the one declared earlier (\(earlier)).")
+        case .insufficientSpace(let requested, let available):
+            .insufficientStorage("\(requested) bytes requested, \(available) available")
         }
     }
 

@@ -169,39 +169,10 @@ struct UploadsController: Sendable {
         guard !supportCase.isClosed else { throw await services.cases.closedCaseError(supportCase.number) }
         try checkWritable(found)
 
+        let admission = AppendRequest(offset: offset, newLength: newLength, declaredSHA256: declared,
+                                      contentLength: try TusHeaders.count(.contentLength, in: fields))
         let upload = try await asWriter(found.id, readingBody: true, context: context) { writer async throws -> Upload in
-            // Re-read under the lock: the request we superseded may have committed more bytes.
-            guard var upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
-            try checkWritable(upload)
-            guard offset == upload.offset else { throw APIError.offsetMismatch(expected: upload.offset, got: offset) }
-            if let newLength {
-                if let length = upload.length, length != newLength {
-                    throw APIError(.conflict, "length_fixed",
-                                   "Upload-Length is already \(length) and cannot change; send it only to set a deferred length.")
-                }
-                if upload.length == nil {
-                    guard newLength >= upload.offset else {
-                        throw APIError.invalidHeader(.uploadLength, "is below the bytes already received (\(upload.offset))")
-                    }
-                    if let max = services.limits.maxUploadSize, newLength > max { throw APIError.uploadTooLarge(max: max) }
-                    try await checkFreeSpace(for: newLength - upload.offset)
-                    // Decided before the length is recorded: a refused request changes nothing.
-                    try checkBodyFits(try TusHeaders.count(.contentLength, in: fields), length: newLength, offset: upload.offset)
-                    try await database.setUploadLength(id: upload.id, length: newLength, at: services.now())
-                    upload.length = newLength
-                }
-            }
-            if let declared {
-                guard upload.declaredSHA256 == nil || upload.declaredSHA256 == declared else {
-                    throw APIError.badRequest(
-                        "conflicting_digest",
-                        "Repr-Digest names a different SHA-256 than the one declared earlier (\(upload.declaredSHA256!)).")
-                }
-                if upload.declaredSHA256 == nil {
-                    try await database.declareSHA256(id: upload.id, sha256: declared)
-                    upload.declaredSHA256 = declared
-                }
-            }
+            let upload = try await UploadAdmission.admit(admission, uploadID: found.id, services: services)
             return try await appendBody(request.body, to: upload, request: request, checksum: checksum, writer: writer,
                                         context: context)
         }
@@ -303,17 +274,7 @@ struct UploadsController: Sendable {
     }
 
     private func checkWritable(_ upload: Upload) throws {
-        switch upload.state {
-        case .uploading:
-            // Expired even if the reclaiming service has not run yet: the clock decides, not the sweep.
-            if upload.isExpired(at: services.now(), expiry: services.limits.uploadExpiry) {
-                var expired = upload
-                expired.state = .expired
-                throw APIError.uploadGone(expired)
-            }
-        case .verified: throw APIError.alreadyComplete(upload)
-        case .failed, .terminated, .expired, .purged: throw APIError.uploadGone(upload)
-        }
+        try UploadAdmission.checkWritable(upload, now: services.now(), expiry: services.limits.uploadExpiry)
     }
 
     /// Refuses a body whose `Content-Length` (bytes) is more than the upload has room for, before a byte is
@@ -323,11 +284,7 @@ struct UploadsController: Sendable {
     }
 
     private func checkFreeSpace(for bytes: Int64) async throws {
-        let available = try await services.blobs.availableBytes()
-        if bytes > available - services.limits.minFreeBytes {
-            throw APIError.insufficientStorage(
-                "\(bytes) bytes requested, \(max(0, available - services.limits.minFreeBytes)) available")
-        }
+        try await UploadAdmission.checkFreeSpace(for: bytes, services: services)
     }
 
     static func isOffsetStream(_ contentType: String) -> Bool {
