@@ -85,27 +85,15 @@ public struct TusUploader: Sendable {
         throw ClientFailure(.refused, "the server lost the upload of \(rawPath) twice")
     }
 
-    /// Hashes the file (SHA-256 through OpenSSL) and creates the upload, declaring the digest.
+    /// Creates the upload. The file is not read here: its SHA-256 is computed as the chunks are sent and
+    /// declared with the last one (RFC 9530 `Repr-Digest`, which the server checks before the upload completes),
+    /// so a fresh upload reads the file once.
     private func create(path: String, caseNumber: String, identity: FileIdentity, handle: FileHandle) async throws
         -> UploadStateStore.Entry
     {
         try await checkCaseAcceptsUploads(caseNumber)
-        let progress = TransferProgress(label: "hashing", total: identity.size, startingAt: 0, quiet: quiet)
-        var digest = SHA256Digest()
-        var hashed: Int64 = 0
-        try handle.seek(toOffset: 0)
-        while true {
-            let data = try handle.read(upToCount: 8 << 20) ?? Data()
-            if data.isEmpty { break }
-            digest.update(data)
-            hashed += Int64(data.count)
-            progress.update(hashed)
-        }
-        progress.finish()
-        guard hashed == identity.size else { throw ClientFailure(.localFile, "\(path) changed while being hashed") }
-        let sha256 = digest.finalize().hexString
         let name = URL(fileURLWithPath: path).lastPathComponent
-        let metadata = "filename \(Data(name.utf8).base64EncodedString()),sha256 \(Data(sha256.utf8).base64EncodedString())"
+        let metadata = "filename \(Data(name.utf8).base64EncodedString())"
         let reply = try await client.send("creating the upload") {
             client.request("/api/v1/cases/\(caseNumber)/uploads", method: .POST,
                            headers: [("Upload-Length", String(identity.size)), ("Upload-Metadata", metadata)], tus: true)
@@ -115,8 +103,26 @@ public struct TusUploader: Sendable {
         }
         return UploadStateStore.Entry(
             server: client.server, caseNumber: caseNumber, path: path, size: identity.size,
-            modifiedNanoseconds: identity.modifiedNanoseconds, sha256: sha256,
+            modifiedNanoseconds: identity.modifiedNanoseconds, sha256: nil,
             uploadURL: location.hasPrefix("http") ? location : client.server + location)
+    }
+
+    /// The whole file's SHA-256 as it is sent: a running digest over bytes [0, `upTo`), advanced by reading
+    /// only what was not hashed yet (on a resume, the part the server already has, once).
+    private struct RunningDigest {
+        var digest = SHA256Digest()
+        var upTo: Int64 = 0
+
+        mutating func advance(to target: Int64, handle: FileHandle, path: String) throws {
+            guard target > upTo else { return }
+            try handle.seek(toOffset: UInt64(upTo))
+            while upTo < target {
+                let data = try handle.read(upToCount: Int(min(8 << 20, target - upTo))) ?? Data()
+                guard !data.isEmpty else { throw ClientFailure(.localFile, "\(path) is shorter than expected") }
+                digest.update(data)
+                upTo += Int64(data.count)
+            }
+        }
     }
 
     /// Asks first, so that a bad token, an unknown case or a closed case is reported before a large file
@@ -152,23 +158,35 @@ public struct TusUploader: Sendable {
         var offset = start
         var sent: Int64 = 0
         var checksumFailures = 0
+        var whole = RunningDigest()
+        var fileSHA256 = entry.sha256
         let progress = TransferProgress(label: "uploading", total: identity.size, startingAt: start, quiet: quiet)
         progress.update(offset, force: true)
         while offset < identity.size {
             guard try Self.identity(of: entry.path) == identity else {
                 throw ClientFailure(.localFile, "\(rawPath) changed during the upload; run the command again to start over")
             }
+            if entry.sha256 == nil { try whole.advance(to: offset, handle: handle, path: rawPath) }
             try handle.seek(toOffset: UInt64(offset))
             let chunk = try handle.read(upToCount: Int(min(Int64(chunkSize), identity.size - offset))) ?? Data()
             guard !chunk.isEmpty else { throw ClientFailure(.localFile, "\(rawPath) is shorter than \(identity.size) bytes") }
             let checksum = "sha256 " + Data(SHA256Digest.hash(chunk)).base64EncodedString()
+            var headers = [("Upload-Offset", String(offset)), ("Content-Type", TusProtocol.contentType),
+                           ("Upload-Checksum", checksum)]
+            if entry.sha256 == nil && offset + Int64(chunk.count) == identity.size {
+                // The last chunk declares the whole file's SHA-256: the server completes the upload only if
+                // the bytes it stored have it (422 otherwise).
+                var last = whole
+                last.digest.update(chunk)
+                let final = last.digest.finalize()
+                fileSHA256 = final.hexString
+                headers.append(("Repr-Digest", "sha-256=:\(Data(final).base64EncodedString()):"))
+            }
             let buffer = ByteBuffer(data: chunk)
             let at = offset
+            let fields = headers
             let reply = try await client.send("sending bytes \(at)-\(at + Int64(chunk.count) - 1)") {
-                var request = client.request(entry.uploadURL, method: .PATCH, headers: [
-                    ("Upload-Offset", String(at)), ("Content-Type", TusProtocol.contentType),
-                    ("Upload-Checksum", checksum),
-                ], tus: true)
+                var request = client.request(entry.uploadURL, method: .PATCH, headers: fields, tus: true)
                 request.body = .bytes(buffer)
                 return request
             }
@@ -206,9 +224,13 @@ public struct TusUploader: Sendable {
         progress.finish()
         let id = String(entry.uploadURL.split(separator: "/").last ?? "")
         let attachment = try await client.attachment(id: id)
-        guard attachment.sha256 == entry.sha256 else {
-            throw ClientFailure(.integrity, "the server recorded SHA-256 \(attachment.sha256 ?? "none"), the file's is \(entry.sha256)")
+        if fileSHA256 == nil {  // finished by an earlier attempt whose answer was lost: hash what is left
+            try whole.advance(to: identity.size, handle: handle, path: rawPath)
+            fileSHA256 = whole.digest.finalize().hexString
         }
-        return Result(attachmentID: id, sha256: entry.sha256, size: identity.size, resumedFrom: start, bytesSent: sent)
+        guard let sha256 = fileSHA256, attachment.sha256 == sha256 else {
+            throw ClientFailure(.integrity, "the server recorded SHA-256 \(attachment.sha256 ?? "none"), the file's is \(fileSHA256 ?? "unknown")")
+        }
+        return Result(attachmentID: id, sha256: sha256, size: identity.size, resumedFrom: start, bytesSent: sent)
     }
 }

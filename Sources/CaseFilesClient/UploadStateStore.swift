@@ -11,7 +11,9 @@ public struct UploadStateStore: Sendable {
         public var size: Int64
         /// Modification time in nanoseconds since 1970; a changed file must not resume an old upload.
         public var modifiedNanoseconds: Int64
-        public var sha256: String
+        /// The whole file's SHA-256 (hex) when declared at creation; nil: computed while sending and declared
+        /// with the last chunk (`Repr-Digest`), so the file is read once.
+        public var sha256: String?
         public var uploadURL: String
     }
 

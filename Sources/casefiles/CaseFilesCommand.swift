@@ -518,7 +518,8 @@ struct Upload: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Upload files to a case over tus, resuming by itself after any interruption.",
         discussion: """
-            Each file's SHA-256 is declared at creation and every chunk carries Upload-Checksum: sha256. \
+            Every chunk carries Upload-Checksum: sha256, and the last one the whole file's SHA-256 (Repr-Digest), \
+            computed while sending: the file is read once. \
             The upload URL is remembered under $XDG_STATE_HOME/casefiles (or ~/.local/state/casefiles): run \
             the same command again after Ctrl-C, a crash or a reboot and it continues from the server's offset. \
             A file changed since is uploaded anew.

@@ -320,3 +320,19 @@ def test_a_part_file_of_the_users_own_is_never_resumed_or_deleted(server, tmp_pa
     result = client(server, "download", attachment, "-o", str(target), state=tmp_path / "state")
     assert result.returncode == 0, result.stderr
     assert tree(target) == {"big.bin": data, "big.bin.part": b"MY NOTES\n", "report.part": b"x" * (len(data) + 10)}
+
+
+def test_upload_declares_the_whole_file_digest_with_its_last_chunk(server, tmp_path):
+    """The CLI reads the file once: nothing is hashed before the upload is created; the whole file's SHA-256
+    goes with the last PATCH (`Repr-Digest`), which the server checks before the upload completes."""
+    data = pattern(9 * MiB + 123, seed=46)
+    path = tmp_path / "once.log"
+    path.write_bytes(data)
+    result = client(server, "upload", "--case", server.case, "--chunk-size", "4MiB", str(path), state=tmp_path / "state")
+    assert result.returncode == 0, result.stderr
+    assert "hashing" not in result.stdout
+    assert final_line(result.stdout)["sha256"] == hashlib.sha256(data).hexdigest()
+    with sqlite3.connect(f"file:{server.storage / 'casefiles.sqlite'}?mode=ro", uri=True) as db:
+        raw, declared, state = db.execute("SELECT rawMetadata, declaredSHA256, state FROM upload").fetchone()
+    assert "sha256" not in raw  # not declared at creation
+    assert declared == hashlib.sha256(data).hexdigest() and state == "verified"
