@@ -196,6 +196,11 @@ public struct TusUploader: Sendable {
                 guard let next = reply.headers.first(name: "Upload-Offset").flatMap(WireFormat.parseCount), next > offset else {
                     throw ClientFailure(.refused, "the server's PATCH answer had no valid Upload-Offset")
                 }
+                // The chunk in memory extends the whole-file digest, so it is never read from the file again.
+                if entry.sha256 == nil, whole.upTo == offset, next == offset + Int64(chunk.count) {
+                    whole.digest.update(chunk)
+                    whole.upTo = next
+                }
                 offset = next
                 checksumFailures = 0
             case 409:

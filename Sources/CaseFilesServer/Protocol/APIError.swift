@@ -24,10 +24,10 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         response(includeBody: request.method != .head)
     }
 
-    /// HEAD responses carry the status and headers only (RFC 9110 §9.3.2).
+    /// HEAD responses carry the status and headers only (RFC 9110 §9.3.2). `Cache-Control: no-store` and
+    /// `nosniff` are added to every answer by `ResponseHeadersResponder`.
     public func response(includeBody: Bool) -> Response {
         var headers = self.headers
-        headers[.cacheControl] = "no-store"
         guard includeBody else { return Response(status: status, headers: headers) }
         headers[.contentType] = Self.contentType
         return Response(status: status, headers: headers, body: .init(byteBuffer: jsonBody))
