@@ -77,8 +77,9 @@ def proc_peak_rss_mib(pid):
 
 
 class CaseFiles:
-    def __init__(self, storage: Path, binary: str | None = None):
+    def __init__(self, storage: Path, binary: str | None = None, extra_args=()):
         self.binary = binary or BINARY
+        self.extra_args = list(extra_args)
         self.storage = storage
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -93,7 +94,7 @@ class CaseFiles:
     def start(self):
         self.started = time.monotonic()
         self.process = subprocess.Popen([self.binary, "serve", "--storage", str(self.storage), "--port", str(self.port),
-                                         "--min-free-space", "0", "--log-level", "warning"])
+                                         "--min-free-space", "0", "--log-level", "warning", *self.extra_args])
         wait_http(self.port, "/healthz")
 
     def stop(self, sig=signal.SIGTERM):

@@ -20,6 +20,9 @@ public struct AppServices: Sendable {
     /// The upload engine's hashing lanes (the blob store has its own threads).
     public let bulkWork: BulkWork
 
+    /// Where each append request's timeline goes (`serve --trace-uploads FILE`); nil: not traced.
+    public var uploadTrace: UploadTraceLog?
+
     /// Every case transition (HTTP and CLI).
     public var cases: CaseService { CaseService(database: database, now: now) }
 

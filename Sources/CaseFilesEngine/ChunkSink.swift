@@ -18,6 +18,8 @@ package final class ChunkSink: @unchecked Sendable {
     private let bulkWork: BulkWork
     private var batch: [ByteBuffer] = []
     private var batchBytes = 0
+    /// This request's timeline so far (`--trace-uploads`); the sink is where its parts meet.
+    package var timeline: AppendTimeline
 
     /// A batch is handed to the bulk pools once it holds this much; meanwhile the event loop keeps
     /// reading the body into the request's buffer (up to ten socket reads).
@@ -28,7 +30,9 @@ package final class ChunkSink: @unchecked Sendable {
     /// Below this a batch is hashed on one core: handing it to a second costs more than it saves.
     package static let parallelHashingThreshold = 128 * 1024
 
-    package init(chunkDigest: ChunkDigest?, fileDigest: SHA256Digest, appender: BlobAppender, bulkWork: BulkWork) {
+    package init(chunkDigest: ChunkDigest?, fileDigest: SHA256Digest, appender: BlobAppender, bulkWork: BulkWork,
+                 timeline: AppendTimeline) {
+        self.timeline = timeline
         self.bulkWork = bulkWork
         self.chunkDigest = chunkDigest
         self.fileDigest = fileDigest
@@ -61,21 +65,39 @@ package final class ChunkSink: @unchecked Sendable {
         let buffers = batch, count = batchBytes
         batch = []
         batchBytes = 0
+        let started = MonotonicClock.nanoseconds()
+        defer { timeline.batches += MonotonicClock.since(started) }
         if count < Self.offloadThreshold && count <= appender.stagingRoom {
             try consumeHere(buffers, count: count)
         } else {
             // Hashing costs ~1.4 ns a byte; done on the threads that run handlers (in `serve`, the two event
             // loops of a two-core machine) it would make every other request, a HEAD probe included, wait.
-            try await bulkWork.run { try self.consumeHere(buffers, count: count) }
+            try await bulkWork.run {
+                self.timeline.poolHop += MonotonicClock.since(started)
+                try self.consumeHere(buffers, count: count)
+            }
         }
+    }
+
+    /// The timeline with the storage's part and the commit filled in; call once the request is over.
+    package func finishedTimeline(outcome: String) -> AppendTimeline {
+        var timeline = self.timeline
+        timeline.storage = appender.timings
+        timeline.bytes = max(0, appender.position - appender.start)
+        timeline.outcome = outcome
+        timeline.ended = MonotonicClock.nanoseconds()
+        timeline.total = timeline.ended &- timeline.started
+        return timeline
     }
 
     private func consumeHere(_ buffers: [ByteBuffer], count: Int) throws {
         guard chunkDigest != nil, count >= Self.parallelHashingThreshold else {
             for buffer in buffers {
                 try buffer.withUnsafeReadableBytes { bytes in
+                    let started = MonotonicClock.nanoseconds()
                     chunkDigest?.update(bytes)
                     fileDigest.update(bytes)
+                    timeline.hashFile += MonotonicClock.since(started)
                     try appender.append(bytes)
                 }
             }
@@ -83,20 +105,27 @@ package final class ChunkSink: @unchecked Sendable {
         }
         // The two SHA-256 passes over the same bytes run on both cores at once.
         var writeError: (any Error)?
+        var hashChunk: UInt64 = 0, hashFile: UInt64 = 0
         bulkWork.inParallel({
             do {
                 for buffer in buffers {
                     try buffer.withUnsafeReadableBytes { bytes in
+                        let started = MonotonicClock.nanoseconds()
                         chunkDigest!.update(bytes)
+                        hashChunk += MonotonicClock.since(started)
                         try appender.append(bytes)
                     }
                 }
             } catch { writeError = error }
         }, {
+            let started = MonotonicClock.nanoseconds()
             for buffer in buffers {
                 buffer.withUnsafeReadableBytes { fileDigest.update($0) }
             }
+            hashFile = MonotonicClock.since(started)
         })
+        timeline.hashChunk += hashChunk
+        timeline.hashFile += hashFile
         if let writeError { throw writeError }
     }
 }

@@ -22,6 +22,8 @@ public struct AppConfiguration: Sendable {
     public var purgeInterval: Duration
     /// Storage permissions and signed-link lifetime (`--strict-permissions`, `--max-link-lifetime`).
     public var security = SecurityPolicy()
+    /// `--trace-uploads FILE`: each append request's timeline (`AppendTimeline`) as a JSON line; nil: off.
+    public var uploadTracePath: String?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
@@ -43,10 +45,11 @@ public struct AppConfiguration: Sendable {
 public func buildApplication(
     _ configuration: AppConfiguration, workers: WorkerThreads, now: @escaping @Sendable () -> Date = { Date() }
 ) async throws -> some ApplicationProtocol {
-    let services = try await workers.storage.blockingIO {
+    var services = try await workers.storage.blockingIO {
         try AppServices.open(storage: configuration.storage, workers: workers, limits: configuration.limits,
                              security: configuration.security, now: now)
     }
+    if let path = configuration.uploadTracePath { services.uploadTrace = try UploadTraceLog(path: path) }
     return try await buildApplication(configuration, services: services)
 }
 

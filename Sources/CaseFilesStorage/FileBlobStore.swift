@@ -118,6 +118,8 @@ public final class BlobAppender: @unchecked Sendable {
     private var writing: UnsafeMutableRawBufferPointer
     private var inFlight: InFlightWrite?
     private let threads: StorageThreads
+    /// Where this appender's time went (`--trace-uploads`); a few clock reads per MiB, always on.
+    public private(set) var timings = BlobIOTimings()
 
     /// Direct I/O needs buffer addresses, offsets and lengths aligned to the device's block size.
     package static let block = 4096
@@ -153,7 +155,9 @@ public final class BlobAppender: @unchecked Sendable {
         while done < bytes.count {
             let staged = Int(position - stagedFrom)
             let count = min(bytes.count - done, Self.stagingSize - staged)
+            let copyStarted = MonotonicClock.nanoseconds()
             (staging.baseAddress! + staged).copyMemory(from: bytes.baseAddress! + done, byteCount: count)
+            timings.copy += MonotonicClock.since(copyStarted)
             done += count
             position += Int64(count)
             if position - stagedFrom == Int64(Self.stagingSize) {
@@ -166,6 +170,7 @@ public final class BlobAppender: @unchecked Sendable {
     public func sync() async throws {
         try await threads.blockingIO { [self] in
             try finishInFlightWrite()
+            let writeStarted = MonotonicClock.nanoseconds()
             let staged = Int(position - stagedFrom)
             let whole = staged / Self.block * Self.block
             if whole > 0 { try writeStaged(count: whole) }
@@ -173,7 +178,10 @@ public final class BlobAppender: @unchecked Sendable {
             // buffer rewrites it whole, committed bytes and all.
             let tail = Int(position - stagedFrom)
             if tail > 0 { try write(fd, staging.baseAddress!, count: tail, at: stagedFrom) }
+            let syncStarted = MonotonicClock.nanoseconds()
+            timings.finalWrite += syncStarted &- writeStarted
             guard fdatasync(fd) == 0 else { throw StorageError.from("fdatasync", errno: errno) }
+            timings.fdatasync += MonotonicClock.since(syncStarted)
         }
     }
 
@@ -212,7 +220,9 @@ public final class BlobAppender: @unchecked Sendable {
         nonisolated(unsafe) let buffer = staging
         let write = InFlightWrite()
         threads.writers.submit { _ in
-            write.finish(Result { try self.writeOrFallBack(target, buffer, count: Self.stagingSize, at: offset) })
+            let started = MonotonicClock.nanoseconds()
+            let result = Result { try self.writeOrFallBack(target, buffer, count: Self.stagingSize, at: offset) }
+            write.finish(result, took: MonotonicClock.since(started))
         }
         inFlight = write
         swap(&staging, &writing)
@@ -222,6 +232,12 @@ public final class BlobAppender: @unchecked Sendable {
     private func finishInFlightWrite() throws {
         guard let write = inFlight else { return }
         inFlight = nil
+        let waitStarted = MonotonicClock.nanoseconds()
+        defer {
+            timings.writerWait += MonotonicClock.since(waitStarted)
+            timings.deviceWrite += write.took
+            timings.backgroundWrites += 1
+        }
         try write.wait()
     }
 
@@ -262,9 +278,12 @@ public final class BlobAppender: @unchecked Sendable {
 private final class InFlightWrite: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private var result: Result<Void, any Error> = .success(())
+    /// Nanoseconds the write took on its writer thread; read only after `wait`.
+    private(set) var took: UInt64 = 0
 
-    func finish(_ result: Result<Void, any Error>) {
+    func finish(_ result: Result<Void, any Error>, took: UInt64) {
         self.result = result
+        self.took = took
         done.signal()
     }
 
@@ -272,6 +291,26 @@ private final class InFlightWrite: @unchecked Sendable {
         done.wait()
         try result.get()
     }
+}
+
+/// Where one `BlobAppender`'s time went, in nanoseconds on the monotonic clock: the storage part of an
+/// upload request's timeline (`AppendTimeline`, `--trace-uploads`).
+public struct BlobIOTimings: Sendable, Equatable, Codable {
+    /// Copying request bytes into the staging buffer (on the hashing lane that writes).
+    public var copy: UInt64 = 0
+    /// Waiting for the previous background write to finish before its buffer could be refilled: the
+    /// hashing stalled on the disk.
+    public var writerWait: UInt64 = 0
+    /// Background writes of full staging buffers, on the writer threads (overlaps the hashing).
+    public var deviceWrite: UInt64 = 0
+    /// Full staging buffers written in the background.
+    public var backgroundWrites = 0
+    /// In `sync`: writing what was still staged (the request's last partial MiB).
+    public var finalWrite: UInt64 = 0
+    /// In `sync`: the fdatasync.
+    public var fdatasync: UInt64 = 0
+
+    public init() {}
 }
 
 /// Reads ranges of a committed blob; each read is independent (pread), so many downloads can share nothing.

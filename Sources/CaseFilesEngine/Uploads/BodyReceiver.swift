@@ -47,7 +47,11 @@ package enum BodyReceiver {
         var overran = false
         if let body {
             do {
+                sink.timeline.setup = MonotonicClock.since(sink.timeline.started)
+                var waitStarted = MonotonicClock.nanoseconds()
                 for try await buffer in body {
+                    sink.timeline.bodyWait += MonotonicClock.since(waitStarted)
+                    defer { waitStarted = MonotonicClock.nanoseconds() }
                     if let room, sink.received + Int64(buffer.readableBytes) > room.bytes {
                         overran = true
                         break

@@ -23,8 +23,10 @@ package struct UploadAppend: Sendable {
     ///   request's `Upload-Checksum` (algorithm, digest).
     /// - Throws: `UploadError.bodyExceedsLength` / `.uploadTooLarge` for a body declared past the room;
     ///   storage errors.
+    ///   requestStarted: `MonotonicClock.nanoseconds()` when the front-end took the request (the timeline's start).
     package static func prepare(
-        _ upload: Upload, contentLength: Int64?, checksum: (ChecksumAlgorithm, [UInt8])?, services: AppServices
+        _ upload: Upload, contentLength: Int64?, checksum: (ChecksumAlgorithm, [UInt8])?, services: AppServices,
+        requestStarted: UInt64 = MonotonicClock.nanoseconds()
     ) async throws -> UploadAppend {
         let maxUploadSize = services.limits.maxUploadSize
         try UploadRoom.check(contentLength, length: upload.length, offset: upload.offset, maxUploadSize: maxUploadSize)
@@ -35,7 +37,8 @@ package struct UploadAppend: Sendable {
         return UploadAppend(
             upload: upload,
             sink: ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender,
-                           bulkWork: services.bulkWork),
+                           bulkWork: services.bulkWork,
+                           timeline: AppendTimeline(upload: upload.id, offset: upload.offset, started: requestStarted)),
             room: UploadRoom(length: upload.length, offset: upload.offset, maxUploadSize: maxUploadSize),
             contentLength: contentLength, checksum: checksum, services: services)
     }
@@ -47,6 +50,27 @@ package struct UploadAppend: Sendable {
     /// - Throws: `UploadError`, `CaseFilesError` (case closed meanwhile; shutting down), the body stream's
     ///   own error after a client broke it off, storage and database errors.
     package func run<Body: AsyncSequence>(_ body: Body?, writer: UploadWriter?, logger: Logger) async throws -> Upload
+    where Body.Element == ByteBuffer {
+        guard let trace = services.uploadTrace else { return try await append(body, writer: writer, logger: logger) }
+        let faults = ProcessMemory.minorFaults() ?? 0
+        do {
+            let committed = try await append(body, writer: writer, logger: logger)
+            record(in: trace, outcome: "committed", faultsBefore: faults)
+            return committed
+        } catch {
+            // The error's case name (`checksumMismatch`, `superseded`...), without its values.
+            record(in: trace, outcome: String(String(describing: error).prefix { $0 != "(" }), faultsBefore: faults)
+            throw error
+        }
+    }
+
+    private func record(in trace: UploadTraceLog, outcome: String, faultsBefore: Int) {
+        var timeline = sink.finishedTimeline(outcome: outcome)
+        timeline.minorFaults = (ProcessMemory.minorFaults() ?? faultsBefore) - faultsBefore
+        trace.record(timeline)
+    }
+
+    private func append<Body: AsyncSequence>(_ body: Body?, writer: UploadWriter?, logger: Logger) async throws -> Upload
     where Body.Element == ByteBuffer {
         let outcome = await BodyReceiver.receive(body, into: sink, room: room, contentLength: contentLength, writer: writer)
         switch AppendDecision.decide(outcome, checksum: ChecksumVerdict(expected: checksum, computed: outcome.chunkDigest)) {

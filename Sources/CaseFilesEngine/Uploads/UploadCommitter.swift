@@ -43,9 +43,11 @@ package struct UploadCommitter: Sendable {
         }
         let now = self.now()
         if completion != nil { Failpoint.hit("complete.before-commit") }
+        let commitStarted = MonotonicClock.nanoseconds()
         try await database.recordAppend(
             id: upload.id, from: upload.offset, to: newOffset, digestState: fileDigest.savedState,
             completion: completion, at: now)
+        sink.timeline.commit = MonotonicClock.since(commitStarted)
         Failpoint.hit("append.after-commit")
         upload.offset = newOffset
         upload.digestState = fileDigest.savedState

@@ -159,6 +159,7 @@ struct UploadsController: Sendable {
     // MARK: - PATCH (tus core: append)
 
     @Sendable func patch(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let started = MonotonicClock.nanoseconds()
         let fields = request.headers
         guard fields[.contentType].map(Self.isOffsetStream) == true else { throw APIError.wrongContentType() }
         let offset = try TusHeaders.offset(in: fields)
@@ -174,7 +175,7 @@ struct UploadsController: Sendable {
         let upload = try await asWriter(found.id, readingBody: true, context: context) { writer async throws -> Upload in
             let upload = try await UploadAdmission.admit(admission, uploadID: found.id, services: services)
             return try await appendBody(request.body, to: upload, request: request, checksum: checksum, writer: writer,
-                                        context: context)
+                                        context: context, started: started)
         }
         var headers: HTTPFields = [.uploadOffset: String(upload.offset)]
         if upload.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(upload)) }
@@ -211,11 +212,12 @@ struct UploadsController: Sendable {
     /// committed upload. The caller holds the upload's writer lock (`asWriter`), unless there is no body.
     private func appendBody(
         _ body: RequestBody?, to upload: Upload, request: Request,
-        checksum: (ChecksumAlgorithm, [UInt8])?, writer: UploadWriter?, context: AppRequestContext
+        checksum: (ChecksumAlgorithm, [UInt8])?, writer: UploadWriter?, context: AppRequestContext,
+        started: UInt64 = MonotonicClock.nanoseconds()
     ) async throws -> Upload {
         let contentLength = try TusHeaders.count(.contentLength, in: request.headers)
         let append = try await UploadAppend.prepare(upload, contentLength: contentLength, checksum: checksum,
-                                                    services: services)
+                                                    services: services, requestStarted: started)
         // The one place `100 Continue` is sent: every check the headers decide has passed (the offset and
         // length under the writer lock, the room for Content-Length, the case, the permissions). RFC 9110
         // §10.1.1: a final status the headers decide is sent at once, so the client never sends the body.
