@@ -1,6 +1,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sys/resource.h>
 #include <unistd.h>
 #include "CLinuxIO.h"
@@ -15,9 +18,26 @@ int casefiles_lower_thread_priority(int nice) {
     return setpriority(PRIO_PROCESS, (id_t)gettid(), nice);
 }
 
+int casefiles_keep_freed_memory(unsigned long mmap_threshold, unsigned long trim_threshold) {
+#ifdef __GLIBC__
+    return mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) && mallopt(M_TRIM_THRESHOLD, (int)trim_threshold);
+#else
+    (void)mmap_threshold; (void)trim_threshold; return 0;
+#endif
+}
+
+long casefiles_minor_faults(void) {
+    struct rusage usage;
+    return getrusage(RUSAGE_SELF, &usage) == 0 ? usage.ru_minflt : -1;
+}
+
 #else  // Elsewhere: buffered writes (fdatasync is the durability step either way), one priority for all.
 
 int casefiles_open_direct(const char *path) { (void)path; errno = EINVAL; return -1; }
 int casefiles_lower_thread_priority(int nice) { (void)nice; return 0; }
+int casefiles_keep_freed_memory(unsigned long mmap_threshold, unsigned long trim_threshold) {
+    (void)mmap_threshold; (void)trim_threshold; return 0;
+}
+long casefiles_minor_faults(void) { return -1; }
 
 #endif

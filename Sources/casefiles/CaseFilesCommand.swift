@@ -18,6 +18,22 @@ struct CaseFilesCommand: AsyncParsableCommand {
         abstract: "Resumable, integrity-checked file transfer for support cases (tus 1.0).",
         subcommands: [Serve.self, Users.self, Cases.self, Purge.self, Settings.self, Keys.self,
                       Upload.self, Download.self, Attachments.self])
+
+    /// ArgumentParser's own `main`, after the process-wide memory policy (`ProcessMemory`): the server and
+    /// the upload client both stream through buffers that would otherwise be fresh pages every request.
+    static func main() async {
+        ProcessMemory.keepFreedMemory()
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// `--storage PATH` (default `./Storage`, or `CASEFILES_STORAGE`): the database and blobs.
@@ -75,6 +91,8 @@ struct Serve: AsyncParsableCommand {
     var strictPermissions = false
     @Option(help: "Longest life of a signed download link: seconds, or with s/m/h/d (default \(DurationOption.format(defaults.security.maxLinkLifetime))).")
     var maxLinkLifetime: String?
+    @Option(help: "Append each upload request's timeline (where its time went, from the server's clock) to this file as JSON lines; summarise with Scripts/upload-timeline (default: off).")
+    var traceUploads: String?
 
     func run() async throws {
         // Request handlers then run on the event loop that reads their socket instead of hopping to
@@ -120,6 +138,7 @@ struct Serve: AsyncParsableCommand {
         if let maxLinkLifetime {
             configuration.security.maxLinkLifetime = try DurationOption.parse(maxLinkLifetime, flag: "--max-link-lifetime")
         }
+        configuration.uploadTracePath = traceUploads
         // The worker threads belong to this command: they outlive the application, which may still commit
         // uploads while it shuts down, and stop after it (the hashing lanes first: they hand writes to storage's).
         let workers = WorkerThreads()
@@ -528,17 +547,23 @@ struct Upload: AsyncParsableCommand {
 
     @OptionGroup var options: ClientOptions
     @Option(name: .customLong("case"), help: "Case number.") var caseNumber: String
-    @Option(help: "Chunk size: bytes, or with KiB/MiB/GiB (default 8MiB).") var chunkSize = "8MiB"
+    @Option(help: "Chunk size: auto, or bytes, or with KiB/MiB/GiB (default auto: starts at 8MiB and aims each chunk at about 2 s at the rate seen so far, between 1MiB and 32MiB).")
+    var chunkSize = "auto"
     @Argument(help: "Files to upload.") var files: [String]
 
     func run() async throws {
-        guard let chunk = ByteCount.parse(chunkSize), chunk <= 1 << 30 else {
-            throw ValidationError("--chunk-size must be a positive size up to 1GiB, like 8388608, 512KiB or 8MiB")
+        let sizer: ChunkSizer
+        if chunkSize == "auto" {
+            sizer = .adaptive
+        } else if let chunk = ByteCount.parse(chunkSize), chunk <= 1 << 30 {
+            sizer = .fixed(chunk)
+        } else {
+            throw ValidationError("--chunk-size must be auto or a positive size up to 1GiB, like 8388608, 512KiB or 8MiB")
         }
         guard let number = CaseNumber.normalise(caseNumber) else { throw ValidationError("--case must be 1 to 8 digits") }
         guard !files.isEmpty else { throw ValidationError("name at least one file") }
         try await runClient(options) { client in
-            let uploader = TusUploader(client: client, chunkSize: chunk, quiet: options.quiet)
+            let uploader = TusUploader(client: client, chunkSizer: sizer, quiet: options.quiet)
             for file in files {
                 let result = try await uploader.upload(path: file, caseNumber: number)
                 print("uploaded \(file): attachment \(result.attachmentID) sha256 \(result.sha256) "
