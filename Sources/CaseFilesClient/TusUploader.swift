@@ -7,16 +7,19 @@ import CaseFilesCore
 /// Uploads one file over tus 1.0, resuming by itself: the upload URL and the file's identity (path,
 /// size, modification time, SHA-256) are kept in an `UploadStateStore`, so running the same command
 /// again after Ctrl-C, a crash or a reboot asks the server for the offset and sends only the rest.
-/// At most one chunk is in memory.
+/// Chunk sizes adapt to the rate (`ChunkSizer`) unless fixed. At most two chunks are in memory: the one being
+/// sent, and the next, read and hashed meanwhile.
 public struct TusUploader: Sendable {
     public let client: CaseFilesClient
-    public let chunkSize: Int
+    public let chunkSizer: ChunkSizer
     public let store: UploadStateStore
     public let quiet: Bool
 
-    public init(client: CaseFilesClient, chunkSize: Int = 8 << 20, store: UploadStateStore = .init(), quiet: Bool = false) {
+    /// - Parameter chunkSizer: `.adaptive` (the default) or `.fixed(bytes)`.
+    public init(client: CaseFilesClient, chunkSizer: ChunkSizer = .adaptive, store: UploadStateStore = .init(),
+                quiet: Bool = false) {
         self.client = client
-        self.chunkSize = chunkSize
+        self.chunkSizer = chunkSizer
         self.store = store
         self.quiet = quiet
     }
@@ -113,6 +116,13 @@ public struct TusUploader: Sendable {
         var digest = SHA256Digest()
         var upTo: Int64 = 0
 
+        /// Extends the digest with `chunk` if it is the file's next bytes (a chunk sent again is not).
+        mutating func extend(with chunk: PreparedChunk) {
+            guard chunk.offset == upTo else { return }
+            digest.update(chunk.bytes)
+            upTo += Int64(chunk.bytes.readableBytes)
+        }
+
         mutating func advance(to target: Int64, handle: FileHandle, path: String) throws {
             guard target > upTo else { return }
             try handle.seek(toOffset: UInt64(upTo))
@@ -153,6 +163,42 @@ public struct TusUploader: Sendable {
         }
     }
 
+    /// One chunk read from the file, with its `Upload-Checksum` computed: prepared while the chunk before it
+    /// is on its way.
+    struct PreparedChunk: Sendable {
+        var offset: Int64
+        var bytes: ByteBuffer
+        var checksum: String
+    }
+
+    /// Reads `count` bytes at `offset` (pread: no shared file position) into a buffer and hashes them.
+    private static func prepare(fd: Int32, offset: Int64, count: Int, path: String) throws -> PreparedChunk {
+        var bytes = ByteBufferAllocator().buffer(capacity: count)
+        let read = try bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target -> Int in
+            var done = 0
+            while done < count {
+                let n = pread(fd, target.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                if n < 0 && errno == EINTR { continue }
+                guard n >= 0 else {
+                    throw ClientFailure(.localFile, "cannot read \(path): \(String(cString: strerror(errno)))")
+                }
+                if n == 0 { break }
+                done += n
+            }
+            return done
+        }
+        guard read == count else { throw ClientFailure(.localFile, "\(path) is shorter than expected") }
+        let checksum = bytes.withUnsafeReadableBytes { raw -> String in
+            var digest = SHA256Digest()
+            digest.update(raw)
+            return "sha256 " + Data(digest.finalize()).base64EncodedString()
+        }
+        return PreparedChunk(offset: offset, bytes: bytes, checksum: checksum)
+    }
+
+    /// Sends the file from `start`, one PATCH at a time (tus appends are sequential), keeping the disk, both
+    /// digests and the connection busy at once: while a chunk is sent, the next is read and hashed (a task
+    /// of its own) and the sent one extends the whole-file digest.
     private func send(_ entry: UploadStateStore.Entry, from start: Int64, handle: FileHandle, identity: FileIdentity,
                       rawPath: String) async throws -> Result {
         var offset = start
@@ -160,47 +206,60 @@ public struct TusUploader: Sendable {
         var checksumFailures = 0
         var whole = RunningDigest()
         var fileSHA256 = entry.sha256
+        var sizer = chunkSizer
+        let fd = handle.fileDescriptor
         let progress = TransferProgress(label: "uploading", total: identity.size, startingAt: start, quiet: quiet)
         progress.update(offset, force: true)
+        func prepare(at offset: Int64, size: Int) -> Task<PreparedChunk, any Error> {
+            let count = Int(min(Int64(size), identity.size - offset))
+            return Task { try Self.prepare(fd: fd, offset: offset, count: count, path: rawPath) }
+        }
+        var upcoming: Task<PreparedChunk, any Error>?
+        do {
         while offset < identity.size {
             guard try Self.identity(of: entry.path) == identity else {
                 throw ClientFailure(.localFile, "\(rawPath) changed during the upload; run the command again to start over")
             }
             if entry.sha256 == nil { try whole.advance(to: offset, handle: handle, path: rawPath) }
-            try handle.seek(toOffset: UInt64(offset))
-            let chunk = try handle.read(upToCount: Int(min(Int64(chunkSize), identity.size - offset))) ?? Data()
-            guard !chunk.isEmpty else { throw ClientFailure(.localFile, "\(rawPath) is shorter than \(identity.size) bytes") }
-            let checksum = "sha256 " + Data(SHA256Digest.hash(chunk)).base64EncodedString()
+            var chunk = try await (upcoming ?? prepare(at: offset, size: sizer.size)).value
+            upcoming = nil
+            // Read while the previous chunk was sent, so at the size chosen before its rate was known: a chunk at
+            // another offset (the server's offset moved), or larger than the link now wants, is read again.
+            if chunk.offset != offset || chunk.bytes.readableBytes > sizer.size {
+                chunk = try await prepare(at: offset, size: sizer.size).value
+            }
+            let count = Int64(chunk.bytes.readableBytes)
             var headers = [("Upload-Offset", String(offset)), ("Content-Type", TusProtocol.contentType),
-                           ("Upload-Checksum", checksum)]
-            if entry.sha256 == nil && offset + Int64(chunk.count) == identity.size {
+                           ("Upload-Checksum", chunk.checksum)]
+            let isLast = offset + count == identity.size
+            if entry.sha256 == nil && isLast {
                 // The last chunk declares the whole file's SHA-256: the server completes the upload only if
                 // the bytes it stored have it (422 otherwise).
-                var last = whole
-                last.digest.update(chunk)
-                let final = last.digest.finalize()
+                whole.extend(with: chunk)
+                let final = whole.digest.finalize()
                 fileSHA256 = final.hexString
                 headers.append(("Repr-Digest", "sha-256=:\(Data(final).base64EncodedString()):"))
             }
-            let buffer = ByteBuffer(data: chunk)
+            if !isLast { upcoming = prepare(at: offset + count, size: sizer.size) }
             let at = offset
-            let fields = headers
-            let reply = try await client.send("sending bytes \(at)-\(at + Int64(chunk.count) - 1)") {
+            let (fields, body) = (headers, chunk.bytes)
+            let sendStarted = ContinuousClock.now
+            async let answer = client.send("sending bytes \(at)-\(at + count - 1)") {
                 var request = client.request(entry.uploadURL, method: .PATCH, headers: fields, tus: true)
-                request.body = .bytes(buffer)
+                request.body = .bytes(body)
                 return request
             }
-            sent += Int64(chunk.count)
+            // The chunk on its way extends the whole-file digest meanwhile; it is never read from the file again.
+            if entry.sha256 == nil && !isLast { whole.extend(with: chunk) }
+            let reply = try await answer
+            sent += count
             switch reply.status {
             case 204:
                 guard let next = reply.headers.first(name: "Upload-Offset").flatMap(WireFormat.parseCount), next > offset else {
                     throw ClientFailure(.refused, "the server's PATCH answer had no valid Upload-Offset")
                 }
-                // The chunk in memory extends the whole-file digest, so it is never read from the file again.
-                if entry.sha256 == nil, whole.upTo == offset, next == offset + Int64(chunk.count) {
-                    whole.digest.update(chunk)
-                    whole.upTo = next
-                }
+                let took = ContinuousClock.now - sendStarted
+                sizer.record(bytes: Int(count), seconds: took / .seconds(1))
                 offset = next
                 checksumFailures = 0
             case 409:
@@ -224,6 +283,11 @@ public struct TusUploader: Sendable {
                 throw ClientFailure(.refused, "the server refused the upload: \(reply.errorText)")
             }
             progress.update(offset)
+        }
+        } catch {
+            // The next chunk's read must be over before the caller closes the file it reads.
+            _ = try? await upcoming?.value
+            throw error
         }
         progress.update(offset, force: true)
         progress.finish()

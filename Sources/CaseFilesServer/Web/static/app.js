@@ -2,7 +2,15 @@
 // CaseFiles "Transfer Files" page: plain JavaScript, no framework, no build step.
 // Everything user-supplied goes into the page with textContent, never as HTML.
 
-const CHUNK_SIZE = 8 * 1024 * 1024;
+// Chunk sizes follow the measured rate, as the CLI's ChunkSizer does (Sources/CaseFilesClient/ChunkSizer.swift):
+// start at 8 MiB, aim each chunk at about 2 s, between 1 and 32 MiB, at most double or half per chunk.
+const CHUNK = { initial: 8 * 1024 * 1024, minimum: 1024 * 1024, maximum: 32 * 1024 * 1024, targetSeconds: 2 };
+
+function nextChunkSize(current, rate) {
+  let next = CHUNK.minimum;
+  while (next < CHUNK.maximum && next * 2 <= rate * CHUNK.targetSeconds) next *= 2;
+  return Math.min(Math.max(next, current / 2), current * 2);
+}
 const MAX_RETRIES = 8;
 const UPLOADS_KEY = 'casefiles.uploads';   // localStorage: unfinished uploads survive reloads and closed tabs
 const TOKEN_KEY = 'casefiles.token';       // sessionStorage: the token lives in this tab only
@@ -269,12 +277,17 @@ class Transfer {
 
   async sendAll() {
     let failures = 0, checksumFailures = 0;
+    this.chunkSize = this.chunkSize || CHUNK.initial;
     while (this.offset < this.file.size && !this.paused) {
-      const bytes = await this.file.slice(this.offset, this.offset + CHUNK_SIZE).arrayBuffer();
+      const bytes = await this.file.slice(this.offset, this.offset + this.chunkSize).arrayBuffer();
       const checksum = base64(await crypto.subtle.digest('SHA-256', bytes));
+      const sent = performance.now();
       const result = await this.patch(bytes, checksum);
       if (this.paused) return;
       if (result.status === 204) {
+        const observed = bytes.byteLength / Math.max(0.001, (performance.now() - sent) / 1000);
+        this.rate = this.rate ? (this.rate + observed) / 2 : observed;
+        this.chunkSize = nextChunkSize(this.chunkSize, this.rate);
         this.offset = Number(result.offset);
         failures = 0;
         checksumFailures = 0;
