@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
+import ServiceLifecycle
 import NIOCore
 import CaseFilesCore
 import CaseFilesDatabase
@@ -24,6 +25,10 @@ public struct AppConfiguration: Sendable {
     public var security = SecurityPolicy()
     /// `--trace-uploads FILE`: each append request's timeline (`AppendTimeline`) as a JSON line; nil: off.
     public var uploadTracePath: String?
+    /// `--tls-cert` and `--tls-key`: HTTPS instead of HTTP, reloaded on SIGHUP.
+    public var tls = TLSFiles()
+    /// `--trusted-proxy`: the peers whose `Forwarded` / `X-Forwarded-*` headers are believed.
+    public var trustedProxies: [CIDR] = []
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
@@ -60,25 +65,34 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
     let orphans = try await services.sweepOrphanBlobs()
     if !orphans.isEmpty { logger.notice("removed orphan blobs", metadata: ["count": "\(orphans.count)"]) }
 
-    let (router, tusRoutes) = try buildRouter(services)
+    let tls = configuration.tls.isEnabled ? try TLSContextBox(files: configuration.tls) : nil
+    let (router, tusRoutes) = try buildRouter(
+        services, forwarded: ForwardedMiddleware(trusted: TrustedProxies(configuration.trustedProxies),
+                                                 scheme: tls == nil ? "http" : "https"))
+    var background: [any Service] = [
+        UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),
+        RetentionPurgeService(services: services, interval: configuration.purgeInterval, logger: logger),
+    ]
+    if let tls { background.append(TLSReloadService(box: tls, logger: logger)) }
     return Application(
         responder: ResponseHeadersResponder(wrapped: MethodOverrideResponder(wrapped: MethodNotAllowedResponder(
             wrapped: router.buildResponder(), routes: router.routes, tusRoutes: tusRoutes))),
         server: .guardedHTTP1(
             limits: configuration.connections,
             registry: ConnectionRegistry(maxConnections: configuration.connections.maxConnections, logger: logger),
+            tls: tls,
             additionalChannelHandlers: { [LargeReadsHandler(), ExpectContinueHandler()] }),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
-        services: [
-            UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),
-            RetentionPurgeService(services: services, interval: configuration.purgeInterval, logger: logger),
-        ],
+        services: background,
         logger: logger)
 }
 
 /// The router, and which of its routes speak tus (their 405s carry `Tus-Resumable` too).
-func buildRouter(_ services: AppServices) throws -> (Router<AppRequestContext>, tusRoutes: [Router<AppRequestContext>.RouteDescription]) {
+func buildRouter(
+    _ services: AppServices, forwarded: ForwardedMiddleware = ForwardedMiddleware(trusted: TrustedProxies([]), scheme: "http")
+) throws -> (Router<AppRequestContext>, tusRoutes: [Router<AppRequestContext>.RouteDescription]) {
     let router = Router(context: AppRequestContext.self, options: .autoGenerateHeadEndpoints)
+    router.add(middleware: forwarded)
     router.add(middleware: ErrorMiddleware())
     router.get("healthz") { _, _ in ["status": "ok"] }
     try WebController().addRoutes(to: router)

@@ -16,7 +16,7 @@ struct CaseFilesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casefiles",
         abstract: "Resumable, integrity-checked file transfer for support cases (tus 1.0).",
-        subcommands: [Serve.self, Users.self, Cases.self, Purge.self, Settings.self, Keys.self,
+        subcommands: [Serve.self, Config.self, Users.self, Cases.self, Purge.self, Settings.self, Keys.self,
                       Upload.self, Download.self, Attachments.self])
 
     /// ArgumentParser's own `main`, after the process-wide memory policy (`ProcessMemory`): the server and
@@ -55,44 +55,11 @@ struct StorageOptions: ParsableArguments {
 }
 
 struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run the HTTP service.")
+    static let configuration = CommandConfiguration(
+        abstract: "Run the HTTP service.",
+        discussion: SettingsOptions.help)
 
-    // Every default is the configuration types' own (`AppConfiguration`, `UploadLimits`, `ConnectionLimits`,
-    // `SecurityPolicy`), read here only to show it in --help: an option left out keeps the type's default.
-    private static let defaults = AppConfiguration()
-
-    @OptionGroup var storage: StorageOptions
-    @Option(help: "Address to listen on (default \(defaults.host)).") var host: String?
-    @Option(help: "Port to listen on (default \(defaults.port)).") var port: Int?
-    @Option(help: "Largest upload accepted, in bytes (default: no limit).") var maxUploadSize: Int64?
-    @Option(help: "Free disk space to keep in reserve, in bytes; creations that would use it get 507 (default \(defaults.limits.minFreeBytes)).")
-    var minFreeSpace: Int64?
-    @Option(help: "Unfinished uploads without progress for this long expire: seconds, or with s/m/h/d (default \(DurationOption.format(defaults.limits.uploadExpiry))).")
-    var uploadExpiry: String?
-    @Option(help: "Cut off an upload body slower than this many bytes/s over --stall-timeout (default \(Int(defaults.limits.minReceiveRate))).")
-    var minUploadRate: Double?
-    @Option(help: "The window for --min-upload-rate: seconds, or with s/m/h (default \(DurationOption.format(defaults.limits.stallWindow))).")
-    var stallTimeout: String?
-    @Option(help: "How often the retention purge runs: seconds, or with s/m/h/d (default \(DurationOption.format(defaults.purgeInterval))).")
-    var purgeInterval: String?
-    @Option(help: "Close a connection whose request header section has not arrived within this (default \(DurationOption.format(defaults.connections.headerTimeout))).")
-    var headerTimeout: String?
-    @Option(help: "Close a connection whose request body (other than an upload's, see --min-upload-rate) has not arrived within this (default \(DurationOption.format(defaults.connections.bodyTimeout))).")
-    var bodyTimeout: String?
-    @Option(help: "Close a keep-alive connection that sends no new request within this (default \(DurationOption.format(defaults.connections.idleTimeout))).")
-    var idleTimeout: String?
-    @Option(help: "Close a connection whose client stops reading a response for this long (default \(DurationOption.format(defaults.connections.sendTimeout))).")
-    var sendTimeout: String?
-    @Option(help: "Open connections at most; at the cap the longest-idle one is closed to admit a new one (default: from the open-files limit, (limit - 64) / 2, at most 10,000).")
-    var maxConnections: Int?
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default \(defaults.logLevel)).")
-    var logLevel: String?
-    @Flag(help: "Refuse to start if a path under the storage root is open to other users (default: warn).")
-    var strictPermissions = false
-    @Option(help: "Longest life of a signed download link: seconds, or with s/m/h/d (default \(DurationOption.format(defaults.security.maxLinkLifetime))).")
-    var maxLinkLifetime: String?
-    @Option(help: "Append each upload request's timeline (where its time went, from the server's clock) to this file as JSON lines; summarise with Scripts/upload-timeline (default: off).")
-    var traceUploads: String?
+    @OptionGroup var options: SettingsOptions
 
     func run() async throws {
         // Request handlers then run on the event loop that reads their socket instead of hopping to
@@ -101,50 +68,72 @@ struct Serve: AsyncParsableCommand {
         // 980 -> 870 us of server CPU). Handlers block only for short in-place SQLite reads; hashing,
         // device writes, fsync, file reads and the blob calls that wait on the disk run on thread pools.
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
-        var configuration = AppConfiguration(storage: storage.url)
-        if let host { configuration.host = host }
-        if let port { configuration.port = port }
-        configuration.limits.maxUploadSize = maxUploadSize
-        if let minFreeSpace { configuration.limits.minFreeBytes = minFreeSpace }
-        if let uploadExpiry { configuration.limits.uploadExpiry = try DurationOption.parse(uploadExpiry, flag: "--upload-expiry") }
-        if let minUploadRate {
-            guard minUploadRate >= 0 else { throw ValidationError("--min-upload-rate must not be negative") }
-            configuration.limits.minReceiveRate = minUploadRate
-        }
-        if let stallTimeout { configuration.limits.stallWindow = try DurationOption.parse(stallTimeout, flag: "--stall-timeout") }
-        if let purgeInterval {
-            configuration.purgeInterval = .seconds(try DurationOption.parse(purgeInterval, flag: "--purge-interval"))
-        }
-        if let headerTimeout { configuration.connections.headerTimeout = try DurationOption.duration(headerTimeout, flag: "--header-timeout") }
-        if let bodyTimeout { configuration.connections.bodyTimeout = try DurationOption.duration(bodyTimeout, flag: "--body-timeout") }
-        if let idleTimeout { configuration.connections.idleTimeout = try DurationOption.duration(idleTimeout, flag: "--idle-timeout") }
-        if let sendTimeout { configuration.connections.sendTimeout = try DurationOption.duration(sendTimeout, flag: "--send-timeout") }
-        let descriptorLimit = DescriptorLimit.raiseToHardLimit()
-        let safeConnections = ConnectionLimits.defaultMaxConnections(descriptorLimit: descriptorLimit)
-        if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
-        if let maxConnections, maxConnections > safeConnections {
-            FileHandle.standardError.write(Data((
-                "warning: --max-connections \(maxConnections) can exhaust the open-files limit (\(descriptorLimit)); "
-                + "at most \(safeConnections) is safe. Raise the limit (ulimit -n, LimitNOFILE=) or lower the cap.\n").utf8))
-        }
-        configuration.connections.maxConnections = maxConnections ?? safeConnections
-        if let logLevel {
-            guard let level = Logger.Level(rawValue: logLevel) else {
-                throw ValidationError("--log-level must be one of: trace, debug, info, notice, warning, error, critical")
-            }
-            configuration.logLevel = level
-        }
-        configuration.security.strictPermissions = strictPermissions
-        if let maxLinkLifetime {
-            configuration.security.maxLinkLifetime = try DurationOption.parse(maxLinkLifetime, flag: "--max-link-lifetime")
-        }
-        configuration.uploadTracePath = traceUploads
+        let configuration = try options.resolve().configuration
         // The worker threads belong to this command: they outlive the application, which may still commit
         // uploads while it shuts down, and stop after it (the hashing lanes first: they hand writes to storage's).
         let workers = WorkerThreads()
         try await buildApplication(configuration, workers: workers).runService()
         try await workers.bulkWork.shutdown()
         try await workers.storage.shutdown()
+    }
+}
+
+/// `--config FILE` and every setting of `ServeSettings.all` as a flag: `serve` and `config check` read
+/// the configuration through this one path.
+struct SettingsOptions: ParsableArguments {
+    @Option(help: "YAML configuration file (default: $\(ServeSettings.configEnvironmentVariable); none if unset).")
+    var config: String?
+
+    @Argument(parsing: .allUnrecognized, help: "Settings as --name value; see the list below.")
+    var settings: [String] = []
+
+    /// The settings' flags, environment variables and defaults, for --help.
+    static var help: String {
+        let defaults = AppConfiguration()
+        return "Each setting is a flag, an environment variable and a key of the --config YAML file, by the same "
+            + "name; a flag beats the environment, which beats the file, which beats the default.\n\n"
+            + ServeSettings.all.map { setting in
+                "  \(setting.flag)\(setting.arity == .flag ? "" : " VALUE")  (\(setting.environmentVariable), default "
+                    + "\(setting.show(defaults)))\n      \(setting.help); \(setting.expected)."
+            }.joined(separator: "\n")
+    }
+
+    /// The effective configuration: the open-files limit raised (the default connection cap follows from
+    /// it, with a warning when the cap given exceeds it), then flags over environment over file over defaults.
+    func resolve() throws -> EffectiveConfiguration {
+        var defaults = AppConfiguration()
+        let descriptorLimit = DescriptorLimit.raiseToHardLimit()
+        let safeConnections = ConnectionLimits.defaultMaxConnections(descriptorLimit: descriptorLimit)
+        defaults.connections.maxConnections = safeConnections
+        let effective = try EffectiveConfiguration.resolve(
+            arguments: settings, configFile: config, environment: ProcessInfo.processInfo.environment, defaults: defaults)
+        let maxConnections = effective.configuration.connections.maxConnections
+        if maxConnections > safeConnections {
+            FileHandle.standardError.write(Data((
+                "warning: max-connections \(maxConnections) can exhaust the open-files limit (\(descriptorLimit)); "
+                + "at most \(safeConnections) is safe. Raise the limit (ulimit -n, LimitNOFILE=) or lower the cap.\n").utf8))
+        }
+        return effective
+    }
+}
+
+/// `casefiles config check`: the configuration `serve` would run with, validated, with each value's source.
+struct Config: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The configuration of serve (file, environment, flags).", subcommands: [Check.self])
+
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate the configuration and print every setting's value and source (flag, env, file or default).",
+            discussion: SettingsOptions.help)
+
+        @OptionGroup var options: SettingsOptions
+
+        func run() async throws {
+            let effective = try options.resolve()
+            try effective.configuration.tls.validate()
+            print(effective.report())
+        }
     }
 }
 

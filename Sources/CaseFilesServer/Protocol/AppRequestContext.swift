@@ -8,10 +8,17 @@ public struct AppRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var user: User?
     let channel: any Channel
+    /// The client's IP address for logs: the connection's peer, or, when the peer is a trusted proxy
+    /// (`--trusted-proxy`), the address it reports (`ForwardedMiddleware`). nil for a Unix socket.
+    public var clientAddress: String?
+    /// `scheme://host[:port]` as the client used it, when a trusted proxy reports the host; absolute URLs
+    /// the server hands out (tus `Location`) start with it. nil: URLs stay relative to the request's.
+    public var publicOrigin: String?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.channel = source.channel
+        self.clientAddress = source.channel.remoteAddress?.ipAddress
     }
 
     /// JSON request bodies (case creation and the like) are small; anything bigger is refused.

@@ -91,7 +91,9 @@ struct UploadsController: Sendable {
         try await database.createUpload(upload)
         context.logger.info("upload created", metadata: ["upload": "\(upload.id)", "case": "\(upload.caseNumber)"])
 
-        var headers: HTTPFields = [.location: "/api/v1/uploads/\(upload.id)"]
+        // Relative (RFC 9110 §10.2.2 allows it; it resolves against the URL the client used) unless a trusted
+        // proxy reported the public host, whose origin then makes it absolute.
+        var headers: HTTPFields = [.location: (context.publicOrigin ?? "") + "/api/v1/uploads/\(upload.id)"]
         var current = upload
         do {
             if upload.length == 0 {
