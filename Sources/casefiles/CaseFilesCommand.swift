@@ -75,6 +75,16 @@ struct Serve: AsyncParsableCommand {
     var strictPermissions = false
     @Option(help: "Longest life of a signed download link: seconds, or with s/m/h/d (default \(DurationOption.format(defaults.security.maxLinkLifetime))).")
     var maxLinkLifetime: String?
+    @Option(help: "Unfinished uploads one user may have at once; more: 429 (default \(defaults.limits.maxUnfinishedUploadsPerUser)).")
+    var maxUnfinishedUploadsPerUser: Int?
+    @Option(help: "Unfinished uploads one case may have at once; more: 429 (default \(defaults.limits.maxUnfinishedUploadsPerCase)).")
+    var maxUnfinishedUploadsPerCase: Int?
+    @Option(help: "Bytes one case may hold, declared plus stored; more: 413 (default \(defaults.limits.maxCaseBytes), 1 TiB).")
+    var maxCaseSize: Int64?
+    @Option(help: "Longest comment on a case transition, in bytes; longer: 400 (default \(defaults.security.maxCommentBytes)).")
+    var maxCommentSize: Int?
+    @Option(help: "State-changing requests per user per minute, other than upload data (PATCH, HEAD); more: 429 with Retry-After; 0 turns it off (default \(defaults.security.rateLimitPerMinute)).")
+    var rateLimit: Int?
 
     func run() async throws {
         // Request handlers then run on the event loop that reads their socket instead of hopping to
@@ -120,6 +130,18 @@ struct Serve: AsyncParsableCommand {
         if let maxLinkLifetime {
             configuration.security.maxLinkLifetime = try DurationOption.parse(maxLinkLifetime, flag: "--max-link-lifetime")
         }
+        for (value, flag) in [(maxUnfinishedUploadsPerUser, "--max-unfinished-uploads-per-user"),
+                              (maxUnfinishedUploadsPerCase, "--max-unfinished-uploads-per-case"),
+                              (maxCommentSize, "--max-comment-size")] {
+            if let value, value < 1 { throw ValidationError("\(flag) must be at least 1") }
+        }
+        if let maxCaseSize, maxCaseSize < 0 { throw ValidationError("--max-case-size must not be negative") }
+        if let rateLimit, rateLimit < 0 { throw ValidationError("--rate-limit must not be negative (0 turns it off)") }
+        if let maxUnfinishedUploadsPerUser { configuration.limits.maxUnfinishedUploadsPerUser = maxUnfinishedUploadsPerUser }
+        if let maxUnfinishedUploadsPerCase { configuration.limits.maxUnfinishedUploadsPerCase = maxUnfinishedUploadsPerCase }
+        if let maxCaseSize { configuration.limits.maxCaseBytes = maxCaseSize }
+        if let maxCommentSize { configuration.security.maxCommentBytes = maxCommentSize }
+        if let rateLimit { configuration.security.rateLimitPerMinute = rateLimit }
         // The worker threads belong to this command: they outlive the application, which may still commit
         // uploads while it shuts down, and stop after it (the hashing lanes first: they hand writes to storage's).
         let workers = WorkerThreads()
