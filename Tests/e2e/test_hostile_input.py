@@ -124,7 +124,7 @@ def rows(server, upload_path, deferred_path, attachment_path) -> list[Row]:
     table.append(Row("Upload-Length one byte past the 1 TiB case quota", "POST", creation,
                      tus + [("Upload-Length", str(2 ** 40 + 1)), good_meta], None, 413, "case_storage_quota"))
     table.append(Row("Upload-Length beyond any disk, within the quota", "POST", creation,
-                     tus + [("Upload-Length", str(2 ** 40 - 1)), good_meta], None, 507, "insufficient_storage"))
+                     tus + [("Upload-Length", str(2 ** 39)), good_meta], None, 507, "insufficient_storage"))
     # Only the creator appends (issue #17): an engineer's PATCH to the customer's uploads.
     table.append(Row("PATCH to another user's upload", "PATCH", upload_path, tus + chunk + [("Upload-Offset", "0")],
                      b"x", 403, "not_upload_creator", auth="engineer"))

@@ -198,7 +198,7 @@ def test_expect_100_continue_gets_the_final_status_the_headers_decide(server):
         ("bad checksum syntax", "PATCH", upload, [chunk, "Upload-Offset: 0", "Upload-Checksum: sha256"], None, b"400"),
         ("wrong Content-Type", "PATCH", upload, ["Content-Type: text/plain", "Upload-Offset: 0"], None, b"415"),
         ("creation, Content-Length past Upload-Length", "POST", creation, [chunk, "Upload-Length: 5", meta], None, b"413"),
-        ("creation, not enough disk", "POST", creation, [chunk, f"Upload-Length: {2 ** 40 - 1}", meta], None, b"507"),
+        ("creation, not enough disk", "POST", creation, [chunk, f"Upload-Length: {2 ** 39}", meta], None, b"507"),
         ("creation, past the case quota", "POST", creation, [chunk, f"Upload-Length: {2 ** 62}", meta], None, b"413"),
         ("creation, another account's case", "POST", creation, [chunk, "Upload-Length: 5", meta], stranger, b"404"),
         ("JSON body over 64 KiB", "POST", "/api/v1/cases", ["Content-Type: application/json"], server.engineer, b"413"),
