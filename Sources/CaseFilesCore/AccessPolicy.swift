@@ -5,8 +5,11 @@ public enum AccessPolicy {
         case readCase
         /// Create an upload, and PATCH, HEAD or DELETE one's own upload.
         case useOwnUpload
-        /// PATCH or DELETE an unfinished upload someone else created.
+        /// DELETE (terminate) an unfinished upload someone else created.
         case modifyOthersUpload
+        /// PATCH (send bytes to) an upload someone else created: no one may, so every byte has one author, its
+        /// creator (issue #17).
+        case appendToOthersUpload
         /// Create a case through the API.
         case createCase
         /// Read the download access log (who downloaded which attachment).
@@ -32,6 +35,10 @@ public enum AccessPolicy {
     /// - Parameter ownAccount: whether the case belongs to the caller's account (ignored for staff).
     public static func decide(role: Role, ownAccount: Bool, action: Action) -> Decision {
         switch (role, action) {
+        case (.customer, .appendToOthersUpload) where !ownAccount:
+            return .hidden
+        case (_, .appendToOthersUpload):
+            return .forbidden
         case (.admin, _):
             return .allow
         case (.engineer, .readAccessLog), (.engineer, .holdCase), (.engineer, .readPurgeLog):

@@ -211,6 +211,20 @@ public struct AppDatabase: MetadataStore {
                 t.add(column: "bytesServed", .integer).notNull().defaults(to: 0).check(sql: "bytesServed >= 0")
             }
         }
+        migrator.registerMigration("v6: who sent each append") { db in
+            // Every byte has an author: one row per committed append, written in the offset's transaction.
+            try db.create(table: "uploadAppend") { t in
+                t.autoIncrementedPrimaryKey("id")
+                // A failed creation's upload row is deleted (`deleteFailedCreation`), and its appends with it.
+                t.column("uploadID", .text).notNull().indexed().references("upload", onDelete: .cascade)
+                t.column("fromOffset", .integer).notNull()
+                t.column("toOffset", .integer).notNull()
+                t.column("userID", .integer).notNull().references("user", onDelete: .restrict)
+                t.column("at", .datetime).notNull()
+                t.check(sql: "fromOffset >= 0 AND toOffset > fromOffset")
+            }
+            try db.create(index: "downloadLink_on_expiresAt", on: "downloadLink", columns: ["expiresAt"])
+        }
         return migrator
     }
 }
@@ -350,6 +364,23 @@ extension AppDatabase {
         }
     }
 
+    public func caseHistory(_ number: String, after: Int64?, limit: Int) async throws -> [CaseEvent] {
+        try await writer.read { db in
+            try CaseEvent.filter(CaseEvent.Columns.caseNumber == number && CaseEvent.Columns.id > (after ?? 0))
+                .order(CaseEvent.Columns.id).limit(limit).fetchAll(db)
+        }
+    }
+
+    public func cases(visibleTo user: User, after: String?, limit: Int) async throws -> [SupportCase] {
+        try await writer.read { db in
+            var request = SupportCase.filter(SupportCase.Columns.number > (after ?? "")).order(SupportCase.Columns.number)
+            if user.role == .customer {
+                request = request.filter(SupportCase.Columns.account == user.account)
+            }
+            return try request.limit(limit).fetchAll(db)
+        }
+    }
+
     public func caseHistory(_ number: String) async throws -> [CaseEvent] {
         try await writer.read { db in
             try CaseEvent.filter(CaseEvent.Columns.caseNumber == number).order(CaseEvent.Columns.id).fetchAll(db)
@@ -398,7 +429,7 @@ extension AppDatabase {
     /// The `offset = expected` guard makes a lost race fail instead of skipping bytes; the schema's CHECKs
     /// refuse `offset > length` and `verified` without a SHA-256 (the transaction is then rolled back).
     public func recordAppend(
-        id: String, from expectedOffset: Int64, to newOffset: Int64, digestState: Data,
+        id: String, by sender: Int64, from expectedOffset: Int64, to newOffset: Int64, digestState: Data,
         completion: UploadCompletion?, at date: Date
     ) async throws {
         try await write { db in
@@ -426,6 +457,47 @@ extension AppDatabase {
                 }
                 throw UploadChangedUnderWriter(id: id, detail: "changed under its writer (not at offset \(expectedOffset) or no longer uploading)")
             }
+            if newOffset > expectedOffset {
+                try db.execute(
+                    sql: "INSERT INTO uploadAppend (uploadID, fromOffset, toOffset, userID, at) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [id, expectedOffset, newOffset, sender, date])
+            }
+        }
+    }
+
+    public func appends(uploadID: String) async throws -> [AppendRecord] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT uploadID, fromOffset, toOffset, userID, at FROM uploadAppend WHERE uploadID = ? ORDER BY fromOffset, id
+                """, arguments: [uploadID]).map { (row: Row) -> AppendRecord in
+                let uploadID: String = row["uploadID"]
+                let from: Int64 = row["fromOffset"], to: Int64 = row["toOffset"], userID: Int64 = row["userID"]
+                let at: Date = row["at"]
+                return AppendRecord(uploadID: uploadID, fromOffset: from, toOffset: to, userID: userID, at: at)
+            }
+        }
+    }
+
+    public func reservedBytes() async throws -> Int64 {
+        try await writer.read { db in
+            try Int64.fetchOne(db, sql: """
+                SELECT COALESCE(SUM(length - offset), 0) FROM upload WHERE state = 'uploading' AND length IS NOT NULL
+                """) ?? 0
+        }
+    }
+
+    public func uploadUsage(caseNumber: String, userID: Int64) async throws -> UploadUsage {
+        try await writer.read { db in
+            let row = try Row.fetchOne(db, sql: """
+                SELECT
+                    (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND createdBy = ?) AS byUser,
+                    (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND caseNumber = ?) AS inCase,
+                    (SELECT COALESCE(SUM(COALESCE(length, offset)), 0) FROM upload
+                     WHERE caseNumber = ? AND state IN ('uploading', 'verified')) AS caseBytes
+                """, arguments: [userID, caseNumber, caseNumber])
+            let byUser: Int = row?["byUser"] ?? 0, inCase: Int = row?["inCase"] ?? 0
+            let caseBytes: Int64 = row?["caseBytes"] ?? 0
+            return UploadUsage(unfinishedByUser: byUser, unfinishedInCase: inCase, caseBytes: caseBytes)
         }
     }
 
@@ -541,6 +613,16 @@ extension AppDatabase {
 
     /// One conditional UPDATE, so concurrent requests on one link can never together go past the budget. The
     /// unsent part is refunded when the response ends (`recordDownload(_:settlingLink:reserved:)`).
+    /// The rule `DownloadLinks.isLive` applies when a link is used: its `expiresAt`, capped at `maxLifetime`
+    /// after `issuedAt` (rows from before v5 have no `issuedAt` and go by their expiry alone).
+    public func pruneExpiredLinks(at now: Date, maxLifetime: TimeInterval) async throws -> Int {
+        try await write { db in
+            try db.execute(sql: "DELETE FROM downloadLink WHERE expiresAt < ? OR (issuedAt IS NOT NULL AND issuedAt < ?)",
+                           arguments: [now, now.addingTimeInterval(-maxLifetime)])
+            return db.changesCount
+        }
+    }
+
     public func reserveLinkBytes(nonce: String, count: Int64, budget: Int64) async throws -> Bool {
         try await write { db in
             try db.execute(

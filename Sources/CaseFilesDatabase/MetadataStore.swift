@@ -35,6 +35,8 @@ public protocol MetadataStore: Sendable {
     func supportCase(number: String) async throws -> SupportCase?
     /// Cases visible to a user: a customer sees their account's, staff see all.
     func cases(visibleTo user: User) async throws -> [SupportCase]
+    /// One page of them: at most `limit` cases numbered above `after`, in number order.
+    func cases(visibleTo user: User, after: String?, limit: Int) async throws -> [SupportCase]
     func allCases() async throws -> [SupportCase]
     /// Reads a case, applies `transition` and records the event, all in one transaction.
     /// - Throws: `CaseFilesError.caseNotFound`, or what `transition` throws (nothing is written then).
@@ -43,6 +45,8 @@ public protocol MetadataStore: Sendable {
         _ transition: @Sendable (SupportCase) throws -> SupportCase
     ) async throws -> SupportCase
     func caseHistory(_ number: String) async throws -> [CaseEvent]
+    /// One page of a case's history: at most `limit` events with an id above `after`, in id order.
+    func caseHistory(_ number: String, after: Int64?, limit: Int) async throws -> [CaseEvent]
 
     // MARK: Uploads
 
@@ -58,10 +62,13 @@ public protocol MetadataStore: Sendable {
     /// [0, newOffset) and, when the upload just completed, its final state, in one transaction; only if the
     /// stored offset is still `expectedOffset`, the upload still `uploading` and its case not Closed.
     /// - Throws: `CaseClosedDuringUpload` (the case was closed), `UploadChangedUnderWriter` (offset or state moved).
+    /// `sender` (a user id) is recorded as the author of bytes [expectedOffset, newOffset) in the same transaction.
     func recordAppend(
-        id: String, from expectedOffset: Int64, to newOffset: Int64, digestState: Data,
+        id: String, by sender: Int64, from expectedOffset: Int64, to newOffset: Int64, digestState: Data,
         completion: UploadCompletion?, at date: Date
     ) async throws
+    /// Who sent which bytes of an upload (`recordAppend`'s authors), in offset order.
+    func appends(uploadID: String) async throws -> [AppendRecord]
     /// Records a whole-file digest declared after creation (Repr-Digest on a PATCH), if none was.
     func declareSHA256(id: String, sha256: String) async throws
     /// tus termination of an unfinished upload; the caller removes its blob.
@@ -76,6 +83,13 @@ public protocol MetadataStore: Sendable {
     func expireUploads(at now: Date, expiry: TimeInterval) async throws -> [String]
     /// Every upload's state by id, for the orphan sweep.
     func uploadStates() async throws -> [String: UploadState]
+    /// Bytes promised but not yet written: the sum over unfinished uploads of (length - offset), deferred lengths
+    /// counting nothing. Read from the rows in one query, so completion, termination, expiry and purge release a
+    /// reservation by changing the upload's state, with no counter to drift.
+    func reservedBytes() async throws -> Int64
+    /// What the creation quotas are checked against, in one query: the user's unfinished uploads, the case's,
+    /// and the case's declared plus stored bytes.
+    func uploadUsage(caseNumber: String, userID: Int64) async throws -> UploadUsage
 
     // MARK: Downloads and signed links
 
@@ -90,6 +104,9 @@ public protocol MetadataStore: Sendable {
     /// Charges `count` bytes to a link before they are sent, if that keeps it within `budget` bytes, atomically.
     /// - Returns: false when the link has not `count` bytes left.
     func reserveLinkBytes(nonce: String, count: Int64, budget: Int64) async throws -> Bool
+    /// Deletes the links no longer usable at `now`: past their expiry, or issued more than `maxLifetime` seconds
+    /// ago (`DownloadLinks.isLive`'s cap). Returns how many.
+    func pruneExpiredLinks(at now: Date, maxLifetime: TimeInterval) async throws -> Int
 
     // MARK: Settings
 

@@ -24,7 +24,9 @@ public struct AppServices: Sendable {
     public var uploadTrace: UploadTraceLog?
 
     /// Every case transition (HTTP and CLI).
-    public var cases: CaseService { CaseService(database: database, now: now) }
+    public var cases: CaseService {
+        CaseService(database: database, now: now, maxCommentBytes: security.maxCommentBytes)
+    }
 
     public init(database: any MetadataStore, blobs: any BlobStore, linkKeys: LinkKeyFile, bulkWork: BulkWork,
                 limits: UploadLimits = .init(), security: SecurityPolicy = .init(),
@@ -122,11 +124,22 @@ public struct SecurityPolicy: Sendable {
     /// The longest a signed download link lives, in seconds (`serve --max-link-lifetime`, default 5 minutes).
     public var maxLinkLifetime: TimeInterval
 
-    public static let defaultMaxLinkLifetime: TimeInterval = 300
+    /// State-changing requests a user may make per minute, other than the data routes (`serve --rate-limit`,
+    /// default 60; 0: no limit). Enforced by the server's `RateLimitMiddleware` with `RateLimiter`.
+    public var rateLimitPerMinute: Int
+    /// The longest comment on a case transition, in bytes of UTF-8 (`serve --max-comment-size`, default 4 KiB).
+    public var maxCommentBytes: Int
 
-    public init(strictPermissions: Bool = false, maxLinkLifetime: TimeInterval = defaultMaxLinkLifetime) {
+    public static let defaultMaxLinkLifetime: TimeInterval = 300
+    public static let defaultRateLimitPerMinute = 60
+    public static let defaultMaxCommentBytes = 4 * 1024
+
+    public init(strictPermissions: Bool = false, maxLinkLifetime: TimeInterval = defaultMaxLinkLifetime,
+                rateLimitPerMinute: Int = defaultRateLimitPerMinute, maxCommentBytes: Int = defaultMaxCommentBytes) {
         self.strictPermissions = strictPermissions
         self.maxLinkLifetime = maxLinkLifetime
+        self.rateLimitPerMinute = rateLimitPerMinute
+        self.maxCommentBytes = maxCommentBytes
     }
 }
 
@@ -141,10 +154,27 @@ public struct UploadLimits: Sendable {
     /// An idle timer alone would not do: a trickle of tiny body parts resets it forever.
     public var minReceiveRate: Double
     public var stallWindow: TimeInterval
+    /// Unfinished uploads one user may have at once (`serve --max-unfinished-uploads-per-user`); more: 429.
+    public var maxUnfinishedUploadsPerUser: Int
+    /// Unfinished uploads one case may have at once (`serve --max-unfinished-uploads-per-case`); more: 429.
+    public var maxUnfinishedUploadsPerCase: Int
+    /// Bytes one case may hold, declared (unfinished uploads) plus stored (attachments) (`serve --max-case-size`);
+    /// more: 413.
+    public var maxCaseBytes: Int64
+
+    public static let defaultMaxUnfinishedUploadsPerUser = 100
+    public static let defaultMaxUnfinishedUploadsPerCase = 1_000
+    public static let defaultMaxCaseBytes: Int64 = 1 << 40  // 1 TiB
 
     public init(maxUploadSize: Int64? = nil, minFreeBytes: Int64 = 256 * 1024 * 1024,
                 uploadExpiry: TimeInterval = 7 * 24 * 3600, minReceiveRate: Double = 1024,
-                stallWindow: TimeInterval = 60) {
+                stallWindow: TimeInterval = 60,
+                maxUnfinishedUploadsPerUser: Int = defaultMaxUnfinishedUploadsPerUser,
+                maxUnfinishedUploadsPerCase: Int = defaultMaxUnfinishedUploadsPerCase,
+                maxCaseBytes: Int64 = defaultMaxCaseBytes) {
+        self.maxUnfinishedUploadsPerUser = maxUnfinishedUploadsPerUser
+        self.maxUnfinishedUploadsPerCase = maxUnfinishedUploadsPerCase
+        self.maxCaseBytes = maxCaseBytes
         self.maxUploadSize = maxUploadSize
         self.minFreeBytes = minFreeBytes
         self.uploadExpiry = uploadExpiry

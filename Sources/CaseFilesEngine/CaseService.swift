@@ -8,10 +8,20 @@ import Foundation
 public struct CaseService: Sendable {
     let database: any MetadataStore
     let now: @Sendable () -> Date
+    /// The longest comment a transition takes, in bytes of UTF-8 (`SecurityPolicy.maxCommentBytes`).
+    let maxCommentBytes: Int
 
-    public init(database: any MetadataStore, now: @escaping @Sendable () -> Date) {
+    public init(database: any MetadataStore, now: @escaping @Sendable () -> Date,
+                maxCommentBytes: Int = SecurityPolicy.defaultMaxCommentBytes) {
         self.database = database
         self.now = now
+        self.maxCommentBytes = maxCommentBytes
+    }
+
+    /// The one check of a transition's comment: at most `maxCommentBytes` bytes of UTF-8.
+    /// - Throws: `CaseFilesError.commentTooLong` (400).
+    func checkComment(_ comment: String?) throws {
+        if let comment, comment.utf8.count > maxCommentBytes { throw CaseFilesError.commentTooLong(limit: maxCommentBytes) }
     }
 
     /// Opens a case (Open / New; `CaseLifecycle.open` validates). Permission is the caller's to check.
@@ -32,6 +42,7 @@ public struct CaseService: Sendable {
     /// forbidden for customers, closed, invalid sub-status).
     public func setStatus(_ number: String, to status: CaseStatus, subStatus: String, comment: String?,
                           by actor: CaseActor) async throws -> SupportCase {
+        try checkComment(comment)
         let settings = try await database.retentionSettings()
         let now = now()
         return try await database.transitionCase(number, kind: .status, actor: actor.name, comment: comment, at: now) {
@@ -40,6 +51,7 @@ public struct CaseService: Sendable {
     }
 
     public func close(_ number: String, subStatus: String, comment: String?, by actor: CaseActor) async throws -> SupportCase {
+        try checkComment(comment)
         let now = now()
         return try await database.transitionCase(number, kind: .closed, actor: actor.name, comment: comment, at: now) {
             try CaseLifecycle.close($0, subStatus: subStatus, by: actor, at: now)
@@ -48,6 +60,7 @@ public struct CaseService: Sendable {
 
     /// Within the reopen window (`RetentionSettings.reopenDays`) and before the purge.
     public func reopen(_ number: String, comment: String?, by actor: CaseActor) async throws -> SupportCase {
+        try checkComment(comment)
         let settings = try await database.retentionSettings()
         let now = now()
         return try await database.transitionCase(number, kind: .reopened, actor: actor.name, comment: comment, at: now) {

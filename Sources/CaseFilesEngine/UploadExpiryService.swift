@@ -6,7 +6,7 @@ import CaseFilesDatabase
 import CaseFilesStorage
 
 /// Reclaims abandoned uploads (tus expiration): unfinished uploads without progress for the upload
-/// expiry become `expired` and their blobs are removed. Runs with `serve` and stops with it; a failed
+/// expiry become `expired` and their blobs are removed; expired signed-link rows are deleted. Runs with `serve` and stops with it; a failed
 /// pass is logged and retried on the next tick, never thrown (a throwing service stops the whole app).
 public struct UploadExpiryService: Service {
     package let services: AppServices
@@ -39,11 +39,16 @@ public struct UploadExpiryService: Service {
         }
     }
 
-    /// One pass, using the injected clock; returns the ids it expired (`Upload.isExpired` decides).
+    /// One pass, using the injected clock; returns the ids it expired (`Upload.isExpired` decides). The same
+    /// pass deletes the signed-link rows no longer usable (`MetadataStore.pruneExpiredLinks`), so issuing links
+    /// cannot grow the database without bound.
     @discardableResult
     public func sweep() async throws -> [String] {
-        let ids = try await services.database.expireUploads(at: services.now(), expiry: services.limits.uploadExpiry)
+        let now = services.now()
+        let ids = try await services.database.expireUploads(at: now, expiry: services.limits.uploadExpiry)
         for id in ids { try await services.blobs.remove(id: id) }
+        let pruned = try await services.database.pruneExpiredLinks(at: now, maxLifetime: services.security.maxLinkLifetime)
+        if pruned > 0 { logger.info("pruned expired download links", metadata: ["count": "\(pruned)"]) }
         return ids
     }
 }

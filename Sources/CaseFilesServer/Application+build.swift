@@ -97,12 +97,15 @@ func buildRouter(
     router.get("healthz") { _, _ in ["status": "ok"] }
     try WebController().addRoutes(to: router)
 
+    let limiter = SharedRateLimiter(perMinute: services.security.rateLimitPerMinute, now: services.now)
     let tus = router.group("api/v1").add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database))
+        .add(middleware: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.tusStateChanging))
     let beforeTus = router.routes.count
     UploadsController(services: services).addRoutes(to: tus)
     let tusRoutes = Array(router.routes[beforeTus...])
 
     let api = router.group("api/v1").add(middleware: AuthMiddleware(database: services.database))
+        .add(middleware: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.stateChanging))
     CasesController(services: services).addRoutes(to: api)
     try AttachmentsController(services: services).addRoutes(to: api)
     return (router, tusRoutes)

@@ -30,6 +30,11 @@ enum ServeSettings {
         .optionalPath("tls-cert", \.tls.certificatePath, help: "Serve HTTPS with this PEM certificate chain (with tls-key; reloaded on SIGHUP)"),
         .optionalPath("tls-key", \.tls.privateKeyPath, help: "The PEM private key of tls-cert"),
         .cidrs("trusted-proxy", \.trustedProxies, help: "A proxy (CIDR, repeatable) whose Forwarded / X-Forwarded-* headers are believed"),
+        .count("max-unfinished-uploads-per-user", \.limits.maxUnfinishedUploadsPerUser, help: "Unfinished uploads one user may have at once; more: 429"),
+        .count("max-unfinished-uploads-per-case", \.limits.maxUnfinishedUploadsPerCase, help: "Unfinished uploads one case may have at once; more: 429"),
+        .bytes("max-case-size", \.limits.maxCaseBytes, help: "Bytes one case may hold, declared plus stored; more: 413 (default 1 TiB)"),
+        .count("max-comment-size", \.security.maxCommentBytes, help: "Longest comment on a case transition, in bytes; longer: 400"),
+        .countOrZero("rate-limit", \.security.rateLimitPerMinute, help: "State-changing requests per user per minute, other than upload data (PATCH, HEAD); more: 429 with Retry-After; 0 turns it off"),
         .optionalPath("trace-uploads", \.uploadTracePath, help: "Append each upload request's timeline (where its time went, from the server's clock) to this file as JSON lines; Scripts/upload-timeline sums it up"),
     ]
 
@@ -92,6 +97,10 @@ struct ServeSetting: @unchecked Sendable {  // the closures capture only key pat
     static func count(_ name: String, _ path: WritableKeyPath<AppConfiguration, Int>, help: String) -> ServeSetting {
         single(name, path, expected: "a whole number, at least 1", help: help,
                parse: { Int($0).flatMap { $0 >= 1 ? $0 : nil } }, show: { "\($0)" })
+    }
+    static func countOrZero(_ name: String, _ path: WritableKeyPath<AppConfiguration, Int>, help: String) -> ServeSetting {
+        single(name, path, expected: "a whole number, 0 or more", help: help,
+               parse: { Int($0).flatMap { $0 >= 0 ? $0 : nil } }, show: { "\($0)" })
     }
     static func path(_ name: String, _ path: WritableKeyPath<AppConfiguration, URL>, help: String) -> ServeSetting {
         single(name, path, expected: "a path", help: help,

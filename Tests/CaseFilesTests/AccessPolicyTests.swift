@@ -14,6 +14,7 @@ import Testing
         (.readCase, [.allow, .hidden, .allow, .allow]),
         (.useOwnUpload, [.allow, .hidden, .allow, .allow]),
         (.modifyOthersUpload, [.forbidden, .hidden, .allow, .allow]),
+        (.appendToOthersUpload, [.forbidden, .hidden, .forbidden, .forbidden]),
         (.createCase, [.forbidden, .forbidden, .allow, .allow]),
         (.readAccessLog, [.forbidden, .forbidden, .forbidden, .allow]),
         (.changeCaseStatus, [.forbidden, .hidden, .allow, .allow]),

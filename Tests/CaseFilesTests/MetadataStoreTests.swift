@@ -57,17 +57,17 @@ import Testing
         defer { try? FileManager.default.removeItem(at: root) }
         try await database.createUpload(Self.upload("u1"))
         await #expect(throws: UploadChangedUnderWriter.self) {
-            try await database.recordAppend(id: "u1", from: 5, to: 8, digestState: Data([2]), completion: nil, at: Self.t0)
+            try await database.recordAppend(id: "u1", by: 1, from: 5, to: 8, digestState: Data([2]), completion: nil, at: Self.t0)
         }
         #expect(try await database.upload(id: "u1")?.offset == 0)
-        try await database.recordAppend(id: "u1", from: 0, to: 4, digestState: Data([2]), completion: nil,
+        try await database.recordAppend(id: "u1", by: 1, from: 0, to: 4, digestState: Data([2]), completion: nil,
                                         at: Self.t0 + 1)
         let stored = try #require(try await database.upload(id: "u1"))
         #expect(stored.offset == 4 && stored.digestState == Data([2]) && stored.updatedAt == Self.t0 + 1)
         #expect(stored.state == .uploading)
         // The same append again (a lost race): refused, nothing moves.
         await #expect(throws: UploadChangedUnderWriter.self) {
-            try await database.recordAppend(id: "u1", from: 0, to: 4, digestState: Data([3]), completion: nil, at: Self.t0)
+            try await database.recordAppend(id: "u1", by: 1, from: 0, to: 4, digestState: Data([3]), completion: nil, at: Self.t0)
         }
         #expect(try await database.upload(id: "u1")?.digestState == Data([2]))
     }
@@ -77,7 +77,7 @@ import Testing
         defer { try? FileManager.default.removeItem(at: root) }
         try await database.createUpload(Self.upload("u1", length: 10))
         let error = await #expect(throws: DatabaseError.self) {
-            try await database.recordAppend(id: "u1", from: 0, to: 11, digestState: Data([2]), completion: nil, at: Self.t0)
+            try await database.recordAppend(id: "u1", by: 1, from: 0, to: 11, digestState: Data([2]), completion: nil, at: Self.t0)
         }
         #expect(error.map(Self.isCheckViolation) == true)
         #expect(try await database.upload(id: "u1")?.offset == 0)
@@ -94,7 +94,7 @@ import Testing
         // ... and every byte: completing short of the length is refused and rolled back.
         try await database.createUpload(Self.upload("u2", length: 10))
         let short = await #expect(throws: DatabaseError.self) {
-            try await database.recordAppend(id: "u2", from: 0, to: 6, digestState: Data([2]),
+            try await database.recordAppend(id: "u2", by: 1, from: 0, to: 6, digestState: Data([2]),
                                             completion: .verified(sha256: "ab"), at: Self.t0)
         }
         #expect(short.map(Self.isCheckViolation) == true)
@@ -109,9 +109,9 @@ import Testing
         try await database.createUpload(Self.upload("ok", length: 10))
         try await database.createUpload(Self.upload("bad", length: 10))
         let done = Self.t0 + 2
-        try await database.recordAppend(id: "ok", from: 0, to: 10, digestState: Data([2]),
+        try await database.recordAppend(id: "ok", by: 1, from: 0, to: 10, digestState: Data([2]),
                                         completion: .verified(sha256: "aa"), at: done)
-        try await database.recordAppend(id: "bad", from: 0, to: 10, digestState: Data([2]),
+        try await database.recordAppend(id: "bad", by: 1, from: 0, to: 10, digestState: Data([2]),
                                         completion: .failed(sha256: "bb"), at: done)
         let ok = try #require(try await database.upload(id: "ok"))
         #expect(ok.state == .verified && ok.sha256 == "aa" && ok.offset == 10 && ok.completedAt == done)
@@ -119,7 +119,7 @@ import Testing
         #expect(bad.state == .failed && bad.sha256 == "bb" && bad.completedAt == done)
         // A finished upload takes no more bytes.
         await #expect(throws: UploadChangedUnderWriter.self) {
-            try await database.recordAppend(id: "ok", from: 10, to: 10, digestState: Data([3]), completion: nil, at: done)
+            try await database.recordAppend(id: "ok", by: 1, from: 10, to: 10, digestState: Data([3]), completion: nil, at: done)
         }
     }
 
@@ -129,7 +129,7 @@ import Testing
         try await database.createUpload(Self.upload("u1", length: 10))
         try await Self.close(database, "00000001", at: Self.t0 + 1)
         let error = await #expect(throws: CaseClosedDuringUpload.self) {
-            try await database.recordAppend(id: "u1", from: 0, to: 4, digestState: Data([2]), completion: nil, at: Self.t0 + 2)
+            try await database.recordAppend(id: "u1", by: 1, from: 0, to: 4, digestState: Data([2]), completion: nil, at: Self.t0 + 2)
         }
         #expect(error?.caseNumber == "00000001")
         #expect(try await database.upload(id: "u1")?.offset == 0)

@@ -26,7 +26,8 @@ final class TestWorld: Sendable {
 
     let clock = TestClock()
 
-    init(limits: UploadLimits = .init(minFreeBytes: 0), security: SecurityPolicy = .init()) async throws {
+    /// The rate limit is off unless a test sets one: tests make many changes a second as one user.
+    init(limits: UploadLimits = .init(minFreeBytes: 0), security: SecurityPolicy = .init(rateLimitPerMinute: 0)) async throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("casefiles-test-\(UUID().uuidString)")
         let clock = self.clock
         let root = self.root

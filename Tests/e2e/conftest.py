@@ -15,6 +15,20 @@ ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("CASEFILES_BIN", ROOT / ".build" / "debug" / "casefiles"))
 
 
+_RATE_LIMIT_FLAG: bool | None = None
+
+
+def rate_limit_off() -> list[str]:
+    """`--rate-limit 0` for every server the suite starts, unless a test sets a limit: the suite makes hundreds of
+    state-changing requests a minute as one user, far past the default 60. Asked of the binary once, so an older
+    binary without the flag (the parent commit's, to see a new test fail) still runs the suite."""
+    global _RATE_LIMIT_FLAG
+    if _RATE_LIMIT_FLAG is None:
+        help_text = subprocess.run([str(BINARY), "serve", "--help"], capture_output=True, text=True, timeout=60).stdout
+        _RATE_LIMIT_FLAG = "--rate-limit" in help_text
+    return ["--rate-limit", "0"] if _RATE_LIMIT_FLAG else []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,7 +57,7 @@ class Server:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.process = subprocess.Popen(
             [str(BINARY), "serve", "--storage", str(self.storage), "--port", str(self.port),
-             "--min-free-space", "0", *extra],
+             "--min-free-space", "0", *([] if "--rate-limit" in extra else rate_limit_off()), *extra],
             stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=limit_descriptors)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -57,7 +57,7 @@ class World:
         return response.headers["Location"].rsplit("/", 1)[1]
 
     def attachment(self) -> str:
-        upload_id = self.upload()
+        upload_id = self.upload("admin")  # only an upload's creator sends its bytes
         data = b"data"
         self.as_admin("PATCH", f"/api/v1/uploads/{upload_id}", data=data, headers={
             "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream", "Upload-Checksum": sha256_header(data)})
@@ -103,13 +103,21 @@ MATRIX = [
      {"headers": UPLOAD}, [401, 401, 201, 404, 201, 201]),
     ("/api/v1/uploads/:id", "OPTIONS", lambda w: f"/api/v1/uploads/{w.upload()}", {}, [204, 204, 204, 204, 204, 204]),
     ("/api/v1/uploads/:id", "HEAD", lambda w: f"/api/v1/uploads/{w.upload()}", {}, [401, 401, 200, 404, 200, 200]),
+    # Only an upload's creator sends its bytes (issue #17): staff may terminate a customer's upload, not append to it.
     ("/api/v1/uploads/:id", "PATCH", lambda w: f"/api/v1/uploads/{w.upload()}", {"data": b"da", "headers": CHUNK},
-     [401, 401, 204, 404, 204, 204]),
+     [401, 401, 204, 404, 403, 403]),
     ("/api/v1/uploads/:id", "DELETE", lambda w: f"/api/v1/uploads/{w.upload()}", {}, [401, 401, 204, 404, 204, 204]),
     # The same routes on an upload an engineer started: a customer may not touch it.
     ("/api/v1/uploads/:id", "PATCH", lambda w: f"/api/v1/uploads/{w.upload('engineer')}",
-     {"data": b"da", "headers": CHUNK}, [401, 401, 403, 404, 204, 204]),
+     {"data": b"da", "headers": CHUNK}, [401, 401, 403, 404, 204, 403]),
     ("/api/v1/uploads/:id", "DELETE", lambda w: f"/api/v1/uploads/{w.upload('engineer')}", {},
+     [401, 401, 403, 404, 204, 204]),
+    # And on an admin's: no one else appends, not even another admin's role; an engineer may still terminate it.
+    ("/api/v1/uploads/:id", "PATCH", lambda w: f"/api/v1/uploads/{w.upload('admin')}",
+     {"data": b"da", "headers": CHUNK}, [401, 401, 403, 404, 403, 204]),
+    ("/api/v1/uploads/:id", "HEAD", lambda w: f"/api/v1/uploads/{w.upload('admin')}", {},
+     [401, 401, 200, 404, 200, 200]),
+    ("/api/v1/uploads/:id", "DELETE", lambda w: f"/api/v1/uploads/{w.upload('admin')}", {},
      [401, 401, 403, 404, 204, 204]),
     ("/api/v1/attachments/:id", "GET", lambda w: f"/api/v1/attachments/{w.attachment()}", {},
      [401, 401, 200, 404, 200, 200]),

@@ -119,8 +119,32 @@ def rows(server, upload_path, deferred_path, attachment_path) -> list[Row]:
         ("Upload-Checksum twice", "PATCH", upload_path, tus + chunk + [offset, checksum, checksum]),
     ]:
         table.append(Row(label, method, path, headers, b"x" if method == "PATCH" else None, 400, "invalid_header"))
-    table.append(Row("Upload-Length beyond any disk", "POST", creation,
-                     tus + [("Upload-Length", "9223372036854775807"), good_meta], None, 507, "insufficient_storage"))
+    table.append(Row("Upload-Length beyond the case quota", "POST", creation,
+                     tus + [("Upload-Length", "9223372036854775807"), good_meta], None, 413, "case_storage_quota"))
+    table.append(Row("Upload-Length one byte past the 1 TiB case quota", "POST", creation,
+                     tus + [("Upload-Length", str(2 ** 40 + 1)), good_meta], None, 413, "case_storage_quota"))
+    table.append(Row("Upload-Length beyond any disk, within the quota", "POST", creation,
+                     tus + [("Upload-Length", str(2 ** 39)), good_meta], None, 507, "insufficient_storage"))
+    # Only the creator appends (issue #17): an engineer's PATCH to the customer's uploads.
+    table.append(Row("PATCH to another user's upload", "PATCH", upload_path, tus + chunk + [("Upload-Offset", "0")],
+                     b"x", 403, "not_upload_creator", auth="engineer"))
+    table.append(Row("PATCH to another user's deferred upload", "PATCH", deferred_path,
+                     tus + chunk + [("Upload-Offset", "0"), ("Upload-Length", "1")], b"x", 403, "not_upload_creator",
+                     auth="admin"))
+    # Comments are capped at 4 KiB; listings take a bounded page size and a cursor of their own kind.
+    for path in [f"/api/v1/cases/{server.case}/close", f"/api/v1/cases/{server.case}/reopen"]:
+        table.append(Row(f"a 4,097-byte comment to {path.rsplit('/', 1)[1]}", "POST", path, [("Content-Type", "application/json")],
+                         b'{"subStatus": "Resolved", "comment": "' + b"x" * 4097 + b'"}', 400, "comment_too_long",
+                         auth="engineer"))
+    table.append(Row("a 4,097-byte comment to a status change", "PATCH", f"/api/v1/cases/{server.case}",
+                     [("Content-Type", "application/json")],
+                     b'{"status": "Open", "subStatus": "x", "comment": "' + "é".encode() * 2049 + b'"}', 400,
+                     "comment_too_long", auth="engineer"))
+    for listing in [f"/api/v1/cases/{server.case}/history", "/api/v1/cases"]:
+        for query, code in [("limit=0", "invalid_limit"), ("limit=-1", "invalid_limit"), ("limit=1001", "invalid_limit"),
+                            ("limit=abc", "invalid_limit"), ("limit=1e3", "invalid_limit"), ("after=..%2F1", "invalid_cursor"),
+                            ("after=abc", "invalid_cursor")]:
+            table.append(Row(f"{listing.rsplit('/', 1)[1]} {query}", "GET", f"{listing}?{query}", [], None, 400, code))
     table.append(Row("both Upload-Length and Upload-Defer-Length", "POST", creation,
                      tus + [("Upload-Length", "1"), ("Upload-Defer-Length", "1"), good_meta], None, 400, "length_conflict"))
     table.append(Row("neither length header", "POST", creation, tus + [good_meta], None, 400, "length_required"))

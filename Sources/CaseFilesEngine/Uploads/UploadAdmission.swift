@@ -39,12 +39,11 @@ package enum UploadAdmission {
         }
     }
 
-    /// Refuses `bytes` (new bytes an upload may still take) that would eat into the free-space reserve.
+    /// Refuses `bytes` (new bytes an upload may still take) that would eat into the free-space reserve or into
+    /// other uploads' reservations (`SpaceReservations`).
     /// - Throws: `UploadError.insufficientSpace`.
     package static func checkFreeSpace(for bytes: Int64, services: AppServices) async throws {
-        let available = try await services.blobs.availableBytes()
-        let room = available - services.limits.minFreeBytes
-        if bytes > room { throw UploadError.insufficientSpace(requested: bytes, available: max(0, room)) }
+        try await SpaceReservations.check(bytes, services: services)
     }
 
     /// Under the upload's writer lock: re-reads the upload (the request it superseded may have committed more
@@ -52,7 +51,7 @@ package enum UploadAdmission {
     /// request changes nothing.
     /// - Returns: the upload as the append starts from.
     /// - Throws: `UploadError` (`.notFound`, `.gone`, `.alreadyComplete`, `.offsetMismatch`, `.lengthFixed`,
-    ///   `.lengthBelowOffset`, `.uploadTooLarge`, `.insufficientSpace`, `.bodyExceedsLength`,
+    ///   `.lengthBelowOffset`, `.uploadTooLarge`, `.caseStorageQuota`, `.insufficientSpace`, `.bodyExceedsLength`,
     ///   `.conflictingDigest`); the metadata store's errors.
     package static func admit(_ request: AppendRequest, uploadID: String, services: AppServices) async throws -> Upload {
         guard var upload = try await services.database.upload(id: uploadID) else { throw UploadError.notFound(uploadID) }
@@ -65,6 +64,7 @@ package enum UploadAdmission {
             if upload.length == nil {
                 guard newLength >= upload.offset else { throw UploadError.lengthBelowOffset(upload.offset) }
                 if let max = services.limits.maxUploadSize, newLength > max { throw UploadError.uploadTooLarge(max: max) }
+                try await UploadQuotas.checkDeclaredLength(newLength, upload: upload, services: services)
                 try await checkFreeSpace(for: newLength - upload.offset, services: services)
                 // Decided before the length is recorded: a refused request changes nothing.
                 try UploadRoom.check(request.contentLength, length: newLength, offset: upload.offset,

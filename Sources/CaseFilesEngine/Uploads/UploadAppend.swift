@@ -13,23 +13,33 @@ package struct UploadAppend: Sendable {
     package let upload: Upload
     private let sink: ChunkSink
     private let room: UploadRoom?
+    /// The user whose bytes these are (recorded with the offset).
+    private let sender: Int64
     private let contentLength: Int64?
     private let checksum: (ChecksumAlgorithm, [UInt8])?
     private let services: AppServices
 
     /// Checks the room for `contentLength`, restores the whole-file digest and opens the blob at the
     /// committed offset (bytes past it, from a request cut before its commit, are dropped).
-    /// - Parameters: contentLength: the body's declared size in bytes (nil: not declared); checksum: the
-    ///   request's `Upload-Checksum` (algorithm, digest).
-    /// - Throws: `UploadError.bodyExceedsLength` / `.uploadTooLarge` for a body declared past the room;
+    /// - Parameters: sender: the user id sending the bytes (only the creator may: the caller checks);
+    ///   contentLength: the body's declared size in bytes (nil: not declared); checksum: the request's
+    ///   `Upload-Checksum` (algorithm, digest).
+    /// - Throws: `UploadError.bodyExceedsLength` / `.uploadTooLarge` / `.insufficientSpace` /
+    ///   `.caseStorageQuota` for a body declared past the room;
     ///   storage errors.
     ///   requestStarted: `MonotonicClock.nanoseconds()` when the front-end took the request (the timeline's start).
     package static func prepare(
-        _ upload: Upload, contentLength: Int64?, checksum: (ChecksumAlgorithm, [UInt8])?, services: AppServices,
-        requestStarted: UInt64 = MonotonicClock.nanoseconds()
+        _ upload: Upload, by sender: Int64, contentLength: Int64?, checksum: (ChecksumAlgorithm, [UInt8])?,
+        services: AppServices, requestStarted: UInt64 = MonotonicClock.nanoseconds()
     ) async throws -> UploadAppend {
-        let maxUploadSize = services.limits.maxUploadSize
-        try UploadRoom.check(contentLength, length: upload.length, offset: upload.offset, maxUploadSize: maxUploadSize)
+        var room = UploadRoom(length: upload.length, offset: upload.offset, maxUploadSize: services.limits.maxUploadSize)
+        if upload.length == nil {
+            // A deferred length promised nothing: its bytes are checked as they arrive, against the maximum size,
+            // the free space less every reservation, and the case's quota.
+            room = try await SpaceReservations.deferredRoom(room, upload: upload, contentLength: contentLength,
+                                                            services: services)
+        }
+        try room?.check(contentLength)
         guard let restored = SHA256Digest(savedState: upload.digestState) else {
             throw StorageError.io(operation: "restore digest state", errno: 0)
         }
@@ -39,8 +49,7 @@ package struct UploadAppend: Sendable {
             sink: ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender,
                            bulkWork: services.bulkWork,
                            timeline: AppendTimeline(upload: upload.id, offset: upload.offset, started: requestStarted)),
-            room: UploadRoom(length: upload.length, offset: upload.offset, maxUploadSize: maxUploadSize),
-            contentLength: contentLength, checksum: checksum, services: services)
+            room: room, sender: sender, contentLength: contentLength, checksum: checksum, services: services)
     }
 
     /// Reads `body` into the blob, decides, and commits or discards.
@@ -87,10 +96,12 @@ package struct UploadAppend: Sendable {
         case .commit(let then):
             // In a task of its own, so a stopped request still finishes making its bytes durable and recorded.
             let committer = UploadCommitter(services: services)
-            let (upload, sink, fileDigest) = (self.upload, self.sink, outcome.fileDigest)
+            let (upload, sink, fileDigest, sender) = (self.upload, self.sink, outcome.fileDigest, self.sender)
             let committed: Upload
             do {
-                committed = try await Task { try await committer.commit(upload, sink: sink, fileDigest: fileDigest) }.value
+                committed = try await Task {
+                    try await committer.commit(upload, by: sender, sink: sink, fileDigest: fileDigest)
+                }.value
             } catch {
                 // Nothing past the committed offset counts; dropping it now also gives back the space when the
                 // disk is full (SQLite needs a little to record anything). The offset stays at the last durable byte.

@@ -18,11 +18,12 @@ package struct UploadCommitter: Sendable {
         self.now = services.now
     }
 
-    /// Commits the bytes `sink` took past `upload.offset`, with `fileDigest` covering all of them.
+    /// Commits the bytes `sink` took past `upload.offset`, with `fileDigest` covering all of them, recording
+    /// `sender` (a user id) as their author in the same transaction.
     /// - Returns: the upload as committed: its new offset, and on the last byte `verified`, or `failed` (the
     ///   whole-file SHA-256 is not the declared one; its blob is then removed).
     /// - Throws: storage errors from the fsync; `CaseClosedDuringUpload`; database errors (nothing recorded).
-    package func commit(_ upload: Upload, sink: ChunkSink, fileDigest: SHA256Digest) async throws -> Upload {
+    package func commit(_ upload: Upload, by sender: Int64, sink: ChunkSink, fileDigest: SHA256Digest) async throws -> Upload {
         var upload = upload
         let newOffset = sink.position
         if newOffset > upload.offset { try await sink.sync() }
@@ -45,7 +46,7 @@ package struct UploadCommitter: Sendable {
         if completion != nil { Failpoint.hit("complete.before-commit") }
         let commitStarted = MonotonicClock.nanoseconds()
         try await database.recordAppend(
-            id: upload.id, from: upload.offset, to: newOffset, digestState: fileDigest.savedState,
+            id: upload.id, by: sender, from: upload.offset, to: newOffset, digestState: fileDigest.savedState,
             completion: completion, at: now)
         sink.timeline.commit = MonotonicClock.since(commitStarted)
         Failpoint.hit("append.after-commit")

@@ -36,8 +36,15 @@ public enum UploadError: Error, Sendable, Equatable {
     case lengthBelowOffset(Int64)
     /// A whole-file SHA-256 other than the one declared earlier (hex).
     case conflictingDigest(String)
-    /// Taking `requested` more bytes would eat into the free-space reserve; `available` bytes are free above it.
+    /// Taking `requested` more bytes would eat into the free-space reserve and every unfinished upload's
+    /// reservation; `available` bytes are free above them. The figures are for the operator's log only.
     case insufficientSpace(requested: Int64, available: Int64)
+    /// The user already has `limit` unfinished uploads (`UploadLimits.maxUnfinishedUploadsPerUser`).
+    case unfinishedUploadsPerUserQuota(limit: Int)
+    /// The case already has `limit` unfinished uploads (`UploadLimits.maxUnfinishedUploadsPerCase`).
+    case unfinishedUploadsPerCaseQuota(caseNumber: String, limit: Int)
+    /// The case would hold more than `limit` bytes, declared plus stored (`UploadLimits.maxCaseBytes`).
+    case caseStorageQuota(caseNumber: String, limit: Int64)
 }
 
 extension CaseFilesError {
@@ -80,6 +87,18 @@ package struct UploadRoom: Sendable, Equatable {
     package init(bytes: Int64, refusal: UploadError) {
         self.bytes = bytes
         self.refusal = refusal
+    }
+
+    /// Refuses a body whose declared size (`Content-Length`, bytes) is more than `bytes`, before a byte is read.
+    /// - Throws: `refusal`.
+    package func check(_ contentLength: Int64?) throws {
+        if let contentLength, contentLength > bytes { throw refusal }
+    }
+
+    /// The tighter of two rooms (for a deferred length: the maximum size, the free space, the case's quota).
+    package static func smaller(_ a: UploadRoom?, _ b: UploadRoom) -> UploadRoom {
+        guard let a else { return b }
+        return b.bytes < a.bytes ? b : a
     }
 
     /// Refuses a body whose declared size (`Content-Length`, bytes) is more than the room, before a byte is read.

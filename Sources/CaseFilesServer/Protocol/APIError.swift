@@ -206,6 +206,23 @@ extension APIError {
                  "Uploads on this server may be at most \(max) bytes.")
     }
 
+    /// Not enough free space for an upload's bytes: the figures are logged for the operator
+    /// (`APIError.init(mapping:)`), never told to the client.
+    static func notEnoughSpace() -> APIError {
+        APIError(Self.insufficientStorageStatus, "insufficient_storage",
+                 "The server does not have enough free disk space for this upload right now; nothing of this request "
+                 + "was kept. Retry later (uploads resume from the Upload-Offset that HEAD returns), or tell the "
+                 + "service's operator.")
+    }
+
+    /// A user made more state-changing requests than `--rate-limit` allows (RFC 6585 §4).
+    static func rateLimited(limit: Int, retryAfter: Int) -> APIError {
+        APIError(.tooManyRequests, "rate_limited",
+                 "You made more than \(limit) changes a minute (limit: state-changing requests per user). Wait "
+                 + "\(retryAfter) s, as Retry-After says, then retry.",
+                 headers: [.retryAfter: String(retryAfter)])
+    }
+
     static func insufficientStorage(_ detail: String) -> APIError {
         APIError(Self.insufficientStorageStatus, "insufficient_storage",
                  "The server is out of disk space (\(detail)). The upload kept every byte acknowledged so far; "

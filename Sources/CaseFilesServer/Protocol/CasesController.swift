@@ -45,6 +45,8 @@ struct CasesController: Sendable {
 
     struct CaseList: Codable, ResponseEncodable {
         var cases: [CaseJSON]
+        /// The `after` cursor of the next page (`PageQuery`); absent on the last page.
+        var next: String?
     }
 
     struct CreateCase: Decodable {
@@ -57,8 +59,13 @@ struct CasesController: Sendable {
 
     // MARK: - Handlers
 
-    @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> CaseList {
-        CaseList(cases: try await database.cases(visibleTo: try context.requireUser()).map(CaseJSON.init))
+    /// One page of the cases the caller can see, in number order (`PageQuery`).
+    @Sendable func list(_ request: Request, context: AppRequestContext) async throws -> EditedResponse<CaseList> {
+        let query = try PageQuery(request) { CaseNumber.normalise($0) == $0 }
+        let rows = try await database.cases(visibleTo: try context.requireUser(), after: query.after, limit: query.limit + 1)
+        let (page, next) = query.page(rows, cursor: \.number)
+        return EditedResponse(headers: query.headers(path: "/api/v1/cases", next: next),
+                              response: CaseList(cases: page.map(CaseJSON.init), next: next))
     }
 
     @Sendable func show(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
@@ -109,6 +116,8 @@ struct CasesController: Sendable {
 
     struct History: ResponseEncodable {
         var events: [CaseEvent]
+        /// The `after` cursor of the next page (`PageQuery`); absent on the last page.
+        var next: String?
     }
 
     @Sendable func changeStatus(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {
@@ -133,8 +142,14 @@ struct CasesController: Sendable {
         return CaseJSON(try await services.cases.reopen(supportCase.number, comment: input.comment, by: actor))
     }
 
-    @Sendable func history(_ request: Request, context: AppRequestContext) async throws -> History {
-        History(events: try await database.caseHistory(try await visibleCase(context).number))
+    /// One page of the case's history, oldest first (`PageQuery`; the cursor is an event id).
+    @Sendable func history(_ request: Request, context: AppRequestContext) async throws -> EditedResponse<History> {
+        let number = try await visibleCase(context).number
+        let query = try PageQuery(request) { Int64($0).map { $0 >= 0 } ?? false }
+        let rows = try await database.caseHistory(number, after: query.after.flatMap { Int64($0) }, limit: query.limit + 1)
+        let (page, next) = query.page(rows) { String($0.id ?? 0) }
+        return EditedResponse(headers: query.headers(path: "/api/v1/cases/\(number)/history", next: next),
+                              response: History(events: page, next: next))
     }
 
     @Sendable func hold(_ request: Request, context: AppRequestContext) async throws -> CaseJSON {

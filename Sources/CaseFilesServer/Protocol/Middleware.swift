@@ -38,6 +38,11 @@ extension APIError {
             self.init(error)
         case let error as CaseFilesError:
             self.init(error)
+        case UploadError.insufficientSpace(let requested, let available):
+            // The operator needs the figures; a client must not learn the server's free space.
+            logger.warning("not enough free space for an upload", metadata: [
+                "requestedBytes": "\(requested)", "availableBytes": "\(available)", "path": "\(request.uri.path)"])
+            self = Self.translate(UploadError.insufficientSpace(requested: requested, available: available))
         case let error as UploadError:
             self = Self.translate(error)
         case let error as HTTPError:
@@ -83,8 +88,20 @@ extension APIError {
         case .conflictingDigest(let earlier):
             .badRequest("conflicting_digest",
                         "Repr-Digest names a different SHA-256 than the one declared earlier (\(earlier)).")
-        case .insufficientSpace(let requested, let available):
-            .insufficientStorage("\(requested) bytes requested, \(available) available")
+        case .insufficientSpace: .notEnoughSpace()
+        case .unfinishedUploadsPerUserQuota(let limit):
+            APIError(.tooManyRequests, "unfinished_uploads_per_user_quota",
+                     "You have \(limit) unfinished uploads, the most one user may have at once (limit: unfinished "
+                     + "uploads per user). Finish or delete (DELETE) some of them, then retry.")
+        case .unfinishedUploadsPerCaseQuota(let number, let limit):
+            APIError(.tooManyRequests, "unfinished_uploads_per_case_quota",
+                     "Case \(number) has \(limit) unfinished uploads, the most a case may have at once (limit: "
+                     + "unfinished uploads per case). Finish or delete some of them, then retry.")
+        case .caseStorageQuota(let number, let limit):
+            APIError(.contentTooLarge, "case_storage_quota",
+                     "Case \(number) may hold at most \(limit) bytes of attachments and declared uploads (limit: bytes "
+                     + "per case); these bytes would pass it and were not kept. Delete unfinished uploads you no "
+                     + "longer need, or open a new case for more data.")
         }
     }
 

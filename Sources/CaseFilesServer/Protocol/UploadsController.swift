@@ -77,6 +77,8 @@ struct UploadsController: Sendable {
         // a request refused here leaves nothing behind, and gets its answer before `100 Continue`.
         let bodyLength = carriesData || length == 0 ? contentLength : nil  // any other body is not read
         try checkBodyFits(bodyLength, length: length, offset: 0)
+        try await UploadQuotas.checkCreation(caseNumber: supportCase.number, userID: user.id!, length: length,
+                                             services: services)
         try await checkFreeSpace(for: length ?? bodyLength ?? 0)
 
         let now = services.now()
@@ -145,7 +147,7 @@ struct UploadsController: Sendable {
     // MARK: - HEAD (tus core: where to resume)
 
     @Sendable func head(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let (upload, _) = try await authorizedUpload(context, mayModify: false)
+        let (upload, _) = try await authorizedUpload(context, for: .read)
         if upload.state != .verified { try checkWritable(upload) }
         var headers: HTTPFields = [.uploadOffset: String(upload.offset), .cacheControl: "no-store"]
         if let length = upload.length {
@@ -168,7 +170,7 @@ struct UploadsController: Sendable {
         let newLength = try TusHeaders.count(.uploadLength, in: fields)
         let checksum = try TusHeaders.checksum(in: fields)
         let declared = try TusHeaders.reprDigest(in: fields)
-        let (found, supportCase) = try await authorizedUpload(context, mayModify: true)
+        let (found, supportCase) = try await authorizedUpload(context, for: .append)
         guard !supportCase.isClosed else { throw await services.cases.closedCaseError(supportCase.number) }
         try checkWritable(found)
 
@@ -187,7 +189,7 @@ struct UploadsController: Sendable {
     // MARK: - DELETE (termination)
 
     @Sendable func delete(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let (found, _) = try await authorizedUpload(context, mayModify: true)
+        let (found, _) = try await authorizedUpload(context, for: .terminate)
         try await asWriter(found.id, readingBody: false, context: context) { _ in
             guard let upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
             if upload.state == .uploading { try checkWritable(upload) }
@@ -218,8 +220,8 @@ struct UploadsController: Sendable {
         started: UInt64 = MonotonicClock.nanoseconds()
     ) async throws -> Upload {
         let contentLength = try TusHeaders.count(.contentLength, in: request.headers)
-        let append = try await UploadAppend.prepare(upload, contentLength: contentLength, checksum: checksum,
-                                                    services: services, requestStarted: started)
+        let append = try await UploadAppend.prepare(upload, by: try context.requireUser().id!, contentLength: contentLength,
+                                                    checksum: checksum, services: services, requestStarted: started)
         // The one place `100 Continue` is sent: every check the headers decide has passed (the offset and
         // length under the writer lock, the room for Content-Length, the case, the permissions). RFC 9110
         // §10.1.1: a final status the headers decide is sent at once, so the client never sends the body.
@@ -256,18 +258,27 @@ struct UploadsController: Sendable {
         }
     }
 
-    /// The upload named in the path, if the caller may see it (and, with `mayModify`, change it).
-    private func authorizedUpload(_ context: AppRequestContext, mayModify: Bool) async throws -> (Upload, SupportCase) {
+    /// What a request does to an upload, for `AccessPolicy`: HEAD reads it, PATCH appends to it, DELETE terminates it.
+    enum UploadUse { case read, append, terminate }
+
+    /// The upload named in the path, if the caller may see it and `use` it: only its creator appends (403
+    /// `not_upload_creator` for anyone else); others terminate it as the permission table says.
+    private func authorizedUpload(_ context: AppRequestContext, for use: UploadUse) async throws -> (Upload, SupportCase) {
         let user = try context.requireUser()
         let id = context.parameters.get("id") ?? ""
         guard SecureRandom.isIdentifier(id), let (upload, supportCase) = try await database.uploadWithCase(id: id) else {
             throw APIError.uploadNotFound(String(id.prefix(64)))
         }
-        let action: AccessPolicy.Action =
-            !mayModify ? .readCase : upload.createdBy == user.id ? .useOwnUpload : .modifyOthersUpload
+        let own = upload.createdBy == user.id
+        let action: AccessPolicy.Action = switch use {
+        case .read: .readCase
+        case .append: own ? .useOwnUpload : .appendToOthersUpload
+        case .terminate: own ? .useOwnUpload : .modifyOthersUpload
+        }
         switch AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: action) {
         case .allow: return (upload, supportCase)
         case .hidden: throw APIError.uploadNotFound(id)
+        case .forbidden where action == .appendToOthersUpload: throw APIError(CaseFilesError.notUploadCreator(id))
         case .forbidden: throw APIError.forbidden("change upload \(id), which another user created")
         }
     }

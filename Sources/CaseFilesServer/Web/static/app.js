@@ -98,11 +98,19 @@ function showSignIn(message) {
 
 async function showCases() {
   show('cases');
-  const response = await api('/api/v1/cases');
-  if (!response.ok) { say(await errorText(response)); return; }
+  // The listing comes in pages: follow `next` until the last one.
+  const cases = [];
+  for (let after = null; ;) {
+    const response = await api('/api/v1/cases' + (after ? `?after=${encodeURIComponent(after)}` : ''));
+    if (!response.ok) { say(await errorText(response)); return; }
+    const page = await response.json();
+    cases.push(...page.cases);
+    if (!page.next) break;
+    after = page.next;
+  }
   const list = $('case-list');
   list.replaceChildren();
-  for (const c of (await response.json()).cases) {
+  for (const c of cases) {
     const item = el('li');
     item.append(el('a', `${c.number}: ${c.subject}`, { href: `/cases/${c.number}` }), el('span', ` (${c.status} / ${c.subStatus})`));
     list.append(item);
