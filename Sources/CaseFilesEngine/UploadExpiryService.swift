@@ -43,6 +43,7 @@ public struct UploadExpiryService: Service {
     @discardableResult
     public func sweep() async throws -> [String] {
         let ids = try await services.database.expireUploads(at: services.now(), expiry: services.limits.uploadExpiry)
+        services.metrics.uploadsExpired.increment(by: ids.count)
         for id in ids { try await services.blobs.remove(id: id) }
         return ids
     }

@@ -75,6 +75,10 @@ struct Serve: AsyncParsableCommand {
     var strictPermissions = false
     @Option(help: "Longest life of a signed download link: seconds, or with s/m/h/d (default \(DurationOption.format(defaults.security.maxLinkLifetime))).")
     var maxLinkLifetime: String?
+    @Option(help: "Serve GET /metrics (Prometheus) and /readyz on this separate HOST:PORT, e.g. 127.0.0.1:9090 (default: off).")
+    var metricsListen: String?
+    @Option(help: "Log line format: logfmt or json (default logfmt).")
+    var logFormat: String?
 
     func run() async throws {
         // Request handlers then run on the event loop that reads their socket instead of hopping to
@@ -84,6 +88,19 @@ struct Serve: AsyncParsableCommand {
         // device writes, fsync, file reads and the blob calls that wait on the disk run on thread pools.
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         var configuration = AppConfiguration(storage: storage.url)
+        configuration.watchesShutdownSignals = true
+        if let metricsListen {
+            guard let address = MetricsListener.parseAddress(metricsListen) else {
+                throw ValidationError("--metrics-listen must be HOST:PORT, e.g. 127.0.0.1:9090")
+            }
+            configuration.metricsListen = address
+        }
+        let format = try logFormat.map { value in
+            guard let format = LogFormat(rawValue: value) else { throw ValidationError("--log-format must be logfmt or json") }
+            return format
+        } ?? .logfmt
+        // The process's one logging backend, chosen once here: every logger made after this writes structured lines.
+        LoggingSystem.bootstrap { label in StructuredLogHandler(label: label, format: format) }
         if let host { configuration.host = host }
         if let port { configuration.port = port }
         configuration.limits.maxUploadSize = maxUploadSize
