@@ -232,6 +232,14 @@ public struct AppDatabase: MetadataStore {
 // MARK: - Writes, reads and the full disk
 
 extension AppDatabase {
+    /// BEGIN IMMEDIATE takes SQLite's RESERVED lock, as a write would (sqlite.org/lang_transaction.html),
+    /// then ROLLBACK: nothing reaches the file.
+    public func probeWrite() async throws {
+        try await writer.writeWithoutTransaction { db in
+            try db.inTransaction(.immediate) { .rollback }
+        }
+    }
+
     /// Every asynchronous write: one transaction on GRDB's writer queue.
     /// - Throws: `CaseFilesError.databaseFull` when SQLite finds the disk full; what `updates` throws.
     private func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {

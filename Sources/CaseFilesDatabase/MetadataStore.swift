@@ -15,6 +15,10 @@ import Foundation
 /// a write), `CaseNumberTaken`, `CaseClosedDuringUpload`, `UploadChangedUnderWriter`, and the implementation's own
 /// errors for anything unexpected (answered as a logged 500).
 public protocol MetadataStore: Sendable {
+    /// Takes the write lock in a transaction and rolls it back (`GET /readyz`): throws if the database cannot
+    /// be written (read-only, locked past the busy timeout, gone). Changes nothing.
+    func probeWrite() async throws
+
     // MARK: Users
 
     /// Inserts a user and returns it with its id.

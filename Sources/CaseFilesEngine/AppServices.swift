@@ -19,6 +19,8 @@ public struct AppServices: Sendable {
 
     /// The upload engine's hashing lanes (the blob store has its own threads).
     public let bulkWork: BulkWork
+    /// The domain's counters (`EngineMetrics.none` unless `serve --metrics-listen`).
+    public let metrics: EngineMetrics
 
     /// Where each append request's timeline goes (`serve --trace-uploads FILE`); nil: not traced.
     public var uploadTrace: UploadTraceLog?
@@ -29,12 +31,13 @@ public struct AppServices: Sendable {
     }
 
     public init(database: any MetadataStore, blobs: any BlobStore, linkKeys: LinkKeyFile, bulkWork: BulkWork,
-                limits: UploadLimits = .init(), security: SecurityPolicy = .init(),
+                limits: UploadLimits = .init(), security: SecurityPolicy = .init(), metrics: EngineMetrics = .none,
                 now: @escaping @Sendable () -> Date = { Date() }) {
         self.bulkWork = bulkWork
+        self.metrics = metrics
         self.database = database
         self.blobs = blobs
-        self.locks = UploadWriterLocks()
+        self.locks = UploadWriterLocks(metrics: metrics)
         self.linkKeys = linkKeys
         self.limits = limits
         self.security = security
@@ -52,7 +55,7 @@ public struct AppServices: Sendable {
     ///   each CLI command make their own; tests share one set).
     @available(*, noasync, message: "creates files, migrates and fsyncs: call it on workers.storage.blockingIO")
     public static func open(storage root: URL, workers: WorkerThreads, limits: UploadLimits = .init(),
-                            security: SecurityPolicy = .init(),
+                            security: SecurityPolicy = .init(), metrics: EngineMetrics = .none,
                             now: @escaping @Sendable () -> Date = { Date() }) throws -> AppServices {
         // Folders above the root are made as any folder would be; the root and all in it are private.
         try FileManager.default.createDirectory(at: root.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -67,7 +70,8 @@ public struct AppServices: Sendable {
             }
             try linkKeys.createIfMissing()
             return AppServices(database: database, blobs: try FileBlobStore(root: root, threads: workers.storage),
-                               linkKeys: linkKeys, bulkWork: workers.bulkWork, limits: limits, security: security, now: now)
+                               linkKeys: linkKeys, bulkWork: workers.bulkWork, limits: limits, security: security,
+                               metrics: metrics, now: now)
         }
         let problems = permissionProblems(storage: root)
         if security.strictPermissions && !problems.isEmpty { throw StoragePermissionsError(problems: problems) }

@@ -49,6 +49,8 @@ public struct RetentionPurge: Sendable {
     /// Purges everything due at `asOf` and returns the finished audit record.
     public func run(asOf: Date, trigger: PurgeRun.Trigger) async throws -> PurgeRun {
         let database = services.database
+        let started = ContinuousClock.now
+        defer { services.metrics.purgeDuration.record(duration: ContinuousClock.now - started) }
         try await database.closeInterruptedPurgeRuns(at: services.now())
         let plan = try await plan(asOf: asOf)
         let policy = "\(plan.settings.retentionDays)-day retention after closure"
@@ -69,6 +71,8 @@ public struct RetentionPurge: Sendable {
                 }
                 run.itemsPurged += 1
                 run.bytesFreed += upload.offset
+                services.metrics.purgedItems.increment()
+                services.metrics.purgedBytes.increment(by: upload.offset)
             }
             try await database.markCasePurged(planned.supportCase, policy: policy, at: services.now())
             run.casesPurged += 1

@@ -46,6 +46,7 @@ public struct UploadExpiryService: Service {
     public func sweep() async throws -> [String] {
         let now = services.now()
         let ids = try await services.database.expireUploads(at: now, expiry: services.limits.uploadExpiry)
+        services.metrics.uploadsExpired.increment(by: ids.count)
         for id in ids { try await services.blobs.remove(id: id) }
         let pruned = try await services.database.pruneExpiredLinks(at: now, maxLifetime: services.security.maxLinkLifetime)
         if pruned > 0 { logger.info("pruned expired download links", metadata: ["count": "\(pruned)"]) }

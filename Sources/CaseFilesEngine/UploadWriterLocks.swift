@@ -19,8 +19,12 @@ public actor UploadWriterLocks {
 
     private var holders: [String: Holder] = [:]
     private var nextTicket: UInt64 = 0
+    /// Counts handovers (`writerHandovers`) and leases held (`uploadsInFlight`).
+    private let metrics: EngineMetrics
 
-    public init() {}
+    public init(metrics: EngineMetrics = .none) {
+        self.metrics = metrics
+    }
 
     /// Waits until this request holds the upload, or returns nil if an even newer request superseded it first.
     /// - Parameter stop: called (once) when a newer request wants the upload.
@@ -29,19 +33,23 @@ public actor UploadWriterLocks {
         let ticket = nextTicket
         guard var holder = holders[uploadID] else {
             holders[uploadID] = Holder(ticket: ticket, stop: stop)
+            metrics.uploadsInFlight.increment()
             return Lease(uploadID: uploadID, ticket: ticket)
         }
+        metrics.writerHandovers.increment()
         holder.stop()
         let acquired = await withCheckedContinuation { continuation in
             holder.successor?.resume.resume(returning: false)
             holder.successor = (ticket, stop, continuation)
             holders[uploadID] = holder
         }
+        if acquired { metrics.uploadsInFlight.increment() }
         return acquired ? Lease(uploadID: uploadID, ticket: ticket) : nil
     }
 
     public func release(_ lease: Lease) {
         guard let holder = holders[lease.uploadID], holder.ticket == lease.ticket else { return }
+        metrics.uploadsInFlight.decrement()
         if let successor = holder.successor {
             holders[lease.uploadID] = Holder(ticket: successor.ticket, stop: successor.stop)
             successor.resume.resume(returning: true)

@@ -2,8 +2,9 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
-import ServiceLifecycle
 import NIOCore
+import Prometheus
+import ServiceLifecycle
 import CaseFilesCore
 import CaseFilesDatabase
 import CaseFilesEngine
@@ -29,6 +30,13 @@ public struct AppConfiguration: Sendable {
     public var tls = TLSFiles()
     /// `--trusted-proxy`: the peers whose `Forwarded` / `X-Forwarded-*` headers are believed.
     public var trustedProxies: [CIDR] = []
+    /// Where `GET /metrics` (and `/readyz`) are served apart from the API (`--metrics-listen HOST:PORT`); nil:
+    /// no metrics listener, and nothing is counted.
+    public var metricsListen: (host: String, port: Int)?
+    /// `/readyz` turns 503 the moment SIGTERM or SIGINT arrives (`serve`; tests leave their process's signals alone).
+    public var watchesShutdownSignals = false
+    /// `--log-format`: how `serve` writes its log lines (the logging backend is chosen once, by `serve`).
+    public var logFormat: LogFormat = .logfmt
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
@@ -50,36 +58,55 @@ public struct AppConfiguration: Sendable {
 public func buildApplication(
     _ configuration: AppConfiguration, workers: WorkerThreads, now: @escaping @Sendable () -> Date = { Date() }
 ) async throws -> some ApplicationProtocol {
+    // One registry per application, owned here rather than swift-metrics' global MetricsSystem: the engine
+    // and the server count through factories made from it, and only the metrics listener reads it.
+    let registry = configuration.metricsListen == nil ? nil : PrometheusCollectorRegistry()
+    let engineMetrics = registry.map { EngineMetrics(factory: PrometheusMetricsFactory(registry: $0)) } ?? .none
     var services = try await workers.storage.blockingIO {
         try AppServices.open(storage: configuration.storage, workers: workers, limits: configuration.limits,
-                             security: configuration.security, now: now)
+                             security: configuration.security, metrics: engineMetrics, now: now)
     }
     if let path = configuration.uploadTracePath { services.uploadTrace = try UploadTraceLog(path: path) }
-    return try await buildApplication(configuration, services: services)
+    return try await buildApplication(configuration, services: services, registry: registry)
 }
 
-/// Builds the application around already-open services (tests share them to arrange state).
-public func buildApplication(_ configuration: AppConfiguration, services: AppServices) async throws -> some ApplicationProtocol {
+/// Builds the application around already-open services (tests share them to arrange state). `registry`: the
+/// one `services.metrics` counts into, served by the metrics listener (`configuration.metricsListen`).
+public func buildApplication(_ configuration: AppConfiguration, services: AppServices,
+                             registry: PrometheusCollectorRegistry? = nil) async throws -> some ApplicationProtocol {
     var logger = Logger(label: "casefiles")
     logger.logLevel = configuration.logLevel
     let orphans = try await services.sweepOrphanBlobs()
     if !orphans.isEmpty { logger.notice("removed orphan blobs", metadata: ["count": "\(orphans.count)"]) }
 
     let tls = configuration.tls.isEnabled ? try TLSContextBox(files: configuration.tls) : nil
-    let (router, tusRoutes) = try buildRouter(
-        services, forwarded: ForwardedMiddleware(trusted: TrustedProxies(configuration.trustedProxies),
-                                                 scheme: tls == nil ? "http" : "https"))
+    let readiness = Readiness(services: services)
+    let serverMetrics = registry.map { ServerMetrics(factory: PrometheusMetricsFactory(registry: $0)) } ?? .none
+    let connections = ConnectionRegistry(maxConnections: configuration.connections.maxConnections, logger: logger)
     var background: [any Service] = [
         UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),
         RetentionPurgeService(services: services, interval: configuration.purgeInterval, logger: logger),
     ]
     if let tls { background.append(TLSReloadService(box: tls, logger: logger)) }
+    if configuration.watchesShutdownSignals { background.append(Readiness.SignalWatcher(readiness: readiness)) }
+    if let registry, let (host, port) = configuration.metricsListen {
+        background.append(MetricsListener(
+            host: host, port: port, registry: registry, metrics: serverMetrics, readiness: readiness,
+            connections: connections, storage: configuration.storage, logger: logger).application())
+    }
+    var requestLogger = Logger(label: "casefiles.request")
+    requestLogger.logLevel = configuration.logLevel
+
+    let (router, tusRoutes) = try buildRouter(
+        services, readiness: readiness,
+        forwarded: ForwardedMiddleware(trusted: TrustedProxies(configuration.trustedProxies), scheme: tls == nil ? "http" : "https"))
     return Application(
-        responder: ResponseHeadersResponder(wrapped: MethodOverrideResponder(wrapped: MethodNotAllowedResponder(
-            wrapped: router.buildResponder(), routes: router.routes, tusRoutes: tusRoutes))),
+        responder: ObservingResponder(wrapped: ResponseHeadersResponder(wrapped: MethodOverrideResponder(
+            wrapped: MethodNotAllowedResponder(wrapped: router.buildResponder(), routes: router.routes, tusRoutes: tusRoutes))),
+            metrics: serverMetrics, logger: requestLogger),
         server: .guardedHTTP1(
             limits: configuration.connections,
-            registry: ConnectionRegistry(maxConnections: configuration.connections.maxConnections, logger: logger),
+            registry: connections,
             tls: tls,
             additionalChannelHandlers: { [LargeReadsHandler(), ExpectContinueHandler()] }),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
@@ -89,12 +116,16 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
 
 /// The router, and which of its routes speak tus (their 405s carry `Tus-Resumable` too).
 func buildRouter(
-    _ services: AppServices, forwarded: ForwardedMiddleware = ForwardedMiddleware(trusted: TrustedProxies([]), scheme: "http")
+    _ services: AppServices, readiness: Readiness,
+    forwarded: ForwardedMiddleware = ForwardedMiddleware(trusted: TrustedProxies([]), scheme: "http")
 ) throws -> (Router<AppRequestContext>, tusRoutes: [Router<AppRequestContext>.RouteDescription]) {
     let router = Router(context: AppRequestContext.self, options: .autoGenerateHeadEndpoints)
+    // Who the client is (a trusted proxy's word) first: the request log and the URLs handed out use it.
     router.add(middleware: forwarded)
+    router.add(middleware: ObservationMiddleware())
     router.add(middleware: ErrorMiddleware())
     router.get("healthz") { _, _ in ["status": "ok"] }
+    router.get("readyz") { request, _ in await readiness.response(includeBody: request.method != .head) }
     try WebController().addRoutes(to: router)
 
     let limiter = SharedRateLimiter(perMinute: services.security.rateLimitPerMinute, now: services.now)

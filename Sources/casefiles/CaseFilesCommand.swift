@@ -68,7 +68,11 @@ struct Serve: AsyncParsableCommand {
         // 980 -> 870 us of server CPU). Handlers block only for short in-place SQLite reads; hashing,
         // device writes, fsync, file reads and the blob calls that wait on the disk run on thread pools.
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
-        let configuration = try options.resolve().configuration
+        var configuration = try options.resolve().configuration
+        configuration.watchesShutdownSignals = true
+        // The process's one logging backend, chosen once here: every logger made after this writes structured lines.
+        let format = configuration.logFormat
+        LoggingSystem.bootstrap { label in StructuredLogHandler(label: label, format: format) }
         // The worker threads belong to this command: they outlive the application, which may still commit
         // uploads while it shuts down, and stop after it (the hashing lanes first: they hand writes to storage's).
         let workers = WorkerThreads()

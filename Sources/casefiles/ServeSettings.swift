@@ -35,6 +35,8 @@ enum ServeSettings {
         .bytes("max-case-size", \.limits.maxCaseBytes, help: "Bytes one case may hold, declared plus stored; more: 413 (default 1 TiB)"),
         .count("max-comment-size", \.security.maxCommentBytes, help: "Longest comment on a case transition, in bytes; longer: 400"),
         .countOrZero("rate-limit", \.security.rateLimitPerMinute, help: "State-changing requests per user per minute, other than upload data (PATCH, HEAD); more: 429 with Retry-After; 0 turns it off"),
+        .address("metrics-listen", \.metricsListen, help: "Serve GET /metrics (Prometheus) and /readyz on this separate HOST:PORT, e.g. 127.0.0.1:9090 (none: off)"),
+        .logFormat("log-format", \.logFormat, help: "Log line format: logfmt or json"),
         .optionalPath("trace-uploads", \.uploadTracePath, help: "Append each upload request's timeline (where its time went, from the server's clock) to this file as JSON lines; Scripts/upload-timeline sums it up"),
     ]
 
@@ -101,6 +103,14 @@ struct ServeSetting: @unchecked Sendable {  // the closures capture only key pat
     static func countOrZero(_ name: String, _ path: WritableKeyPath<AppConfiguration, Int>, help: String) -> ServeSetting {
         single(name, path, expected: "a whole number, 0 or more", help: help,
                parse: { Int($0).flatMap { $0 >= 0 ? $0 : nil } }, show: { "\($0)" })
+    }
+    static func address(_ name: String, _ path: WritableKeyPath<AppConfiguration, (host: String, port: Int)?>,
+                        help: String) -> ServeSetting {
+        single(name, path, expected: "HOST:PORT, such as 127.0.0.1:9090", help: help,
+               parse: { MetricsListener.parseAddress($0).map { .some($0) } }, show: { $0.map { "\($0.host):\($0.port)" } ?? "none" })
+    }
+    static func logFormat(_ name: String, _ path: WritableKeyPath<AppConfiguration, LogFormat>, help: String) -> ServeSetting {
+        single(name, path, expected: "logfmt or json", help: help, parse: LogFormat.init(rawValue:), show: { $0.rawValue })
     }
     static func path(_ name: String, _ path: WritableKeyPath<AppConfiguration, URL>, help: String) -> ServeSetting {
         single(name, path, expected: "a path", help: help,

@@ -70,6 +70,7 @@ CHUNK = {"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"
 # Customers of another account get 404 for anything inside a case: they must not learn that it exists.
 MATRIX = [
     ("/healthz", "GET", lambda w: "/healthz", {}, [200, 200, 200, 200, 200, 200]),
+    ("/readyz", "GET", lambda w: "/readyz", {}, [200, 200, 200, 200, 200, 200]),
     ("/", "GET", lambda w: "/", {}, [200, 200, 200, 200, 200, 200]),
     ("/cases/:number", "GET", lambda w: f"/cases/{w.server.case}", {}, [200, 200, 200, 200, 200, 200]),
     ("/static/app.js", "GET", lambda w: "/static/app.js", {}, [200, 200, 200, 200, 200, 200]),

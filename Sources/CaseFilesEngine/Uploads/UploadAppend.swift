@@ -89,7 +89,8 @@ package struct UploadAppend: Sendable {
             } else {
                 try await sink.discard()
             }
-            if case .checksumMismatch = refusal {
+            if case .checksumMismatch(let algorithm) = refusal {
+                services.metrics.checksumMismatch(algorithm)
                 logger.notice("checksum mismatch", metadata: ["upload": "\(upload.id)", "offset": "\(upload.offset)"])
             }
             throw await error(for: refusal, outcome)
@@ -111,9 +112,12 @@ package struct UploadAppend: Sendable {
             // A request stopped after its last byte completed the upload answers the completion.
             if let then, committed.state == .uploading { throw await error(for: then, outcome) }
             if committed.state == .failed {
+                services.metrics.wholeFileDigestMismatches.increment()
+                services.metrics.uploadFailed(reason: "whole_file_digest_mismatch")
                 throw UploadError.wholeFileDigestMismatch(declared: committed.declaredSHA256 ?? "", computed: committed.sha256 ?? "")
             }
             if committed.state == .verified {
+                services.metrics.uploadsFinished.increment()
                 logger.info("upload verified", metadata: ["upload": "\(upload.id)", "sha256": "\(committed.sha256 ?? "")"])
             }
             return committed

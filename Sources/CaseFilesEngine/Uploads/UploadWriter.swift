@@ -64,6 +64,8 @@ package final class UploadWriter: Sendable {
     package struct Finished<T: Sendable>: Sendable {
         package var result: Result<T, any Error>
         package var stopReason: StopReason?
+        /// Body bytes read (`add`), whatever became of them.
+        package var bytesReceived: Int64 = 0
     }
 
     /// Runs `operation` as the upload's only writer: asks any request already writing it to stop and waits
@@ -99,9 +101,9 @@ package final class UploadWriter: Sendable {
         if case .failure(let error) = result, error is CancellationError, let stopReason {
             // Stopped where a cancellation surfaced (a database call, say) rather than in the body read.
             return Finished(result: .failure(AppendDecision.error(for: stopReason, limits: limits)),
-                            stopReason: stopReason)
+                            stopReason: stopReason, bytesReceived: writer.bytesReceived)
         }
-        return Finished(result: result, stopReason: stopReason)
+        return Finished(result: result, stopReason: stopReason, bytesReceived: writer.bytesReceived)
     }
 
     /// The slow-client watchdog: every `stallWindow` seconds, stops the writer if fewer than

@@ -170,6 +170,12 @@ extension APIError {
                  + "request carried Upload-Checksum. Send a HEAD request and resume from its Upload-Offset.")
     }
 
+    /// `GET /readyz` when a check failed; `failed` names each (`shutdown`, `database`, `free_space`) with what it found.
+    static func notReady(_ failed: [String]) -> APIError {
+        APIError(.serviceUnavailable, "not_ready",
+                 "Not ready: \(failed.joined(separator: "; ")). Send traffic elsewhere until /readyz answers 200.")
+    }
+
     static func tooSlow(minimumRate: Double, window: TimeInterval) -> APIError {
         APIError(.requestTimeout, "too_slow",
                  "The request body arrived slower than \(Int(minimumRate)) bytes/s for \(Int(window)) s and was stopped; "

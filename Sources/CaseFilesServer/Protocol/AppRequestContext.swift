@@ -14,6 +14,8 @@ public struct AppRequestContext: RequestContext {
     /// `scheme://host[:port]` as the client used it, when a trusted proxy reports the host; absolute URLs
     /// the server hands out (tus `Location`) start with it. nil: URLs stay relative to the request's.
     public var publicOrigin: String?
+    /// What the request's log line and metrics need from the handlers (`ObservingResponder`).
+    let observation = RequestObservation()
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

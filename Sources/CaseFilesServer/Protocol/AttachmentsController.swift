@@ -112,6 +112,7 @@ struct AttachmentsController: Sendable {
         var link: DownloadLink?
         if let nonce = request.uri.queryParameters["link"], context.user == nil {
             (user, link) = try await linkUser(request, id: id, nonce: String(nonce))
+            context.observation.user(user)
         } else {
             user = try context.requireUser()
         }
@@ -208,6 +209,7 @@ struct AttachmentsController: Sendable {
             download.finishedAt = now()
             try await database.recordDownload(download, settlingLink: nonce, reserved: charged)
         }
+        context.observation.streamsBody()
         return Response(status: status, headers: headers, body: body)
     }
 

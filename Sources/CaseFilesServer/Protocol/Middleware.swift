@@ -18,8 +18,9 @@ struct ErrorMiddleware: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch {
-            return APIError(mapping: error, request: request, logger: context.logger)
-                .response(includeBody: request.method != .head)
+            let answer = APIError(mapping: error, request: request, logger: context.logger)
+            context.observation.error(answer.code)
+            return answer.response(includeBody: request.method != .head)
         }
     }
 }
@@ -141,6 +142,7 @@ struct AuthMiddleware: RouterMiddleware {
         var context = context
         context.user = user
         context.logger[metadataKey: "user"] = "\(user.name)"
+        context.observation.user(user)
         return try await next(request, context)
     }
 }
@@ -154,13 +156,15 @@ struct TusMiddleware: RouterMiddleware {
         // Every line must say 1.0.0; a client that repeats the header identically is still speaking it.
         let versions = request.headers[values: .tusResumable]
         if request.method != .options && (versions.isEmpty || versions.contains { $0 != TusProtocol.version }) {
+            context.observation.error(APIError.unsupportedVersion().code)
             response = APIError.unsupportedVersion().response(includeBody: request.method != .head)
         } else {
             do {
                 response = try await next(request, context)
             } catch {
-                response = APIError(mapping: error, request: request, logger: context.logger)
-                    .response(includeBody: request.method != .head)
+                let answer = APIError(mapping: error, request: request, logger: context.logger)
+                context.observation.error(answer.code)
+                response = answer.response(includeBody: request.method != .head)
             }
         }
         response.headers[.tusResumable] = TusProtocol.version
@@ -216,8 +220,10 @@ struct MethodNotAllowedResponder<Wrapped: HTTPResponder>: HTTPResponder where Wr
             let allow = order.filter(allowed.contains).map(\.rawValue).joined(separator: ", ")
             var headers: HTTPFields = [.allow: allow]
             if matching.contains(where: \.isTus) { headers[.tusResumable] = TusProtocol.version }
-            return APIError(.methodNotAllowed, "method_not_allowed", "This endpoint accepts \(allow) only.",
-                            headers: headers).response(includeBody: request.method != .head)
+            let answer = APIError(.methodNotAllowed, "method_not_allowed", "This endpoint accepts \(allow) only.",
+                                  headers: headers)
+            context.observation.error(answer.code)
+            return answer.response(includeBody: request.method != .head)
         }
         return try await wrapped.respond(to: request, context: context)
     }

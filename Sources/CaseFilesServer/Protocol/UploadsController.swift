@@ -91,6 +91,8 @@ struct UploadsController: Sendable {
         // never a row without its file.
         try await services.blobs.create(id: upload.id)
         try await database.createUpload(upload)
+        services.metrics.uploadsCreated.increment()
+        context.observation.upload(upload.id)
         context.logger.info("upload created", metadata: ["upload": "\(upload.id)", "case": "\(upload.caseNumber)"])
 
         // Relative (RFC 9110 §10.2.2 allows it; it resolves against the URL the client used) unless a trusted
@@ -197,6 +199,7 @@ struct UploadsController: Sendable {
             case .uploading:
                 try await database.terminateUpload(id: upload.id, at: services.now())
                 try await services.blobs.remove(id: upload.id)
+                services.metrics.uploadsTerminated.increment()
                 context.logger.info("upload terminated", metadata: ["upload": "\(upload.id)"])
             case .verified:
                 throw APIError(.forbidden, "attachment_not_deletable",
@@ -244,6 +247,7 @@ struct UploadsController: Sendable {
     ) async throws -> T {
         let finished = await UploadWriter.run(uploadID, locks: services.locks, limits: services.limits,
                                               watchesBody: readingBody, operation)
+        if readingBody { context.observation.bytesIn(finished.bytesReceived) }
         // A body read was stopped part-way: its stream is gone, so the connection cannot be reused.
         if readingBody && finished.stopReason != nil { await context.closeConnectionAfterResponse() }
         return try finished.result.get()
