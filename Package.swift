@@ -28,6 +28,8 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
+        // Compression through the system zlib (zlib1g-dev): compressed uploads and the bundle index.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Every digest in the project goes through OpenSSL's libcrypto (libssl-dev).
         .systemLibrary(
             name: "COpenSSL",
