@@ -68,7 +68,8 @@ def test_declared_bytes_are_reserved_and_released_and_a_507_does_not_tell_the_fr
     assert not re.search(r"\d{3,}", third.json()["message"]), third.json()["message"]
     assert "retry later" in third.json()["message"].lower()
     log = (server.storage.parent / "server.log").read_text(errors="replace")
-    assert re.search(r"warning .*availableBytes=\d+ .*requestedBytes=31457280 .*not enough free space for an upload", log), log[-2000:]
+    assert re.search(r'level=warning .*msg="not enough free space for an upload" .*availableBytes=\d+ .*requestedBytes=31457280',
+                     log), log[-2000:]
 
     # A deferred length is checked as its bytes arrive, against the free space less every reservation:
     # about 19 MiB are left, so 25 MiB are refused, with a Content-Length before the body and chunked as they come.
