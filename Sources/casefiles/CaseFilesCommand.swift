@@ -8,8 +8,10 @@ import CaseFilesClient
 import CaseFilesCore
 import CaseFilesDatabase
 import CaseFilesEngine
+import CaseFilesOutbound
 import CaseFilesServer
 import CaseFilesStorage
+import ServiceLifecycle
 
 @main
 struct CaseFilesCommand: AsyncParsableCommand {
@@ -17,7 +19,8 @@ struct CaseFilesCommand: AsyncParsableCommand {
         commandName: "casefiles",
         abstract: "Resumable, integrity-checked file transfer for support cases (tus 1.0).",
         subcommands: [Serve.self, Users.self, Cases.self, Purge.self, Settings.self, Keys.self,
-                      Upload.self, Download.self, Attachments.self])
+                      Upload.self, Download.self, Attachments.self, Backup.self, Restore.self, Verify.self,
+                      Events.self])
 }
 
 /// `--storage PATH` (default `./Storage`, or `CASEFILES_STORAGE`): the database and blobs.
@@ -75,6 +78,7 @@ struct Serve: AsyncParsableCommand {
     var strictPermissions = false
     @Option(help: "Longest life of a signed download link: seconds, or with s/m/h/d (default \(DurationOption.format(defaults.security.maxLinkLifetime))).")
     var maxLinkLifetime: String?
+    @OptionGroup var webhooks: WebhookOptions
 
     func run() async throws {
         // Request handlers then run on the event loop that reads their socket instead of hopping to
@@ -123,7 +127,19 @@ struct Serve: AsyncParsableCommand {
         // The worker threads belong to this command: they outlive the application, which may still commit
         // uploads while it shuts down, and stop after it (the hashing lanes first: they hand writes to storage's).
         let workers = WorkerThreads()
-        try await buildApplication(configuration, workers: workers).runService()
+        let configured = configuration
+        let services = try await workers.storage.blockingIO {
+            try AppServices.open(storage: configured.storage, workers: workers, limits: configured.limits,
+                                 security: configured.security)
+        }
+        var logger = Logger(label: "casefiles")
+        logger.logLevel = configuration.logLevel
+        var group: [any Service] = [try await buildApplication(configuration, services: services)]
+        if let delivery = try webhooks.delivery(storage: storage.url, outbox: services.database, logger: logger) {
+            group.append(delivery)
+        }
+        try await ServiceGroup(configuration: .init(
+            services: group, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
         try await workers.bulkWork.shutdown()
         try await workers.storage.shutdown()
     }
