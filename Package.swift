@@ -120,6 +120,20 @@ let package = Package(
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ]
         ),
+        // Outbound HTTP of the service itself: webhook delivery from the event outbox (AsyncHTTPClient). `casefiles
+        // serve` runs it beside the server, which does not link it.
+        .target(
+            name: "CaseFilesOutbound",
+            dependencies: [
+                "CaseFilesCore",
+                "CaseFilesDatabase",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "casefiles",
             dependencies: [
@@ -129,6 +143,9 @@ let package = Package(
                 "CaseFilesEngine",
                 "CaseFilesServer",
                 "CaseFilesClient",
+                "CaseFilesOutbound",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -9,7 +9,7 @@ import CaseFilesCore
 /// Every query is `async` and runs on GRDB's queues, except the in-place key lookups (see `readInPlace`);
 /// opening (`open`, migrations) blocks and is `noasync`: callers run it on a blocking thread.
 public struct AppDatabase: MetadataStore {
-    private let writer: any DatabaseWriter
+    let writer: any DatabaseWriter
     /// Connections for synchronous reads only. An asynchronous read keeps its pooled connection until its
     /// task resumes on an executor thread (an event loop in `serve`), so a synchronous read waiting on
     /// those threads for the same pool can block them all while every connection waits for them: the
@@ -225,6 +225,29 @@ public struct AppDatabase: MetadataStore {
             }
             try db.create(index: "downloadLink_on_expiresAt", on: "downloadLink", columns: ["expiresAt"])
         }
+        migrator.registerMigration("v7: backup lease, event outbox") { db in
+            // One row while `casefiles backup` runs: the blob removers (purge, expiry, orphan sweep) check it in
+            // the transaction that decides a removal. It expires, so a crashed backup stops holding them.
+            try db.create(table: "backupLease") { t in
+                t.primaryKey("name", .text).check(sql: "name = 'backup'")
+                t.column("holder", .text).notNull()
+                t.column("expiresAt", .datetime).notNull()
+            }
+            // Events for the case system, written in the transaction of the state change they report.
+            try db.create(table: "outboxEvent") { t in
+                t.primaryKey("id", .text)
+                t.column("type", .text).notNull()
+                t.column("body", .text).notNull()
+                t.column("createdAt", .datetime).notNull()
+                t.column("state", .text).notNull().check(sql: "state IN ('pending', 'delivered', 'dead')")
+                t.column("attempts", .integer).notNull().defaults(to: 0)
+                t.column("nextAttemptAt", .datetime).notNull()
+                t.column("lastError", .text)
+                t.column("deliveredTo", .text).notNull().defaults(to: "")
+                t.column("finishedAt", .datetime)
+            }
+            try db.create(index: "outboxEvent_due", on: "outboxEvent", columns: ["state", "nextAttemptAt"])
+        }
         return migrator
     }
 }
@@ -242,7 +265,7 @@ extension AppDatabase {
 
     /// Every asynchronous write: one transaction on GRDB's writer queue.
     /// - Throws: `CaseFilesError.databaseFull` when SQLite finds the disk full; what `updates` throws.
-    private func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await writer.write(updates)
         } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
@@ -272,7 +295,7 @@ extension AppDatabase {
 
     /// SQLite stores dates to the millisecond (GRDB's "yyyy-MM-dd HH:mm:ss.SSS"), so a bound compared in SQL
     /// is widened by a millisecond: SQL only narrows the candidates, the Core rule decides.
-    private static func sqlUpperBound(_ date: Date) -> Date {
+    static func sqlUpperBound(_ date: Date) -> Date {
         date.addingTimeInterval(0.001)
     }
 }
@@ -470,6 +493,7 @@ extension AppDatabase {
                     sql: "INSERT INTO uploadAppend (uploadID, fromOffset, toOffset, userID, at) VALUES (?, ?, ?, ?, ?)",
                     arguments: [id, expectedOffset, newOffset, sender, date])
             }
+            if completion != nil { try Self.enqueueCompletionEvent(db, uploadID: id, at: date) }
         }
     }
 
@@ -546,11 +570,19 @@ extension AppDatabase {
     public func expireUploads(at now: Date, expiry: TimeInterval) async throws -> [String] {
         let bound = Self.sqlUpperBound(Upload.expiryCandidatesBound(at: now, expiry: expiry))
         return try await write { db in
+            // A backup copying the blobs this names holds off their removal (`backupLease`).
+            if try Self.backupLease(db, at: now) != nil { return [] }
             let candidates = try Row.fetchAll(
-                db, sql: "SELECT id, updatedAt FROM upload WHERE state = ? AND updatedAt <= ?",
+                db, sql: "SELECT id, caseNumber, filename, length, updatedAt FROM upload WHERE state = ? AND updatedAt <= ?",
                 arguments: [UploadState.uploading, bound])
-            let ids: [String] = candidates.compactMap { row in
-                Upload.isExpired(lastProgress: row["updatedAt"], at: now, expiry: expiry) ? row["id"] : nil
+            let expired = candidates.filter { row in
+                Upload.isExpired(lastProgress: row["updatedAt"], at: now, expiry: expiry)
+            }
+            let ids: [String] = expired.map { $0["id"] }
+            for row in expired {
+                try Self.enqueue(db, .make(.uploadFailed, .init(
+                    caseNumber: row["caseNumber"], uploadID: row["id"], filename: row["filename"], length: row["length"],
+                    reason: "expired"), at: now))
             }
             // In batches: one SQL variable per id, and SQLite caps them (32,766), which a long downtime with
             // many abandoned uploads could pass, failing every sweep after it.
@@ -717,6 +749,7 @@ extension AppDatabase {
     /// The blob is removed afterwards: a crash in between leaves an orphan file that the sweep removes.
     public func purgeUpload(_ upload: Upload, runID: Int64, at now: Date) async throws -> Bool {
         try await write { db in
+            if let lease = try Self.backupLease(db, at: now) { throw BackupInProgress(until: lease.expiresAt) }
             let changed = try Upload.filter(key: upload.id).filter(UploadState.blobOwners.contains(Upload.Columns.state))
                 .updateAll(db, Upload.Columns.state.set(to: UploadState.purged), Upload.Columns.purgedAt.set(to: now))
             guard changed == 1 else { return false }
@@ -731,6 +764,14 @@ extension AppDatabase {
         try await write { db in
             try db.execute(sql: "UPDATE supportCase SET purgedAt = ? WHERE number = ? AND purgedAt IS NULL",
                            arguments: [now, supportCase.number])
+            if db.changesCount == 1 {
+                let totals = try Row.fetchOne(
+                    db, sql: "SELECT COUNT(*) AS items, COALESCE(SUM(bytes), 0) AS bytes FROM purgeItem WHERE caseNumber = ?",
+                    arguments: [supportCase.number])
+                try Self.enqueue(db, .make(.casePurged, .init(
+                    caseNumber: supportCase.number, policy: policy, itemsPurged: totals?["items"],
+                    bytesPurged: totals?["bytes"]), at: now))
+            }
             _ = try CaseEvent(id: nil, caseNumber: supportCase.number, kind: .purged, status: supportCase.status,
                               subStatus: supportCase.subStatus, actor: "retention", comment: policy, at: now).inserted(db)
         }

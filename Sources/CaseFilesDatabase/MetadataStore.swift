@@ -14,7 +14,7 @@ import Foundation
 /// Errors: `CaseFilesError` for the domain's refusals (a case not found; `.databaseFull` when the disk cannot take
 /// a write), `CaseNumberTaken`, `CaseClosedDuringUpload`, `UploadChangedUnderWriter`, and the implementation's own
 /// errors for anything unexpected (answered as a logged 500).
-public protocol MetadataStore: Sendable {
+public protocol MetadataStore: BackupLeaseStore, EventOutbox {
     /// Takes the write lock in a transaction and rolls it back (`GET /readyz`): throws if the database cannot
     /// be written (read-only, locked past the busy timeout, gone). Changes nothing.
     func probeWrite() async throws

@@ -101,6 +101,8 @@ public struct AppServices: Sendable {
     /// Listing and unlinking block on the disk, so they run on the store's blocking threads.
     @discardableResult
     public func sweepOrphanBlobs(unknownOlderThan minimumAge: TimeInterval = 0) async throws -> [String] {
+        // Nothing is removed while a backup holds its lease (`BackupLeaseStore`); the next sweep does it.
+        if try await database.backupLease(at: now()) != nil { return [] }
         let states = try await database.uploadStates()
         let blobs = self.blobs
         return try await blobs.threads.blockingIO {

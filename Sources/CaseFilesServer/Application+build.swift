@@ -37,6 +37,11 @@ public struct AppConfiguration: Sendable {
     public var watchesShutdownSignals = false
     /// `--log-format`: how `serve` writes its log lines (the logging backend is chosen once, by `serve`).
     public var logFormat: LogFormat = .logfmt
+    /// `--webhook URL` (repeatable), `--webhook-secret-file`, `--webhook-retry-base`: events to the case system,
+    /// delivered by the outbound target (`CaseFilesOutbound`), which `serve` adds as a service (`extraServices`).
+    public var webhooks: [String] = []
+    public var webhookSecretFile: String?
+    public var webhookRetryBase: TimeInterval = 30
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
@@ -55,8 +60,11 @@ public struct AppConfiguration: Sendable {
 /// Wires everything: storage (opened, migrated and checked on the workers' blocking threads, not on the
 /// caller's), database, routes, middleware and the HTTP server. `workers` belong to the caller, who shuts
 /// them down after the application has stopped.
+/// - Parameter extraServices: services to run beside the application, made from its open services (the webhook
+///   delivery, which the server target cannot build: it has no outbound HTTP).
 public func buildApplication(
-    _ configuration: AppConfiguration, workers: WorkerThreads, now: @escaping @Sendable () -> Date = { Date() }
+    _ configuration: AppConfiguration, workers: WorkerThreads, now: @escaping @Sendable () -> Date = { Date() },
+    extraServices: (AppServices) throws -> [any Service] = { _ in [] }
 ) async throws -> some ApplicationProtocol {
     // One registry per application, owned here rather than swift-metrics' global MetricsSystem: the engine
     // and the server count through factories made from it, and only the metrics listener reads it.
@@ -67,13 +75,15 @@ public func buildApplication(
                              security: configuration.security, metrics: engineMetrics, now: now)
     }
     if let path = configuration.uploadTracePath { services.uploadTrace = try UploadTraceLog(path: path) }
-    return try await buildApplication(configuration, services: services, registry: registry)
+    return try await buildApplication(configuration, services: services, registry: registry,
+                                      extraServices: try extraServices(services))
 }
 
 /// Builds the application around already-open services (tests share them to arrange state). `registry`: the
 /// one `services.metrics` counts into, served by the metrics listener (`configuration.metricsListen`).
 public func buildApplication(_ configuration: AppConfiguration, services: AppServices,
-                             registry: PrometheusCollectorRegistry? = nil) async throws -> some ApplicationProtocol {
+                             registry: PrometheusCollectorRegistry? = nil,
+                             extraServices: [any Service] = []) async throws -> some ApplicationProtocol {
     var logger = Logger(label: "casefiles")
     logger.logLevel = configuration.logLevel
     let orphans = try await services.sweepOrphanBlobs()
@@ -88,6 +98,7 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
         RetentionPurgeService(services: services, interval: configuration.purgeInterval, logger: logger),
     ]
     if let tls { background.append(TLSReloadService(box: tls, logger: logger)) }
+    background += extraServices
     if configuration.watchesShutdownSignals { background.append(Readiness.SignalWatcher(readiness: readiness)) }
     if let registry, let (host, port) = configuration.metricsListen {
         background.append(MetricsListener(

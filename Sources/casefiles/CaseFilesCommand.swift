@@ -8,8 +8,10 @@ import CaseFilesClient
 import CaseFilesCore
 import CaseFilesDatabase
 import CaseFilesEngine
+import CaseFilesOutbound
 import CaseFilesServer
 import CaseFilesStorage
+import ServiceLifecycle
 
 @main
 struct CaseFilesCommand: AsyncParsableCommand {
@@ -17,7 +19,8 @@ struct CaseFilesCommand: AsyncParsableCommand {
         commandName: "casefiles",
         abstract: "Resumable, integrity-checked file transfer for support cases (tus 1.0).",
         subcommands: [Serve.self, Config.self, Users.self, Cases.self, Purge.self, Settings.self, Keys.self,
-                      Upload.self, Download.self, Attachments.self])
+                      Upload.self, Download.self, Attachments.self, Backup.self, Restore.self, Verify.self,
+                      Events.self])
 
     /// ArgumentParser's own `main`, after the process-wide memory policy (`ProcessMemory`): the server and
     /// the upload client both stream through buffers that would otherwise be fresh pages every request.
@@ -76,7 +79,13 @@ struct Serve: AsyncParsableCommand {
         // The worker threads belong to this command: they outlive the application, which may still commit
         // uploads while it shuts down, and stop after it (the hashing lanes first: they hand writes to storage's).
         let workers = WorkerThreads()
-        try await buildApplication(configuration, workers: workers).runService()
+        var logger = Logger(label: "casefiles")
+        logger.logLevel = configuration.logLevel
+        let settings = configuration
+        let application = try await buildApplication(configuration, workers: workers, extraServices: { services in
+            [try WebhookOptions.delivery(settings, outbox: services.database, logger: logger)].compactMap { $0 }
+        })
+        try await application.runService()
         try await workers.bulkWork.shutdown()
         try await workers.storage.shutdown()
     }
