@@ -22,6 +22,11 @@ BINARY = sys.argv[1]
 # `Scripts/bench --baseline OTHER_BINARY`: the chunk loops and the 10 GiB upload are also measured with another
 # build (the parent commit's, say), interleaved with this one's in the same run, and the ratio reported.
 BASELINE = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else None
+# `Scripts/bench --throttle-disk MBPS`: the whole run (dd, nginx, CaseFiles) in a cgroup-v1 blkio group whose writes
+# to the storage device are throttled to MBPS (1e6 bytes/s): a slower disk on demand, to see whether the service
+# keeps up with the disk it has (issue #16). Direct and synchronous writes are throttled; buffered writeback only
+# partly (cgroup v1 charges it to the flusher), which is why the dd rows include oflag=direct.
+THROTTLE = float(sys.argv[sys.argv.index("--throttle-disk") + 1]) if "--throttle-disk" in sys.argv else None
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 MiB = 1 << 20
 GiB = 1 << 30
@@ -32,6 +37,21 @@ notes: list[str] = []
 def row(name, value, unit, detail=""):
     rows.append({"benchmark": name, "value": round(value, 2), "unit": unit, "detail": detail})
     print(f"  {name:<58} {value:>10.2f} {unit:<8} {detail}", flush=True)
+
+
+LIMITS: dict[str, float] = {}  # the machine's own limits measured in this run: dd, direct, nginx (MB/s)
+
+
+def ratio_row(name, value, limit, target, direction):
+    """A ratio against a limit of this run, with the limits printed beside it (issue #16: keep the bench honest)."""
+    met = value / limit >= target if direction == "at least" else value / limit <= target
+    limits = ", ".join(f"{k} {v:.0f} MB/s" for k, v in LIMITS.items())
+    row(name, value / limit, "x", f"target {direction} {target}: {'met' if met else 'NOT met'}; {value:.1f} against "
+        f"{limit:.1f}; this run's limits: {limits}")
+
+
+def proc_minor_faults(pid):
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def quiet_disk():
@@ -175,6 +195,14 @@ def main():
     if free < 10 * GiB:
         size = max(256 * MiB, (free - 2 * GiB) // 5 // (64 * MiB) * 64 * MiB)
         notes.append(f"only {free / GiB:.1f} GiB free: file size scaled down to {size / MiB:.0f} MiB")
+    if THROTTLE:
+        device = os.stat(work).st_dev
+        group = Path("/sys/fs/cgroup/blkio/casefiles-bench")
+        group.mkdir(exist_ok=True)
+        (group / "blkio.throttle.write_bps_device").write_text(
+            f"{os.major(device)}:{os.minor(device)} {int(THROTTLE * 1e6)}")
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+        notes.append(f"writes to the storage device throttled to {THROTTLE:.0f} MB/s (blkio cgroup)")
     print(f"CaseFiles benchmark: {size / MiB:.0f} MiB file, medians of {RUNS} runs, storage {work}")
     source = work / "source.bin"
     with open(source, "wb") as f:
@@ -196,10 +224,22 @@ def main():
         dd_rates.append(size / (time.monotonic() - started) / 1e6)
         (work / "dd.bin").unlink()
     disk = statistics.median(dd_rates)
-    row("dd conv=fdatasync to the storage filesystem", disk, "MB/s")
+    row("dd conv=fdatasync to the storage filesystem", disk, "MB/s", "runs: " + ", ".join(f"{r:.0f}" for r in dd_rates))
+    direct_rates = []
+    for _ in range(RUNS):
+        (work / "dd.bin").write_bytes(b"")
+        started = time.monotonic()
+        subprocess.run(["dd", "if=/dev/zero", f"of={work / 'dd.bin'}", "bs=1M", f"count={size // MiB}",
+                        "oflag=direct", "conv=fdatasync"], capture_output=True, check=True)
+        direct_rates.append(size / (time.monotonic() - started) / 1e6)
+        (work / "dd.bin").unlink()
+    row("dd oflag=direct bs=1M to the storage filesystem", statistics.median(direct_rates), "MB/s",
+        "what CaseFiles' O_DIRECT writes can reach; runs: " + ", ".join(f"{r:.0f}" for r in direct_rates))
+    LIMITS.update(dd=disk, direct=statistics.median(direct_rates))
 
     print("2. reference server: nginx WebDAV PUT (no hashing, no fsync)")
     nginx_rate = bench_nginx(work, source, size)
+    LIMITS.update(nginx=nginx_rate)
 
     print("3./4. tus servers, same curl chunk loop, Upload-Checksum: sha256 on every PATCH")
     results = {}
@@ -213,12 +253,14 @@ def main():
     tuspy = start_tuspyserver(work, tuspy_port)
     for chunk_size in (8 * MiB, 64 * MiB):
         chunks = split_chunks(source, chunk_size, work / f"chunks-{chunk_size // MiB}")
-        ours, cpu, theirs, base = [], [], [], []
+        ours, cpu, theirs, base, faults = [], [], [], [], []
         reset_peak_rss(casefiles.process.pid)
         for _ in range(RUNS):
             cpu_before = proc_cpu_seconds(casefiles.process.pid)
+            faults_before = proc_minor_faults(casefiles.process.pid)
             ours.append(size / chunk_loop(lambda: casefiles.create(size, source_sha), chunks, casefiles.auth()) / 1e6)
             cpu.append((proc_cpu_seconds(casefiles.process.pid) - cpu_before) / (size / GiB))
+            faults.append((proc_minor_faults(casefiles.process.pid) - faults_before) / (size / MiB))
             clear_blobs(casefiles.storage)
             if baseline:
                 base.append(size / chunk_loop(lambda: baseline.create(size, source_sha), chunks, baseline.auth()) / 1e6)
@@ -228,7 +270,10 @@ def main():
             (work / "tuspy-files").mkdir()
         results[chunk_size] = (statistics.median(ours), statistics.median(theirs))
         row(f"CaseFiles, {chunk_size // MiB} MiB chunks (chunk + file SHA-256, fsync)", results[chunk_size][0], "MB/s",
-            f"{statistics.median(cpu):.2f} CPU s/GiB")
+            f"{statistics.median(cpu):.2f} CPU s/GiB; {statistics.median(faults):.1f} minor page faults per MiB; "
+            f"runs: " + ", ".join(f"{r:.0f}" for r in ours))
+        ratio_row(f"{chunk_size // MiB} MiB chunk loop / min(nginx, dd)", results[chunk_size][0],
+                  min(nginx_rate, disk), 0.9 if chunk_size == 64 * MiB else 0.8, "at least")
         if baseline:
             row(f"baseline build, {chunk_size // MiB} MiB chunks (same loop, interleaved)", statistics.median(base), "MB/s",
                 f"this build / baseline: {results[chunk_size][0] / statistics.median(base):.2f}x")
@@ -240,18 +285,19 @@ def main():
                 quiet_disk()
                 started = time.monotonic()
                 subprocess.run([BINARY, "upload", "--server", casefiles.url, "--token", casefiles.token, "--case",
-                                casefiles.case, "--chunk-size", "8MiB", "--quiet", str(source)],
+                                casefiles.case, "--quiet", str(source)],
                                check=True, capture_output=True, env={**os.environ, "XDG_STATE_HOME": str(work / "xdg")})
                 client_rates.append(size / (time.monotonic() - started) / 1e6)
                 clear_blobs(casefiles.storage)
-            row("casefiles upload, 8 MiB chunks (hashes while sending)", statistics.median(client_rates),
-                "MB/s", f"curl chunk loop: {results[chunk_size][0]:.0f} MB/s")
+            row("casefiles upload, default settings (chunk size from the measured rate)", statistics.median(client_rates),
+                "MB/s", f"curl 8 MiB loop: {results[chunk_size][0]:.0f} MB/s; runs: "
+                + ", ".join(f"{r:.0f}" for r in client_rates))
+            ratio_row("casefiles upload / min(nginx, dd)", statistics.median(client_rates), min(nginx_rate, disk), 0.8,
+                      "at least")
         if chunk_size == 64 * MiB:
             peak = proc_peak_rss_mib(casefiles.process.pid)
-            best = min(nginx_rate, disk)
-            row("CaseFiles single stream 64 MiB chunks vs min(nginx, dd)", results[chunk_size][0] / best, "x",
-                f"target >= 0.8; server peak RSS {peak:.1f} MiB")
             row("CaseFiles server peak RSS, 64 MiB chunk loops", peak, "MiB")
+            bench_through_nginx(casefiles, work, chunks, size, source_sha, results[chunk_size][0])
         shutil.rmtree(work / f"chunks-{chunk_size // MiB}")
     tuspy.terminate()
     tuspy.wait(10)
@@ -269,6 +315,7 @@ def main():
 
     print("8. one 10 GiB upload: peak RSS, CPU per GiB as the file grows")
     ours = bench_large(work)
+    ratio_row("one large PATCH / dd", ours, LIMITS["dd"], 0.95, "at least")
     if BASELINE:
         theirs = bench_large(work, BASELINE, "baseline build: ")
         row("one large PATCH, this build / baseline", ours / theirs, "x")
@@ -316,6 +363,45 @@ http {{
 }}
 """)
     return subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)]), port, root
+
+
+def bench_through_nginx(casefiles, work: Path, chunks, size: int, sha: str, direct: float):
+    """The 64 MiB chunk loop through nginx configured by the committed template (Scripts/nginx), against the
+    same loop straight to CaseFiles (issue #18: what the reverse proxy costs)."""
+    port = free_port()
+    template = (ROOT / "Scripts" / "nginx" / "casefiles.conf.template").read_text()
+    site = template.replace("{{listen}}", f"127.0.0.1:{port}").replace("{{upstream}}", f"127.0.0.1:{casefiles.port}")
+    (work / "proxy-tmp").mkdir(exist_ok=True)
+    conf = work / "proxy.conf"
+    conf.write_text(f"""
+user root;
+worker_processes 1;
+daemon off;
+pid {work}/proxy.pid;
+error_log {work}/proxy-error.log;
+events {{ }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/proxy-tmp;
+    {site}
+}}
+""")
+    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)])
+    try:
+        wait_http(port, "/healthz")
+        proxied = casefiles.url.replace(f":{casefiles.port}", f":{port}")
+        rates = []
+        for _ in range(RUNS):
+            def create_via_proxy():
+                return proxied + casefiles.create(size, sha)[len(casefiles.url):]
+            rates.append(size / chunk_loop(create_via_proxy, chunks, casefiles.auth()) / 1e6)
+            clear_blobs(casefiles.storage)
+        rate = statistics.median(rates)
+        row("64 MiB chunk loop through nginx (Scripts/nginx template)", rate, "MB/s",
+            f"straight to CaseFiles: {direct:.0f} MB/s ({rate / direct:.2f}x); runs: " + ", ".join(f"{r:.0f}" for r in rates))
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
 
 
 def bench_nginx(work: Path, source: Path, size: int):
@@ -454,6 +540,7 @@ def bench_concurrency(casefiles, source, work):
     latencies = [seconds * 1000 for status, seconds in results]
     assert all(status == 204 for status, _ in results), results
     row("32 concurrent 64 MiB uploads, aggregate", 32 * 64 * MiB / elapsed / 1e6, "MB/s")
+    ratio_row("32 concurrent uploads / dd", 32 * 64 * MiB / elapsed / 1e6, LIMITS["dd"], 0.9, "at least")
     row("32 concurrent uploads: PATCH latency p50", percentile(latencies, 50), "ms")
     row("32 concurrent uploads: PATCH latency p99", percentile(latencies, 99), "ms")
     if busy:
@@ -468,6 +555,8 @@ def bench_concurrency(casefiles, source, work):
             "ms")
         row(f"HEAD to a second CaseFiles without uploads, same load ({len(unloaded)}) p99", percentile(unloaded, 99),
             "ms", "the stack's own floor on shared CPUs")
+        ratio_row("HEAD p99 under the 32 uploads / the second CaseFiles' p99", percentile(busy, 99),
+                  percentile(unloaded, 99), 1.5, "at most")
     clear_blobs(casefiles.storage)
     chunk.unlink()
 
