@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -280,18 +281,29 @@ def main():
         row(f"tuspyserver, {chunk_size // MiB} MiB chunks (ignores Upload-Checksum)", results[chunk_size][1], "MB/s",
             f"CaseFiles is {results[chunk_size][0] / results[chunk_size][1]:.1f}x")
         if chunk_size == 8 * MiB:
-            client_rates = []
+            client_rates, client_cpu, server_cpu = [], [], []
             for _ in range(RUNS):
                 quiet_disk()
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
+                server_before = proc_cpu_seconds(casefiles.process.pid)
                 started = time.monotonic()
                 subprocess.run([BINARY, "upload", "--server", casefiles.url, "--token", casefiles.token, "--case",
                                 casefiles.case, "--quiet", str(source)],
                                check=True, capture_output=True, env={**os.environ, "XDG_STATE_HOME": str(work / "xdg")})
                 client_rates.append(size / (time.monotonic() - started) / 1e6)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                client_cpu.append((after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / (size / GiB))
+                server_cpu.append((proc_cpu_seconds(casefiles.process.pid) - server_before) / (size / GiB))
                 clear_blobs(casefiles.storage)
             row("casefiles upload, default settings (chunk size from the measured rate)", statistics.median(client_rates),
                 "MB/s", f"curl 8 MiB loop: {results[chunk_size][0]:.0f} MB/s; runs: "
                 + ", ".join(f"{r:.0f}" for r in client_rates))
+            # The client hashes every byte twice (the chunk's Upload-Checksum, the whole file's SHA-256) and the
+            # server twice more, on the same two cores: the CPU they need together bounds the rate.
+            cpu_per_gib = statistics.median(client_cpu) + statistics.median(server_cpu)
+            row("casefiles upload: client + server CPU s/GiB", cpu_per_gib, "s/GiB",
+                f"client {statistics.median(client_cpu):.2f}, server {statistics.median(server_cpu):.2f}; "
+                f"{os.cpu_count()} cores cap the rate at {os.cpu_count() / cpu_per_gib * GiB / 1e6:.0f} MB/s")
             ratio_row("casefiles upload / min(nginx, dd)", statistics.median(client_rates), min(nginx_rate, disk), 0.8,
                       "at least")
         if chunk_size == 64 * MiB:
