@@ -31,6 +31,8 @@ public protocol EventOutbox: Sendable {
     func events(state: OutboundEvent.State?, limit: Int) async throws -> [OutboundEvent]
     /// Deletes delivered and dead events finished before `date`; returns how many.
     func pruneEvents(finishedBefore date: Date) async throws -> Int
+    /// How many events are in each state (every state present, 0 when none): the metrics' view of the outbox.
+    func eventCounts() async throws -> [OutboundEvent.State: Int]
 }
 
 public struct BackupLease: Sendable, Equatable {
@@ -153,6 +155,16 @@ extension AppDatabase {
             var request = OutboundEvent.all()
             if let state { request = request.filter(Column("state") == state) }
             return try request.order(Column("createdAt").desc, Column("id").desc).limit(limit).fetchAll(db)
+        }
+    }
+
+    public func eventCounts() async throws -> [OutboundEvent.State: Int] {
+        try await writer.read { db in
+            var counts = Dictionary(uniqueKeysWithValues: OutboundEvent.State.allCases.map { ($0, 0) })
+            for row in try Row.fetchAll(db, sql: "SELECT state, COUNT(*) AS n FROM outboxEvent GROUP BY state") {
+                if let state = OutboundEvent.State(rawValue: row["state"]) { counts[state] = row["n"] }
+            }
+            return counts
         }
     }
 

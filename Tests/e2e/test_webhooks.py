@@ -11,6 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
+from test_operations import scrape, value
+
 from conftest import free_port
 from helpers import auth, pattern
 from test_downloads import upload_file
@@ -80,7 +82,9 @@ def test_every_event_arrives_signed_through_a_receiver_that_refuses_three_times(
     receiver = Receiver(free_port(), refusals=3)
     secret_file = tmp_path / "webhook.secret"
     server.stop()
-    server.start("--webhook", receiver.url, "--webhook-secret-file", str(secret_file), "--webhook-retry-base", "0.2s")
+    metrics_port = free_port()
+    server.start("--webhook", receiver.url, "--webhook-secret-file", str(secret_file), "--webhook-retry-base", "0.2s",
+                 "--metrics-listen", f"127.0.0.1:{metrics_port}")
     try:
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600, "generated private when missing"
         secret = secret_file.read_text().strip().encode()
@@ -114,6 +118,10 @@ def test_every_event_arrives_signed_through_a_receiver_that_refuses_three_times(
         purged = next(b for b in bodies.values() if b["type"] == "case.purged")
         assert purged["data"]["caseNumber"] == server.case and purged["data"]["itemsPurged"] == 2
         wait_for(lambda: all(e["state"] == "delivered" and e["attempts"] == 4 for e in outbox(server).values()))
+        # The outbox as the metrics show it: all four delivered, none pending or dead.
+        samples = scrape(f"http://127.0.0.1:{metrics_port}")
+        assert [value(samples, "casefiles_webhook_events", state=state) for state in ("pending", "delivered", "dead")] \
+            == [0, 4, 0]
     finally:
         receiver.stop()
 
