@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         // Tests only: property-based checks of the header, metadata and range parsers.
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        // Structured Fields (RFC 9651): the IETF resumable-upload draft's fields (Upload-Complete, Upload-Limit...).
+        .package(url: "https://github.com/apple/swift-http-structured-headers.git", from: "1.7.0"),
     ],
     targets: [
         // Compression through the system zlib (zlib1g-dev): compressed uploads and the bundle index.
@@ -106,6 +108,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "StructuredFieldValues", package: "swift-http-structured-headers"),
             ],
             resources: [.copy("Web/static")]
         ),

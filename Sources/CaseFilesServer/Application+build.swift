@@ -119,7 +119,7 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
             limits: configuration.connections,
             registry: connections,
             tls: tls,
-            additionalChannelHandlers: { [LargeReadsHandler(), ExpectContinueHandler()] }),
+            additionalChannelHandlers: { [LargeReadsHandler(), InterimResponseHandler(), ExpectContinueHandler()] }),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
         services: background,
         logger: logger)
@@ -140,7 +140,11 @@ func buildRouter(
     try WebController().addRoutes(to: router)
 
     let limiter = SharedRateLimiter(perMinute: services.security.rateLimitPerMinute, now: services.now)
-    let tus = router.group("api/v1").add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database))
+    // The IETF resumable-upload draft shares the tus routes; its requests are answered before TusMiddleware.
+    let ietf = ResumableUploadMiddleware(
+        controller: ResumableUploadController(services: services), auth: AuthMiddleware(database: services.database),
+        rateLimit: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.tusStateChanging))
+    let tus = router.group("api/v1").add(middleware: ietf).add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database))
         .add(middleware: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.tusStateChanging))
     let beforeTus = router.routes.count
     UploadsController(services: services).addRoutes(to: tus)

@@ -128,7 +128,7 @@ struct UploadsController: Sendable {
     /// row and blob, even when bytes without `Upload-Checksum` were committed before a cut: without the
     /// URL they cannot be resumed. This runs only before the response, so a `201` sent is never undone;
     /// a verified upload is never removed. A blob whose removal fails is left to the orphan sweep.
-    private func removeFailedCreation(_ id: String, context: AppRequestContext) async {
+    func removeFailedCreation(_ id: String, context: AppRequestContext) async {
         let services = self.services
         // A task of its own: the request may have been cancelled (superseded, too slow, shutdown).
         let outcome = await Task { () async -> (any Error)? in
@@ -217,7 +217,7 @@ struct UploadsController: Sendable {
     /// Appends one request body at the upload's committed offset (`UploadAppend`: a body with
     /// `Upload-Checksum` is all-or-nothing; one without keeps whatever arrived before a cut). Returns the
     /// committed upload. The caller holds the upload's writer lock (`asWriter`), unless there is no body.
-    private func appendBody(
+    func appendBody(
         _ body: RequestBody?, to upload: Upload, request: Request,
         checksum: (ChecksumAlgorithm, [UInt8])?, writer: UploadWriter?, context: AppRequestContext,
         started: UInt64 = MonotonicClock.nanoseconds()
@@ -241,7 +241,7 @@ struct UploadsController: Sendable {
 
     /// Runs `operation` as the upload's only writer (`UploadWriter`: newest wins, the slow-client watchdog
     /// when it reads a body, shutdown), and answers what stopped it.
-    private func asWriter<T: Sendable>(
+    func asWriter<T: Sendable>(
         _ uploadID: String, readingBody: Bool, context: AppRequestContext,
         _ operation: @escaping @Sendable (UploadWriter) async throws -> T
     ) async throws -> T {
@@ -253,7 +253,7 @@ struct UploadsController: Sendable {
         return try finished.result.get()
     }
 
-    private func authorizedCase(_ number: String, user: User, action: AccessPolicy.Action) async throws -> SupportCase {
+    func authorizedCase(_ number: String, user: User, action: AccessPolicy.Action) async throws -> SupportCase {
         guard let supportCase = try await database.supportCase(number: number) else { throw APIError.caseNotFound(number) }
         switch AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: action) {
         case .allow: return supportCase
@@ -267,7 +267,7 @@ struct UploadsController: Sendable {
 
     /// The upload named in the path, if the caller may see it and `use` it: only its creator appends (403
     /// `not_upload_creator` for anyone else); others terminate it as the permission table says.
-    private func authorizedUpload(_ context: AppRequestContext, for use: UploadUse) async throws -> (Upload, SupportCase) {
+    func authorizedUpload(_ context: AppRequestContext, for use: UploadUse) async throws -> (Upload, SupportCase) {
         let user = try context.requireUser()
         let id = context.parameters.get("id") ?? ""
         guard SecureRandom.isIdentifier(id), let (upload, supportCase) = try await database.uploadWithCase(id: id) else {
@@ -288,11 +288,11 @@ struct UploadsController: Sendable {
     }
 
     /// tus expiration: an unfinished upload lives `uploadExpiry` past its last progress.
-    private func expiresAt(_ upload: Upload) -> Date {
+    func expiresAt(_ upload: Upload) -> Date {
         Upload.expiresAt(lastProgress: upload.updatedAt, expiry: services.limits.uploadExpiry)
     }
 
-    private func checkWritable(_ upload: Upload) throws {
+    func checkWritable(_ upload: Upload) throws {
         try UploadAdmission.checkWritable(upload, now: services.now(), expiry: services.limits.uploadExpiry)
     }
 
