@@ -129,15 +129,19 @@ func buildRouter(
     try WebController().addRoutes(to: router)
 
     let limiter = SharedRateLimiter(perMinute: services.security.rateLimitPerMinute, now: services.now)
-    let tus = router.group("api/v1").add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database))
+    let tus = router.group("api/v1").add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database, now: services.now))
         .add(middleware: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.tusStateChanging))
     let beforeTus = router.routes.count
     UploadsController(services: services).addRoutes(to: tus)
     let tusRoutes = Array(router.routes[beforeTus...])
 
-    let api = router.group("api/v1").add(middleware: AuthMiddleware(database: services.database))
+    let api = router.group("api/v1").add(middleware: AuthMiddleware(database: services.database, now: services.now))
         .add(middleware: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.stateChanging))
     CasesController(services: services).addRoutes(to: api)
+    DropTokensController(services: services).addRoutes(to: api)
     try AttachmentsController(services: services).addRoutes(to: api)
+    // The curl front-end (issue #20): no tus headers, and like tus PATCH a data route, so not rate-limited.
+    FilesController(services: services).addRoutes(
+        to: router.group("api/v1").add(middleware: AuthMiddleware(database: services.database, now: services.now)))
     return (router, tusRoutes)
 }
