@@ -140,16 +140,21 @@ public struct Upload: Codable, Sendable, Equatable {
     public var digestState: Data
     /// The whole file's SHA-256 (hex), set when complete.
     public var sha256: String?
+    /// The user accountable for the upload: its creator, or the engineer whose drop credential created it.
     public var createdBy: Int64
     public var createdAt: Date
     public var updatedAt: Date
     public var completedAt: Date?
     public var purgedAt: Date?
+    /// The drop credential that created it (issue #20), which alone may append to it; nil: created by `createdBy`
+    /// with their own token.
+    public var createdByDropToken: Int64? = nil
 
 
     public var isComplete: Bool { length.map { offset == $0 } ?? false }
 
-    public init(id: String, caseNumber: String, filename: String, filetype: String? = nil, rawMetadata: String, length: Int64? = nil, offset: Int64, state: UploadState, declaredSHA256: String? = nil, digestState: Data, sha256: String? = nil, createdBy: Int64, createdAt: Date, updatedAt: Date, completedAt: Date? = nil, purgedAt: Date? = nil) {
+    public init(id: String, caseNumber: String, filename: String, filetype: String? = nil, rawMetadata: String, length: Int64? = nil, offset: Int64, state: UploadState, declaredSHA256: String? = nil, digestState: Data, sha256: String? = nil, createdBy: Int64, createdAt: Date, updatedAt: Date, completedAt: Date? = nil, purgedAt: Date? = nil, createdByDropToken: Int64? = nil) {
+        self.createdByDropToken = createdByDropToken
         self.id = id
         self.caseNumber = caseNumber
         self.filename = filename

@@ -248,6 +248,26 @@ public struct AppDatabase: MetadataStore {
             }
             try db.create(index: "outboxEvent_due", on: "outboxEvent", columns: ["state", "nextAttemptAt"])
         }
+        migrator.registerMigration("v8: drop credentials, and uploads they create") { db in
+            // Issue #20: per-case credentials for plain tools. The secret's SHA-256 only, like user tokens.
+            try db.create(table: "dropToken") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("caseNumber", .text).notNull().indexed().references("supportCase", onDelete: .cascade)
+                t.column("tokenHash", .text).notNull().unique()
+                t.column("createdBy", .integer).notNull().references("user", onDelete: .restrict)
+                t.column("createdAt", .datetime).notNull()
+                t.column("expiresAt", .datetime).notNull()
+                t.column("revokedAt", .datetime)
+                t.column("lastUsedAt", .datetime)
+            }
+            // The credential that created an upload, which alone may append to it ("only the creator appends");
+            // `createdBy` stays the accountable user (the credential's maker).
+            try db.alter(table: "upload") { t in
+                t.add(column: "createdByDropToken", .integer).references("dropToken", onDelete: .restrict)
+            }
+            try db.create(index: "upload_on_dropToken_filename", on: "upload",
+                          columns: ["createdByDropToken", "filename", "state"])
+        }
         return migrator
     }
 }
@@ -389,6 +409,11 @@ extension AppDatabase {
             }
             let next = try transition(current)
             try next.update(db)
+            if next.isClosed && !current.isClosed {
+                // Closing a case revokes its drop credentials at once, in the closing transaction (issue #20).
+                try db.execute(sql: "UPDATE dropToken SET revokedAt = ? WHERE caseNumber = ? AND revokedAt IS NULL",
+                               arguments: [now, number])
+            }
             _ = try CaseEvent(id: nil, caseNumber: number, kind: kind, status: next.status, subStatus: next.subStatus,
                               actor: actor, comment: comment, at: now).inserted(db)
             return next
@@ -784,6 +809,56 @@ extension AppDatabase {
     public func purgeItems(runID: Int64) async throws -> [PurgeItem] {
         try await writer.read { db in
             try PurgeItem.filter(PurgeItem.Columns.runID == runID).order(PurgeItem.Columns.id).fetchAll(db)
+        }
+    }
+}
+
+// MARK: - Drop credentials (issue #20)
+
+extension AppDatabase {
+    public func createDropToken(_ token: DropToken) async throws -> DropToken {
+        try await write { db in try token.inserted(db) }
+    }
+
+    public func dropTokens(caseNumber: String) async throws -> [DropToken] {
+        try await writer.read { db in
+            try DropToken.filter(DropToken.Columns.caseNumber == caseNumber).order(DropToken.Columns.id).fetchAll(db)
+        }
+    }
+
+    public func revokeDropToken(id: Int64, caseNumber: String, at date: Date) async throws -> DropToken? {
+        try await write { db in
+            try db.execute(sql: "UPDATE dropToken SET revokedAt = ? WHERE id = ? AND caseNumber = ? AND revokedAt IS NULL",
+                           arguments: [date, id, caseNumber])
+            return try DropToken.filter(DropToken.Columns.id == id && DropToken.Columns.caseNumber == caseNumber).fetchOne(db)
+        }
+    }
+
+    public func dropToken(tokenHash: String) async throws -> (DropToken, SupportCase)? {
+        try readInPlace { db in
+            guard let token = try DropToken.fetchOne(
+                      db.cachedStatement(sql: "SELECT * FROM dropToken WHERE tokenHash = ?"), arguments: [tokenHash]),
+                  let supportCase = try SupportCase.fetchOne(
+                      db.cachedStatement(sql: "SELECT * FROM supportCase WHERE number = ?"), arguments: [token.caseNumber])
+            else { return nil }
+            return (token, supportCase)
+        }
+    }
+
+    public func markDropTokenUsed(id: Int64, at date: Date) async throws {
+        try await write { db in
+            try db.execute(sql: "UPDATE dropToken SET lastUsedAt = ? WHERE id = ?", arguments: [date, id])
+        }
+    }
+
+    public func newestUnfinishedUpload(caseNumber: String, filename: String, createdBy: Int64,
+                                       dropToken: Int64?) async throws -> Upload? {
+        try await writer.read { db in
+            try Upload.fetchOne(db, sql: """
+                SELECT * FROM upload
+                WHERE caseNumber = ? AND filename = ? AND state = 'uploading' AND createdBy = ? AND createdByDropToken IS ?
+                ORDER BY createdAt DESC, rowid DESC LIMIT 1
+                """, arguments: [caseNumber, filename, createdBy, dropToken])
         }
     }
 }

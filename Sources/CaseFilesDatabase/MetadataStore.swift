@@ -42,7 +42,8 @@ public protocol MetadataStore: BackupLeaseStore, EventOutbox {
     /// One page of them: at most `limit` cases numbered above `after`, in number order.
     func cases(visibleTo user: User, after: String?, limit: Int) async throws -> [SupportCase]
     func allCases() async throws -> [SupportCase]
-    /// Reads a case, applies `transition` and records the event, all in one transaction.
+    /// Reads a case, applies `transition` and records the event, all in one transaction; a transition that closes
+    /// the case revokes its drop credentials in it.
     /// - Throws: `CaseFilesError.caseNotFound`, or what `transition` throws (nothing is written then).
     func transitionCase(
         _ number: String, kind: CaseEvent.Kind, actor: String, comment: String?, at now: Date,
@@ -111,6 +112,24 @@ public protocol MetadataStore: BackupLeaseStore, EventOutbox {
     /// Deletes the links no longer usable at `now`: past their expiry, or issued more than `maxLifetime` seconds
     /// ago (`DownloadLinks.isLive`'s cap). Returns how many.
     func pruneExpiredLinks(at now: Date, maxLifetime: TimeInterval) async throws -> Int
+
+    // MARK: Drop credentials (issue #20)
+
+    /// Inserts a drop credential and returns it with its id.
+    func createDropToken(_ token: DropToken) async throws -> DropToken
+    /// A case's drop credentials, oldest first, revoked and expired ones included.
+    func dropTokens(caseNumber: String) async throws -> [DropToken]
+    /// Revokes one of the case's drop credentials at `date` (a revoked one keeps its first revocation time).
+    /// - Returns: the credential as it now is; nil when the case has none with that id.
+    func revokeDropToken(id: Int64, caseNumber: String, at date: Date) async throws -> DropToken?
+    /// The drop credential with this secret hash and its case, usable or not (`DropToken.isUsable` decides).
+    /// Runs in place (see above).
+    func dropToken(tokenHash: String) async throws -> (DropToken, SupportCase)?
+    /// Records that the credential authenticated a request at `date`.
+    func markDropTokenUsed(id: Int64, at date: Date) async throws
+    /// The newest unfinished upload named `filename` in the case created by this uploader (`createdBy` and the
+    /// drop credential, nil for a user's own token): what the curl front-end's HEAD and `Content-Range` PUT address.
+    func newestUnfinishedUpload(caseNumber: String, filename: String, createdBy: Int64, dropToken: Int64?) async throws -> Upload?
 
     // MARK: Settings
 

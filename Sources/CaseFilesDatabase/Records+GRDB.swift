@@ -95,3 +95,14 @@ extension DownloadLink: FetchableRecord, PersistableRecord {
 }
 
 extension DownloadEntry: FetchableRecord {}
+
+extension DropToken: FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "dropToken"
+
+    public enum Columns {
+        static let id = Column("id")
+        static let caseNumber = Column("caseNumber")
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}

@@ -142,17 +142,21 @@ func buildRouter(
     let limiter = SharedRateLimiter(perMinute: services.security.rateLimitPerMinute, now: services.now)
     // The IETF resumable-upload draft shares the tus routes; its requests are answered before TusMiddleware.
     let ietf = ResumableUploadMiddleware(
-        controller: ResumableUploadController(services: services), auth: AuthMiddleware(database: services.database),
+        controller: ResumableUploadController(services: services), auth: AuthMiddleware(database: services.database, now: services.now),
         rateLimit: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.tusStateChanging))
-    let tus = router.group("api/v1").add(middleware: ietf).add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database))
+    let tus = router.group("api/v1").add(middleware: ietf).add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database, now: services.now))
         .add(middleware: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.tusStateChanging))
     let beforeTus = router.routes.count
     UploadsController(services: services).addRoutes(to: tus)
     let tusRoutes = Array(router.routes[beforeTus...])
 
-    let api = router.group("api/v1").add(middleware: AuthMiddleware(database: services.database))
+    let api = router.group("api/v1").add(middleware: AuthMiddleware(database: services.database, now: services.now))
         .add(middleware: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.stateChanging))
     CasesController(services: services).addRoutes(to: api)
+    DropTokensController(services: services).addRoutes(to: api)
     try AttachmentsController(services: services).addRoutes(to: api)
+    // The curl front-end (issue #20): no tus headers, and like tus PATCH a data route, so not rate-limited.
+    FilesController(services: services).addRoutes(
+        to: router.group("api/v1").add(middleware: AuthMiddleware(database: services.database, now: services.now)))
     return (router, tusRoutes)
 }

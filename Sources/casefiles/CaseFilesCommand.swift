@@ -261,7 +261,8 @@ struct Users: AsyncParsableCommand {
 struct Cases: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage support cases.",
-        subcommands: [Create.self, List.self, Show.self, Status.self, Close.self, Reopen.self, Hold.self, Release.self])
+        subcommands: [Create.self, List.self, Show.self, Status.self, Close.self, Reopen.self, Hold.self, Release.self,
+                      DropTokenCommand.self, DropTokensCommand.self, RevokeDropTokenCommand.self])
 
     static var actor: CaseActor {
         CaseActor(operator: ProcessInfo.processInfo.environment["USER"] ?? "operator")
@@ -663,6 +664,69 @@ struct Attachments: AsyncParsableCommand {
             }
             for u in list.uploads {
                 print([u.id, "uploading", "\(u.offset)/\(u.length.map(String.init) ?? "?")", "-", "-", u.filename].joined(separator: "\t"))
+            }
+        }
+    }
+}
+
+// MARK: - Drop credentials (issue #20): client commands, with an engineer's or admin's token
+
+extension Cases {
+    struct DropTokenCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "drop-token",
+            abstract: "Create a drop credential for a case and print it with a ready-to-run curl command (engineers, admins).",
+            discussion: "The credential uploads into this case only (curl -T FILE -u CASE:TOKEN URL/), expires after "
+                + "--expires (at most 90d) and is revoked at once when the case closes. Talks to the server "
+                + "(--server, --token of an engineer or admin). " + ClientFailure.exitCodeHelp)
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "Case number.") var number: String
+        @Option(help: "Lifetime: seconds, or with s/m/h/d (default 14d; at most 90d).") var expires: String?
+
+        func run() async throws {
+            let number = try Cases.number(self.number)
+            let lifetime = try expires.map { try DurationOption.parse($0, flag: "--expires") }
+            try await runClient(options) { client in
+                let token = try await client.createDropToken(caseNumber: number, expiresIn: lifetime)
+                let url = client.server + (token.uploadPath ?? "/api/v1/cases/\(number)/files/")
+                print(token.token ?? "")
+                print("drop credential \(token.id) for case \(number), expires \(token.expiresAt.formatted(.iso8601))")
+                print("upload: curl -fsS -T FILE -u \(number):\(token.token ?? "") \(url)")
+            }
+        }
+    }
+
+    struct DropTokensCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "drop-tokens",
+            abstract: "List a case's drop credentials: id, state, creator, created, expires, last used (never the secret).")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "Case number.") var number: String
+
+        func run() async throws {
+            let number = try Cases.number(self.number)
+            try await runClient(options) { client in
+                for t in try await client.dropTokens(caseNumber: number) {
+                    print([String(t.id), t.state, t.createdBy, t.createdAt.formatted(.iso8601),
+                           t.expiresAt.formatted(.iso8601), t.lastUsedAt?.formatted(.iso8601) ?? "never"]
+                        .joined(separator: "\t"))
+                }
+            }
+        }
+    }
+
+    struct RevokeDropTokenCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "revoke-drop-token", abstract: "Revoke one of a case's drop credentials at once.")
+        @OptionGroup var options: ClientOptions
+        @Argument(help: "Case number.") var number: String
+        @Argument(help: "The credential's id (from drop-tokens).") var id: Int64
+
+        func run() async throws {
+            let number = try Cases.number(self.number)
+            try await runClient(options) { client in
+                try await client.revokeDropToken(caseNumber: number, id: id)
+                print("revoked drop credential \(id) of case \(number)")
             }
         }
     }

@@ -8,8 +8,10 @@ import threading
 
 class FaultProxy:
     def __init__(self, target_port: int, cut_every: tuple[int, int] | None = None, rate: float | None = None,
-                 seed: int = 1):
+                 seed: int = 1, max_cuts: int | None = None):
         self.target_port = target_port
+        # After this many cuts, connections pass untouched (None: cut every connection that reaches its budget).
+        self.max_cuts = max_cuts
         self.cut_every = cut_every
         self.rate = rate
         self.random = random.Random(seed)
@@ -60,7 +62,7 @@ class FaultProxy:
                     data = await reader.read(65536)
                     if not data:
                         break
-                    if budget[0] is not None:
+                    if budget[0] is not None and (self.max_cuts is None or self.cuts < self.max_cuts):
                         budget[0] -= len(data)
                         if budget[0] <= 0:
                             self.cuts += 1

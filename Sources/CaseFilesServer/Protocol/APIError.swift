@@ -115,6 +115,32 @@ extension APIError {
 
     static func forbidden(_ what: String) -> APIError { APIError(CaseFilesError.forbidden(what)) }
 
+    /// A drop credential used where only a user's token works (issue #20).
+    static func dropCredentialUploadOnly(_ caseNumber: String) -> APIError {
+        APIError(.forbidden, "drop_credential_upload_only",
+                 "A drop credential can only upload files into case \(caseNumber) (and see the uploads it made); "
+                 + "use a user's own token for anything else.")
+    }
+
+    /// An expired, revoked or closed-case drop credential, or Basic credentials that are not one (issue #20).
+    static func invalidDropCredential() -> APIError {
+        APIError(.unauthorized, "invalid_token",
+                 "The drop credential is unknown, expired or revoked, or its case is closed, or the user name is not "
+                 + "its case number. Ask your support engineer for a new one.",
+                 headers: [.wwwAuthenticate: "Basic realm=\"casefiles\", charset=\"UTF-8\""])
+    }
+
+    static func dropTokenNotFound(_ id: String, caseNumber: String) -> APIError {
+        APIError(.notFound, "drop_token_not_found", "Case \(caseNumber) has no drop credential \(id.prefix(32)).")
+    }
+
+    /// The curl front-end's HEAD or `Content-Range` PUT found nothing to continue (issue #20).
+    static func noUnfinishedUpload(_ filename: String) -> APIError {
+        APIError(.notFound, "no_unfinished_upload",
+                 "You have no unfinished upload named \(filename.prefix(200)) in this case: send a PUT without "
+                 + "Content-Range (curl -T FILE URL) to start one.")
+    }
+
     static func caseNotFound(_ number: String) -> APIError { APIError(CaseFilesError.caseNotFound(number)) }
 
     static func uploadNotFound(_ id: String) -> APIError {

@@ -93,8 +93,14 @@ struct CasesController: Sendable {
         let names = try await database.userNames(ids: Set(uploads.map(\.createdBy)))
         return AttachmentListRepresentation(
             attachments: uploads.filter { $0.state == .verified || $0.state == .purged }
-                .map { AttachmentRepresentation($0, uploadedBy: names[$0.createdBy]) },
+                .map { AttachmentRepresentation($0, uploadedBy: Self.uploader($0, names: names)) },
             uploads: uploads.filter { $0.state == .uploading }.map(AttachmentListRepresentation.Unfinished.init))
+    }
+
+    /// Who uploaded: the user's name, or the drop credential and who made it (issue #20).
+    static func uploader(_ upload: Upload, names: [Int64: String]) -> String? {
+        guard let token = upload.createdByDropToken else { return names[upload.createdBy] }
+        return "drop credential \(token) (made by \(names[upload.createdBy] ?? "unknown"))"
     }
 
     // MARK: - Lifecycle (handbook: Closing Cases, Reopening Cases)
@@ -188,7 +194,7 @@ struct CasesController: Sendable {
     }
 
     /// The one way this API reads a JSON body: the right Content-Type, then a message naming what was expected.
-    private func decodeJSON<T: Decodable>(
+    func decodeJSON<T: Decodable>(
         _ type: T.Type, _ request: Request, _ context: AppRequestContext, expected: String
     ) async throws -> T {
         let mediaType = request.headers[.contentType]?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces)

@@ -41,7 +41,7 @@ struct UploadsController: Sendable {
     // MARK: - POST (creation, creation-with-upload, creation-defer-length)
 
     @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let user = try context.requireUser()
+        let uploader = try context.requireUploader()
         let fields = request.headers
 
         // Guard clauses in the order of the spec: length, metadata, digests, then the case.
@@ -71,13 +71,13 @@ struct UploadsController: Sendable {
         guard let number = CaseNumber.normalise(context.parameters.get("number") ?? "") else {
             throw APIError.caseNotFound(context.parameters.get("number") ?? "")
         }
-        let supportCase = try await authorizedCase(number, user: user, action: .useOwnUpload)
+        let supportCase = try await authorizedCase(number, uploader: uploader, action: .useOwnUpload)
         guard !supportCase.isClosed else { throw await services.cases.closedCaseError(supportCase.number) }
         // Everything the headers decide is decided before anything is created (tus creation-with-upload):
         // a request refused here leaves nothing behind, and gets its answer before `100 Continue`.
         let bodyLength = carriesData || length == 0 ? contentLength : nil  // any other body is not read
         try checkBodyFits(bodyLength, length: length, offset: 0)
-        try await UploadQuotas.checkCreation(caseNumber: supportCase.number, userID: user.id!, length: length,
+        try await UploadQuotas.checkCreation(caseNumber: supportCase.number, userID: uploader.accountableUserID, length: length,
                                              services: services)
         try await checkFreeSpace(for: length ?? bodyLength ?? 0)
 
@@ -85,8 +85,8 @@ struct UploadsController: Sendable {
         let upload = Upload(
             id: SecureRandom.identifier(), caseNumber: supportCase.number, filename: filename, filetype: filetype,
             rawMetadata: metadata.raw, length: length, offset: 0, state: .uploading, declaredSHA256: declared,
-            digestState: SHA256Digest().savedState, sha256: nil, createdBy: user.id!, createdAt: now,
-            updatedAt: now, completedAt: nil, purgedAt: nil)
+            digestState: SHA256Digest().savedState, sha256: nil, createdBy: uploader.accountableUserID, createdAt: now,
+            updatedAt: now, completedAt: nil, purgedAt: nil, createdByDropToken: uploader.dropTokenID)
         // Blob first, row second: a crash between them leaves an orphan file the startup sweep removes,
         // never a row without its file.
         try await services.blobs.create(id: upload.id)
@@ -223,7 +223,7 @@ struct UploadsController: Sendable {
         started: UInt64 = MonotonicClock.nanoseconds()
     ) async throws -> Upload {
         let contentLength = try TusHeaders.count(.contentLength, in: request.headers)
-        let append = try await UploadAppend.prepare(upload, by: try context.requireUser().id!, contentLength: contentLength,
+        let append = try await UploadAppend.prepare(upload, by: try context.requireUploader().accountableUserID, contentLength: contentLength,
                                                     checksum: checksum, services: services, requestStarted: started)
         // The one place `100 Continue` is sent: every check the headers decide has passed (the offset and
         // length under the writer lock, the room for Content-Length, the case, the permissions). RFC 9110
@@ -253,9 +253,9 @@ struct UploadsController: Sendable {
         return try finished.result.get()
     }
 
-    func authorizedCase(_ number: String, user: User, action: AccessPolicy.Action) async throws -> SupportCase {
+    func authorizedCase(_ number: String, uploader: Uploader, action: AccessPolicy.Action) async throws -> SupportCase {
         guard let supportCase = try await database.supportCase(number: number) else { throw APIError.caseNotFound(number) }
-        switch AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: action) {
+        switch uploader.decide(caseNumber: number, caseAccount: supportCase.account, action: action) {
         case .allow: return supportCase
         case .hidden: throw APIError.caseNotFound(number)
         case .forbidden: throw APIError.forbidden("do this on case \(number)")
@@ -268,18 +268,19 @@ struct UploadsController: Sendable {
     /// The upload named in the path, if the caller may see it and `use` it: only its creator appends (403
     /// `not_upload_creator` for anyone else); others terminate it as the permission table says.
     func authorizedUpload(_ context: AppRequestContext, for use: UploadUse) async throws -> (Upload, SupportCase) {
-        let user = try context.requireUser()
+        let uploader = try context.requireUploader()
         let id = context.parameters.get("id") ?? ""
         guard SecureRandom.isIdentifier(id), let (upload, supportCase) = try await database.uploadWithCase(id: id) else {
             throw APIError.uploadNotFound(String(id.prefix(64)))
         }
-        let own = upload.createdBy == user.id
+        // Its creator: the same user with their own token, or the same drop credential (issue #20).
+        let own = uploader.created(upload)
         let action: AccessPolicy.Action = switch use {
-        case .read: .readCase
+        case .read: own ? .useOwnUpload : .readCase
         case .append: own ? .useOwnUpload : .appendToOthersUpload
         case .terminate: own ? .useOwnUpload : .modifyOthersUpload
         }
-        switch AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: action) {
+        switch uploader.decide(caseNumber: supportCase.number, caseAccount: supportCase.account, action: action) {
         case .allow: return (upload, supportCase)
         case .hidden: throw APIError.uploadNotFound(id)
         case .forbidden where action == .appendToOthersUpload: throw APIError(CaseFilesError.notUploadCreator(id))

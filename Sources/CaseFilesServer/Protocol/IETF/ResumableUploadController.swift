@@ -38,7 +38,7 @@ struct ResumableUploadController: Sendable {
     // MARK: - Upload creation (draft, "Upload Creation")
 
     func create(_ request: Request, context: AppRequestContext, fields ietf: IETFRequestFields) async throws -> Response {
-        let user = try context.requireUser()
+        let uploader = try context.requireUploader()
         let fields = request.headers
         try Self.refuseContentEncoding(fields)
         guard let complete = ietf.complete else { throw Self.completeRequired(ietf.version) }
@@ -54,11 +54,11 @@ struct ResumableUploadController: Sendable {
         guard let number = CaseNumber.normalise(context.parameters.get("number") ?? "") else {
             throw APIError.caseNotFound(context.parameters.get("number") ?? "")
         }
-        let supportCase = try await tus.authorizedCase(number, user: user, action: .useOwnUpload)
+        let supportCase = try await tus.authorizedCase(number, uploader: uploader, action: .useOwnUpload)
         guard !supportCase.isClosed else { throw await services.cases.closedCaseError(supportCase.number) }
         // Everything the headers decide is decided before anything is created, as for tus.
         try UploadRoom.check(contentLength, length: length, offset: 0, maxUploadSize: services.limits.maxUploadSize)
-        try await UploadQuotas.checkCreation(caseNumber: supportCase.number, userID: user.id!, length: length,
+        try await UploadQuotas.checkCreation(caseNumber: supportCase.number, userID: uploader.accountableUserID, length: length,
                                              services: services)
         try await UploadAdmission.checkFreeSpace(for: length ?? contentLength ?? 0, services: services)
 
@@ -69,8 +69,8 @@ struct ResumableUploadController: Sendable {
         let upload = Upload(
             id: id, caseNumber: supportCase.number, filename: filename, filetype: filetype, rawMetadata: rawMetadata,
             length: length, offset: 0, state: .uploading, declaredSHA256: declared,
-            digestState: SHA256Digest().savedState, sha256: nil, createdBy: user.id!, createdAt: now,
-            updatedAt: now, completedAt: nil, purgedAt: nil)
+            digestState: SHA256Digest().savedState, sha256: nil, createdBy: uploader.accountableUserID, createdAt: now,
+            updatedAt: now, completedAt: nil, purgedAt: nil, createdByDropToken: uploader.dropTokenID)
         try await services.blobs.create(id: upload.id)
         try await services.database.createUpload(upload)
         services.metrics.uploadsCreated.increment()

@@ -406,6 +406,10 @@ document.addEventListener('DOMContentLoaded', () => {
   drop.addEventListener('dragover', (event) => { event.preventDefault(); drop.classList.add('over'); });
   drop.addEventListener('dragleave', () => drop.classList.remove('over'));
   drop.addEventListener('drop', (event) => { event.preventDefault(); drop.classList.remove('over'); addFiles(event.dataTransfer.files); });
+  $('drop-token').addEventListener('click', () => makeDropToken().catch((error) => {
+    if (error.message !== 'signed out') say(error.message);
+  }));
+  $('drop-token-copy').addEventListener('click', () => navigator.clipboard.writeText($('drop-token-curl').textContent));
   route();
 });
 
@@ -413,4 +417,16 @@ function route() {
   if (!token()) { showSignIn(''); return; }
   const match = location.pathname.match(/^\/cases\/([0-9]{1,8})$/);
   (match ? showCase(match[1]) : showCases()).catch((error) => { if (error.message !== 'signed out') say(error.message); });
+}
+
+// A drop credential for the case (issue #20): POST /api/v1/cases/{n}/drop-tokens (engineers, admins), shown once
+// as the curl command the customer runs on their server.
+async function makeDropToken() {
+  const response = await api(`/api/v1/cases/${currentCase.number}/drop-tokens`, { method: 'POST' });
+  if (!response.ok) { say(await errorText(response)); return; }
+  const created = await response.json();
+  const url = `${location.origin}${created.uploadPath}`;
+  $('drop-token-curl').textContent = `curl -fsS -T FILE -u ${created.caseNumber}:${created.token} ${url}`;
+  $('drop-token-result').hidden = false;
+  say(`Drop credential ${created.id} made; it expires ${new Date(created.expiresAt).toLocaleString()}.`);
 }
