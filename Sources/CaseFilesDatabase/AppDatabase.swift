@@ -9,7 +9,7 @@ import CaseFilesCore
 /// Every query is `async` and runs on GRDB's queues, except the in-place key lookups (see `readInPlace`);
 /// opening (`open`, migrations) blocks and is `noasync`: callers run it on a blocking thread.
 public struct AppDatabase: MetadataStore {
-    private let writer: any DatabaseWriter
+    let writer: any DatabaseWriter  // internal: AppDatabase+Concatenation.swift queries it too
     /// Connections for synchronous reads only. An asynchronous read keeps its pooled connection until its
     /// task resumes on an executor thread (an event loop in `serve`), so a synchronous read waiting on
     /// those threads for the same pool can block them all while every connection waits for them: the
@@ -225,6 +225,9 @@ public struct AppDatabase: MetadataStore {
             }
             try db.create(index: "downloadLink_on_expiresAt", on: "downloadLink", columns: ["expiresAt"])
         }
+        migrator.registerMigration("v7: tus concatenation (partial and final uploads)") { db in
+            try Self.migrateConcatenation(db)
+        }
         return migrator
     }
 }
@@ -242,7 +245,7 @@ extension AppDatabase {
 
     /// Every asynchronous write: one transaction on GRDB's writer queue.
     /// - Throws: `CaseFilesError.databaseFull` when SQLite finds the disk full; what `updates` throws.
-    private func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await writer.write(updates)
         } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
@@ -266,7 +269,7 @@ extension AppDatabase {
     /// compiling their SQL on every request was half of a HEAD probe's server CPU (870 -> 360-450 us). They use
     /// `syncReader`, never held across a suspension (ARCHITECTURE.md, "The data path": the pool deadlock under
     /// 48 clients). This is the one exception to "no blocking call in async code".
-    private func readInPlace<T>(_ value: (Database) throws -> T) throws -> T {
+    func readInPlace<T>(_ value: (Database) throws -> T) throws -> T {
         try syncReader.read(value)
     }
 
@@ -490,6 +493,7 @@ extension AppDatabase {
         try await writer.read { db in
             try Int64.fetchOne(db, sql: """
                 SELECT COALESCE(SUM(length - offset), 0) FROM upload WHERE state = 'uploading' AND length IS NOT NULL
+                    AND concat IS NOT 'final'
                 """) ?? 0
         }
     }
@@ -501,7 +505,7 @@ extension AppDatabase {
                     (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND createdBy = ?) AS byUser,
                     (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND caseNumber = ?) AS inCase,
                     (SELECT COALESCE(SUM(COALESCE(length, offset)), 0) FROM upload
-                     WHERE caseNumber = ? AND state IN ('uploading', 'verified')) AS caseBytes
+                     WHERE caseNumber = ? AND state IN ('uploading', 'verified') AND concat IS NOT 'final') AS caseBytes
                 """, arguments: [userID, caseNumber, caseNumber])
             let byUser: Int = row?["byUser"] ?? 0, inCase: Int = row?["inCase"] ?? 0
             let caseBytes: Int64 = row?["caseBytes"] ?? 0
@@ -527,7 +531,8 @@ extension AppDatabase {
 
     public func uploads(caseNumber: String) async throws -> [Upload] {
         try await writer.read { db in
-            try Upload.filter(Upload.Columns.caseNumber == caseNumber)
+            // Partial uploads are parts of a final upload, never attachments of their own (tus concatenation).
+            try Upload.filter(Upload.Columns.caseNumber == caseNumber).filter(sql: "concat IS NOT 'partial'")
                 .order(Upload.Columns.createdAt, Upload.Columns.id)
                 .fetchAll(db)
         }
@@ -547,8 +552,8 @@ extension AppDatabase {
         let bound = Self.sqlUpperBound(Upload.expiryCandidatesBound(at: now, expiry: expiry))
         return try await write { db in
             let candidates = try Row.fetchAll(
-                db, sql: "SELECT id, updatedAt FROM upload WHERE state = ? AND updatedAt <= ?",
-                arguments: [UploadState.uploading, bound])
+                db, sql: "SELECT id, updatedAt FROM upload WHERE \(Self.expirable) AND updatedAt <= ?",
+                arguments: [bound])
             let ids: [String] = candidates.compactMap { row in
                 Upload.isExpired(lastProgress: row["updatedAt"], at: now, expiry: expiry) ? row["id"] : nil
             }
@@ -556,7 +561,7 @@ extension AppDatabase {
             // many abandoned uploads could pass, failing every sweep after it.
             for start in stride(from: 0, to: ids.count, by: 500) {
                 try Upload.filter(keys: ids[start..<min(start + 500, ids.count)])
-                    .filter(Upload.Columns.state == UploadState.uploading)
+                    .filter(sql: Self.expirable)
                     .updateAll(db, Upload.Columns.state.set(to: UploadState.expired), Upload.Columns.updatedAt.set(to: now))
             }
             return ids
