@@ -17,8 +17,8 @@ from conftest import BINARY
 from helpers import auth, metadata, pattern, sha256_header
 
 MiB = 1024 * 1024
-# The issue asks for a 1 GiB file; CONCAT_TEST_SIZE=1073741824 runs it so (see the report for timings).
-LARGE = int(os.environ.get("CONCAT_TEST_SIZE", 256 * MiB))
+# 1 GiB, as the issue asks (about 25 s with a debug build); CONCAT_TEST_SIZE=268435456 for a quicker run.
+LARGE = int(os.environ.get("CONCAT_TEST_SIZE", 1024 * MiB))
 
 
 def create_partial(server, length, name="part.bin", token=None, case=None):
