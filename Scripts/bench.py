@@ -332,6 +332,9 @@ def main():
         theirs = bench_large(work, BASELINE, "baseline build: ")
         row("one large PATCH, this build / baseline", ours / theirs, "x")
 
+    print("9. one upload over N streams (tus concatenation), loopback and a delaying proxy")
+    bench_parallel(work / "parallel", size)
+
     source.unlink()
     shutil.rmtree(work, ignore_errors=True)
     report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "file_bytes": size, "runs": RUNS,
@@ -653,5 +656,143 @@ def bench_large(work, binary=None, label=""):
     return total / elapsed / 1e6
 
 
+class DelayingProxy:
+    """A TCP proxy of the bench's own, since this kernel has no netem: it emulates a long, slightly lossy link
+    (50 ms round trip, 0.5% loss) between the client and the server.
+
+    What it emulates: latency (each direction delivers what it read 25 ms later); a bounded TCP window per
+    connection and direction (`window` bytes in flight, so one connection moves at most window / RTT, as a real
+    one does); and loss as a retransmission timeout: with probability `loss` per 64 KiB segment read, that
+    direction of that connection stalls for 200 ms (an RTO), delaying everything behind it (head-of-line blocking).
+    What it does not: real segment loss and retransmission, congestion-window growth and halving (slow start,
+    Reno/CUBIC), reordering, a bandwidth cap shared by the connections, or loss at a finer grain than 64 KiB."""
+
+    def __init__(self, upstream_port, delay=0.025, loss=0.005, stall=0.2, window=1 << 20, seed=1):
+        import asyncio
+        import random
+        self.asyncio, self.random = asyncio, random.Random(seed)
+        self.upstream_port, self.delay, self.loss, self.stall, self.window = upstream_port, delay, loss, stall, window
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stalls = 0
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
+        ready.wait(10)
+
+    def _run(self, ready):
+        asyncio = self.asyncio
+        asyncio.set_event_loop(self.loop)
+
+        async def pump(reader, writer):
+            queue = asyncio.Queue()
+            room = asyncio.Condition()
+            in_flight = 0
+            stalled_until = 0.0
+
+            async def deliver():
+                nonlocal in_flight
+                while True:
+                    due, data = await queue.get()
+                    if data is None:
+                        break
+                    wait = due - self.loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    writer.write(data)
+                    await writer.drain()
+                    async with room:
+                        in_flight -= len(data)
+                        room.notify_all()
+                try:
+                    writer.close()
+                except OSError:
+                    pass
+
+            sender = asyncio.ensure_future(deliver())
+            try:
+                while True:
+                    data = await reader.read(64 * 1024)
+                    if not data:
+                        break
+                    now = self.loop.time()
+                    if self.random.random() < self.loss:
+                        stalled_until = max(stalled_until, now) + self.stall
+                        self.stalls += 1
+                    async with room:
+                        await room.wait_for(lambda: in_flight < self.window)
+                        in_flight += len(data)
+                    queue.put_nowait((max(now + self.delay, stalled_until), data))
+            except OSError:
+                pass
+            queue.put_nowait((0, None))
+            await sender
+
+        async def handle(client_reader, client_writer):
+            try:
+                server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            except OSError:
+                client_writer.close()
+                return
+            await asyncio.gather(pump(client_reader, server_writer), pump(server_reader, client_writer),
+                                 return_exceptions=True)
+
+        async def serve():
+            self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            ready.set()
+            await self.server.serve_forever()
+
+        try:
+            self.loop.run_until_complete(serve())
+        except BaseException:
+            pass
+
+    def close(self):
+        self.loop.call_soon_threadsafe(lambda: [task.cancel() for task in self.asyncio.all_tasks(self.loop)])
+
+
+def bench_parallel(work, size=None, streams=(1, 4, 8)):
+    """`casefiles upload --parallel N` (tus concatenation) against one stream: on loopback, and through the
+    `DelayingProxy` (50 ms round trip, 0.5% loss). The time runs from the command's start to its end: parts sent,
+    final created, the server's verification waited for."""
+    size = size or int(os.environ.get("BENCH_PARALLEL_SIZE", 2 * GiB))
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / "parallel.bin"
+    with open(source, "wb") as f:
+        block = os.urandom(MiB)
+        for _ in range(size // MiB):
+            f.write(block)
+    casefiles = CaseFiles(work / "parallel-storage")
+    casefiles.start()
+    proxy = DelayingProxy(casefiles.port)
+    results = {}
+    try:
+        for link, url in (("loopback", casefiles.url), ("50 ms RTT, 0.5% loss", proxy.url)):
+            for n in streams:
+                state = work / f"state-{n}-{time.time_ns()}"
+                env = {**os.environ, "CASEFILES_TOKEN": casefiles.token, "CASEFILES_SERVER": url, "XDG_STATE_HOME": str(state)}
+                quiet_disk()
+                started = time.monotonic()
+                subprocess.run([casefiles.binary, "upload", "--case", casefiles.case, "--parallel", str(n), "--quiet",
+                                str(source)], check=True, capture_output=True, env=env)
+                elapsed = time.monotonic() - started
+                results[(link, n)] = size / elapsed / 1e6
+                row(f"upload --parallel {n}, {size / MiB:.0f} MiB, {link}", results[(link, n)], "MB/s",
+                    f"{elapsed:.1f} s" + (f", ratio to 1 stream {results[(link, n)] / results[(link, 1)]:.2f}" if n > 1 else ""))
+        notes.append(f"parallel: the delaying proxy stalled {proxy.stalls} times (emulated RTOs)")
+    finally:
+        proxy.close()
+        casefiles.stop()
+        shutil.rmtree(casefiles.storage, ignore_errors=True)
+        source.unlink(missing_ok=True)
+    return results
+
+
 if __name__ == "__main__":
-    main()
+    if "--only" in sys.argv and sys.argv[sys.argv.index("--only") + 1] == "parallel":
+        # `Scripts/bench --only parallel` (BENCH_PARALLEL_SIZE=268435456 for a quicker run).
+        bench_parallel(ROOT / ".bench" / "parallel")
+        for note in notes:
+            print("  note:", note)
+    else:
+        main()

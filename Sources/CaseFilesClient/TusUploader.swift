@@ -60,7 +60,8 @@ public struct TusUploader: Sendable {
         defer { try? handle.close() }
 
         var entry = store.load(server: client.server, caseNumber: caseNumber, path: path)
-        if let known = entry, known.size != identity.size || known.modifiedNanoseconds != identity.modifiedNanoseconds {
+        if let known = entry, known.size != identity.size || known.modifiedNanoseconds != identity.modifiedNanoseconds
+            || known.partURLs != nil {  // an upload in parallel partials (`upload(path:caseNumber:streams:)`)
             say("\(rawPath) changed since the last attempt (size or modification time differ): starting a new upload")
             store.remove(server: client.server, caseNumber: caseNumber, path: path)
             entry = nil
@@ -137,7 +138,7 @@ public struct TusUploader: Sendable {
 
     /// Asks first, so that a bad token, an unknown case or a closed case is reported before a large file
     /// has been read end to end for its digest.
-    private func checkCaseAcceptsUploads(_ caseNumber: String) async throws {
+    func checkCaseAcceptsUploads(_ caseNumber: String) async throws {
         struct CaseState: Decodable {
             var number: String
             var status: String
@@ -150,7 +151,7 @@ public struct TusUploader: Sendable {
     }
 
     /// The committed offset (HEAD), or nil if the server no longer has the upload.
-    private func serverOffset(_ url: String) async throws -> Int64? {
+    func serverOffset(_ url: String) async throws -> Int64? {
         let reply = try await client.send("asking for the offset") { client.request(url, method: .HEAD, tus: true) }
         switch reply.status {
         case 200:
@@ -172,7 +173,7 @@ public struct TusUploader: Sendable {
     }
 
     /// Reads `count` bytes at `offset` (pread: no shared file position) into a buffer and hashes them.
-    private static func prepare(fd: Int32, offset: Int64, count: Int, path: String) throws -> PreparedChunk {
+    static func prepare(fd: Int32, offset: Int64, count: Int, path: String) throws -> PreparedChunk {
         var bytes = ByteBufferAllocator().buffer(capacity: count)
         let read = try bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target -> Int in
             var done = 0

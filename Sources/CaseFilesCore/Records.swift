@@ -149,11 +149,15 @@ public struct Upload: Codable, Sendable, Equatable {
     /// The drop credential that created it (issue #20), which alone may append to it; nil: created by `createdBy`
     /// with their own token.
     public var createdByDropToken: Int64? = nil
+    /// Its part in a tus concatenation (`UploadConcat`), nil for an ordinary upload. A final upload's `offset` and
+    /// `digestState` are its verification's progress over its partials, in order; it has no blob of its own.
+    public var concat: UploadConcat?
 
 
     public var isComplete: Bool { length.map { offset == $0 } ?? false }
 
-    public init(id: String, caseNumber: String, filename: String, filetype: String? = nil, rawMetadata: String, length: Int64? = nil, offset: Int64, state: UploadState, declaredSHA256: String? = nil, digestState: Data, sha256: String? = nil, createdBy: Int64, createdAt: Date, updatedAt: Date, completedAt: Date? = nil, purgedAt: Date? = nil, createdByDropToken: Int64? = nil) {
+    public init(id: String, caseNumber: String, filename: String, filetype: String? = nil, rawMetadata: String, length: Int64? = nil, offset: Int64, state: UploadState, declaredSHA256: String? = nil, digestState: Data, sha256: String? = nil, createdBy: Int64, createdAt: Date, updatedAt: Date, completedAt: Date? = nil, purgedAt: Date? = nil, concat: UploadConcat? = nil, createdByDropToken: Int64? = nil) {
+        self.concat = concat
         self.createdByDropToken = createdByDropToken
         self.id = id
         self.caseNumber = caseNumber

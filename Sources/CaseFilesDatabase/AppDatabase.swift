@@ -9,7 +9,7 @@ import CaseFilesCore
 /// Every query is `async` and runs on GRDB's queues, except the in-place key lookups (see `readInPlace`);
 /// opening (`open`, migrations) blocks and is `noasync`: callers run it on a blocking thread.
 public struct AppDatabase: MetadataStore {
-    let writer: any DatabaseWriter
+    let writer: any DatabaseWriter  // internal: AppDatabase+Concatenation.swift queries it too
     /// Connections for synchronous reads only. An asynchronous read keeps its pooled connection until its
     /// task resumes on an executor thread (an event loop in `serve`), so a synchronous read waiting on
     /// those threads for the same pool can block them all while every connection waits for them: the
@@ -268,6 +268,9 @@ public struct AppDatabase: MetadataStore {
             try db.create(index: "upload_on_dropToken_filename", on: "upload",
                           columns: ["createdByDropToken", "filename", "state"])
         }
+        migrator.registerMigration("v9: tus concatenation (partial and final uploads)") { db in
+            try Self.migrateConcatenation(db)
+        }
         return migrator
     }
 }
@@ -309,7 +312,7 @@ extension AppDatabase {
     /// compiling their SQL on every request was half of a HEAD probe's server CPU (870 -> 360-450 us). They use
     /// `syncReader`, never held across a suspension (ARCHITECTURE.md, "The data path": the pool deadlock under
     /// 48 clients). This is the one exception to "no blocking call in async code".
-    private func readInPlace<T>(_ value: (Database) throws -> T) throws -> T {
+    func readInPlace<T>(_ value: (Database) throws -> T) throws -> T {
         try syncReader.read(value)
     }
 
@@ -539,6 +542,7 @@ extension AppDatabase {
         try await writer.read { db in
             try Int64.fetchOne(db, sql: """
                 SELECT COALESCE(SUM(length - offset), 0) FROM upload WHERE state = 'uploading' AND length IS NOT NULL
+                    AND concat IS NOT 'final'
                 """) ?? 0
         }
     }
@@ -550,7 +554,7 @@ extension AppDatabase {
                     (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND createdBy = ?) AS byUser,
                     (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND caseNumber = ?) AS inCase,
                     (SELECT COALESCE(SUM(COALESCE(length, offset)), 0) FROM upload
-                     WHERE caseNumber = ? AND state IN ('uploading', 'verified')) AS caseBytes
+                     WHERE caseNumber = ? AND state IN ('uploading', 'verified') AND concat IS NOT 'final') AS caseBytes
                 """, arguments: [userID, caseNumber, caseNumber])
             let byUser: Int = row?["byUser"] ?? 0, inCase: Int = row?["inCase"] ?? 0
             let caseBytes: Int64 = row?["caseBytes"] ?? 0
@@ -576,7 +580,8 @@ extension AppDatabase {
 
     public func uploads(caseNumber: String) async throws -> [Upload] {
         try await writer.read { db in
-            try Upload.filter(Upload.Columns.caseNumber == caseNumber)
+            // Partial uploads are parts of a final upload, never attachments of their own (tus concatenation).
+            try Upload.filter(Upload.Columns.caseNumber == caseNumber).filter(sql: "concat IS NOT 'partial'")
                 .order(Upload.Columns.createdAt, Upload.Columns.id)
                 .fetchAll(db)
         }
@@ -598,8 +603,8 @@ extension AppDatabase {
             // A backup copying the blobs this names holds off their removal (`backupLease`).
             if try Self.backupLease(db, at: now) != nil { return [] }
             let candidates = try Row.fetchAll(
-                db, sql: "SELECT id, caseNumber, filename, length, updatedAt FROM upload WHERE state = ? AND updatedAt <= ?",
-                arguments: [UploadState.uploading, bound])
+                db, sql: "SELECT id, caseNumber, filename, length, updatedAt FROM upload WHERE \(Self.expirable) AND updatedAt <= ?",
+                arguments: [bound])
             let expired = candidates.filter { row in
                 Upload.isExpired(lastProgress: row["updatedAt"], at: now, expiry: expiry)
             }
@@ -613,7 +618,7 @@ extension AppDatabase {
             // many abandoned uploads could pass, failing every sweep after it.
             for start in stride(from: 0, to: ids.count, by: 500) {
                 try Upload.filter(keys: ids[start..<min(start + 500, ids.count)])
-                    .filter(Upload.Columns.state == UploadState.uploading)
+                    .filter(sql: Self.expirable)
                     .updateAll(db, Upload.Columns.state.set(to: UploadState.expired), Upload.Columns.updatedAt.set(to: now))
             }
             return ids

@@ -151,6 +151,26 @@ public protocol MetadataStore: BackupLeaseStore, EventOutbox {
     func markCasePurged(_ supportCase: SupportCase, policy: String, at now: Date) async throws
     func purgeRuns(limit: Int) async throws -> [PurgeRun]
     func purgeItems(runID: Int64) async throws -> [PurgeItem]
+
+    // MARK: tus concatenation (AppDatabase+Concatenation.swift)
+
+    /// Inserts a final upload (`concat` final, state `uploading`, offset 0) and its partials, in order, in one
+    /// transaction, if each is still a complete partial upload no other final uses.
+    /// - Throws: `CaseFilesError.partialAlreadyUsed`, `UploadChangedUnderWriter` (a partial expired or changed).
+    func createFinalUpload(_ final: Upload, partialIDs: [String]) async throws
+    /// A final upload's partial uploads, in order.
+    func finalParts(finalID: String) async throws -> [Upload]
+    /// The final upload a partial upload is part of, if any. Runs in place (see above).
+    func finalUsing(partialID: String) async throws -> String?
+    /// Final uploads whose verification has not finished (after a crash, too), oldest first.
+    func unverifiedFinals() async throws -> [String]
+    /// Records a final upload's verification progress: bytes [0, newOffset) of its partials, in order, read and
+    /// hashed (`digestState`), and on the last byte its outcome; `failed` fails its partials in the same transaction.
+    /// - Throws: `UploadChangedUnderWriter` if the final is not at `expectedOffset` or no longer unverified.
+    func recordFinalVerification(
+        id: String, from expectedOffset: Int64, to newOffset: Int64, digestState: Data, completion: UploadCompletion?,
+        at date: Date
+    ) async throws
 }
 
 extension MetadataStore {

@@ -10,6 +10,7 @@ extension CaseStatus: DatabaseValueConvertible {}
 extension CasePriority: DatabaseValueConvertible {}
 extension RequestType: DatabaseValueConvertible {}
 extension UploadState: DatabaseValueConvertible {}
+extension UploadConcat: DatabaseValueConvertible {}
 extension CaseEvent.Kind: DatabaseValueConvertible {}
 extension PurgeRun.Trigger: DatabaseValueConvertible {}
 extension PurgeRun.State: DatabaseValueConvertible {}
@@ -49,6 +50,7 @@ extension Upload: FetchableRecord, PersistableRecord {
         static let updatedAt = Column("updatedAt")
         static let createdAt = Column("createdAt")
         static let purgedAt = Column("purgedAt")
+        static let concat = Column("concat")
     }
 }
 

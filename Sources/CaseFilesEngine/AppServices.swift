@@ -22,6 +22,9 @@ public struct AppServices: Sendable {
     /// The domain's counters (`EngineMetrics.none` unless `serve --metrics-listen`).
     public let metrics: EngineMetrics
 
+    /// Wakes the verifier of final uploads (tus concatenation, `ConcatenationVerifierService`).
+    public let concatenation = ConcatenationSignal()
+
     /// Where each append request's timeline goes (`serve --trace-uploads FILE`); nil: not traced.
     public var uploadTrace: UploadTraceLog?
 

@@ -96,6 +96,7 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
     var background: [any Service] = [
         UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),
         RetentionPurgeService(services: services, interval: configuration.purgeInterval, logger: logger),
+        ConcatenationVerifierService(services: services, logger: logger),
     ]
     if let tls { background.append(TLSReloadService(box: tls, logger: logger)) }
     background += extraServices

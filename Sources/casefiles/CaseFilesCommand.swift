@@ -552,6 +552,8 @@ struct Upload: AsyncParsableCommand {
     @Option(name: .customLong("case"), help: "Case number.") var caseNumber: String
     @Option(help: "Chunk size: auto, or bytes, or with KiB/MiB/GiB (default auto: starts at 8MiB and aims each chunk at about 2 s at the rate seen so far, between 1MiB and 32MiB).")
     var chunkSize = "auto"
+    @Option(help: "Streams per file: N > 1 sends N contiguous parts at once as tus partial uploads, then a final upload the server verifies (tus concatenation). 1 (the default) measured fastest on loopback; through 50 ms round trips with 0.5% loss 4 streams were 2.0x and 8 were 2.8x one stream (README, Benchmark).")
+    var parallel = 1
     @Argument(help: "Files to upload.") var files: [String]
 
     func run() async throws {
@@ -565,10 +567,13 @@ struct Upload: AsyncParsableCommand {
         }
         guard let number = CaseNumber.normalise(caseNumber) else { throw ValidationError("--case must be 1 to 8 digits") }
         guard !files.isEmpty else { throw ValidationError("name at least one file") }
+        guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be 1 to 64") }
         try await runClient(options) { client in
             let uploader = TusUploader(client: client, chunkSizer: sizer, quiet: options.quiet)
             for file in files {
-                let result = try await uploader.upload(path: file, caseNumber: number)
+                let result = parallel > 1
+                    ? try await uploader.upload(path: file, caseNumber: number, streams: parallel)
+                    : try await uploader.upload(path: file, caseNumber: number)
                 print("uploaded \(file): attachment \(result.attachmentID) sha256 \(result.sha256) "
                       + "(\(result.size) bytes; resumed at \(result.resumedFrom); sent \(result.bytesSent))")
             }

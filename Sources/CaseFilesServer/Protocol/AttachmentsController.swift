@@ -160,7 +160,7 @@ struct AttachmentsController: Sendable {
             return Response(status: status, headers: headers)
         }
 
-        let reader = try await services.blobs.openForReading(id: upload.id)
+        let reader = try await AttachmentContent.open(upload, services: services)  // a final: its partials in order
         let database = services.database
         // A link pays for the whole response before a byte is sent, in one transaction, so concurrent
         // requests on one link cannot together pass its budget; what was not sent is refunded at the end.
@@ -232,6 +232,8 @@ struct AttachmentsController: Sendable {
             throw APIError(.notFound, "attachment_not_found", "No attachment \(id.prefix(64)) is visible to you.")
         }
         switch upload.state {
+        case .verified where upload.concat == .partial:  // a part of a final upload, never an attachment
+            throw APIError(.notFound, "attachment_not_found", "No attachment \(id.prefix(64)) is visible to you.")
         case .verified:
             return upload
         case .uploading:

@@ -13,7 +13,7 @@ import CaseFilesStorage
 struct UploadsController: Sendable {
     let services: AppServices
 
-    static let extensions = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
+    static let extensions = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation"
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.post("cases/:number/uploads", use: create)
@@ -43,6 +43,10 @@ struct UploadsController: Sendable {
     @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> Response {
         let uploader = try context.requireUploader()
         let fields = request.headers
+        let concat = try ConcatenationFront.concatField(in: fields)
+        if case .final(let partialIDs) = concat {
+            return try await ConcatenationFront(services: services).createFinal(partialIDs, request: request, context: context)
+        }
 
         // Guard clauses in the order of the spec: length, metadata, digests, then the case.
         let length = try TusHeaders.count(.uploadLength, in: fields)
@@ -86,7 +90,8 @@ struct UploadsController: Sendable {
             id: SecureRandom.identifier(), caseNumber: supportCase.number, filename: filename, filetype: filetype,
             rawMetadata: metadata.raw, length: length, offset: 0, state: .uploading, declaredSHA256: declared,
             digestState: SHA256Digest().savedState, sha256: nil, createdBy: uploader.accountableUserID, createdAt: now,
-            updatedAt: now, completedAt: nil, purgedAt: nil, createdByDropToken: uploader.dropTokenID)
+            updatedAt: now, completedAt: nil, purgedAt: nil, concat: concat == .partial ? .partial : nil,
+            createdByDropToken: uploader.dropTokenID)
         // Blob first, row second: a crash between them leaves an orphan file the startup sweep removes,
         // never a row without its file.
         try await services.blobs.create(id: upload.id)
@@ -150,6 +155,7 @@ struct UploadsController: Sendable {
 
     @Sendable func head(_ request: Request, context: AppRequestContext) async throws -> Response {
         let (upload, _) = try await authorizedUpload(context, for: .read)
+        if upload.concat == .final { return try await ConcatenationFront(services: services).head(upload) }
         if upload.state != .verified { try checkWritable(upload) }
         var headers: HTTPFields = [.uploadOffset: String(upload.offset), .cacheControl: "no-store"]
         if let length = upload.length {
@@ -159,6 +165,7 @@ struct UploadsController: Sendable {
         }
         if !upload.rawMetadata.isEmpty { headers[.uploadMetadata] = upload.rawMetadata }
         if upload.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(upload)) }
+        if upload.concat == .partial { headers[.uploadConcat] = "partial" }
         return Response(status: .ok, headers: headers)
     }
 
@@ -173,6 +180,7 @@ struct UploadsController: Sendable {
         let checksum = try TusHeaders.checksum(in: fields)
         let declared = try TusHeaders.reprDigest(in: fields)
         let (found, supportCase) = try await authorizedUpload(context, for: .append)
+        try await ConcatenationFront(services: services).checkChangeable(found)
         guard !supportCase.isClosed else { throw await services.cases.closedCaseError(supportCase.number) }
         try checkWritable(found)
 
@@ -192,6 +200,7 @@ struct UploadsController: Sendable {
 
     @Sendable func delete(_ request: Request, context: AppRequestContext) async throws -> Response {
         let (found, _) = try await authorizedUpload(context, for: .terminate)
+        try await ConcatenationFront(services: services).checkChangeable(found)
         try await asWriter(found.id, readingBody: false, context: context) { _ in
             guard let upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
             if upload.state == .uploading { try checkWritable(upload) }
