@@ -24,10 +24,11 @@ let package = Package(
         // Metrics: the API the engine and server count through, and its Prometheus backend (`serve --metrics-listen`).
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // Structured Fields (RFC 9651, was 8941): Repr-Digest, Content-Digest, Want-*-Digest (RFC 9530), and the
+        // IETF resumable-upload draft's fields (Upload-Complete, Upload-Limit...).
+        .package(url: "https://github.com/apple/swift-http-structured-headers.git", from: "1.7.0"),
         // Tests only: property-based checks of the header, metadata and range parsers.
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
-        // Structured Fields (RFC 9651): the IETF resumable-upload draft's fields (Upload-Complete, Upload-Limit...).
-        .package(url: "https://github.com/apple/swift-http-structured-headers.git", from: "1.7.0"),
     ],
     targets: [
         // Compression through the system zlib (zlib1g-dev): compressed uploads and the bundle index.
@@ -47,6 +48,7 @@ let package = Package(
             name: "CaseFilesCore",
             dependencies: [
                 "COpenSSL",
+                .product(name: "RawStructuredFieldValues", package: "swift-http-structured-headers"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),

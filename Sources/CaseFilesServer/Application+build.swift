@@ -42,6 +42,8 @@ public struct AppConfiguration: Sendable {
     public var webhooks: [String] = []
     public var webhookSecretFile: String?
     public var webhookRetryBase: TimeInterval = 30
+    /// `--cors-origin`: the other origins whose pages may call the API (`CORSPolicy`); none: same-origin only.
+    public var corsOrigins: [String] = []
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
@@ -113,8 +115,9 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
         services, readiness: readiness,
         forwarded: ForwardedMiddleware(trusted: TrustedProxies(configuration.trustedProxies), scheme: tls == nil ? "http" : "https"))
     return Application(
-        responder: ObservingResponder(wrapped: ResponseHeadersResponder(wrapped: MethodOverrideResponder(
-            wrapped: MethodNotAllowedResponder(wrapped: router.buildResponder(), routes: router.routes, tusRoutes: tusRoutes))),
+        responder: ObservingResponder(wrapped: ResponseHeadersResponder(wrapped: CORSResponder(wrapped: MethodOverrideResponder(
+            wrapped: MethodNotAllowedResponder(wrapped: router.buildResponder(), routes: router.routes, tusRoutes: tusRoutes)),
+            policy: CORSPolicy(origins: configuration.corsOrigins))),
             metrics: serverMetrics, logger: requestLogger),
         server: .guardedHTTP1(
             limits: configuration.connections,

@@ -30,6 +30,7 @@ enum ServeSettings {
         .optionalPath("tls-cert", \.tls.certificatePath, help: "Serve HTTPS with this PEM certificate chain (with tls-key; reloaded on SIGHUP)"),
         .optionalPath("tls-key", \.tls.privateKeyPath, help: "The PEM private key of tls-cert"),
         .cidrs("trusted-proxy", \.trustedProxies, help: "A proxy (CIDR, repeatable) whose Forwarded / X-Forwarded-* headers are believed"),
+        .origins("cors-origin", \.corsOrigins, help: "An origin (repeatable) whose pages may call the API from a browser, e.g. https://portal.example (none: same-origin only)"),
         .count("max-unfinished-uploads-per-user", \.limits.maxUnfinishedUploadsPerUser, help: "Unfinished uploads one user may have at once; more: 429"),
         .count("max-unfinished-uploads-per-case", \.limits.maxUnfinishedUploadsPerCase, help: "Unfinished uploads one case may have at once; more: 429"),
         .bytes("max-case-size", \.limits.maxCaseBytes, help: "Bytes one case may hold, declared plus stored; more: 413 (default 1 TiB)"),
@@ -158,6 +159,15 @@ struct ServeSetting: @unchecked Sendable {  // the closures capture only key pat
             }
             guard valid else { return false }
             configuration[keyPath: path] = texts
+            return true
+        }, show: { $0[keyPath: path].isEmpty ? "none" : $0[keyPath: path].joined(separator: ",") })
+    }
+    static func origins(_ name: String, _ path: WritableKeyPath<AppConfiguration, [String]>, help: String) -> ServeSetting {
+        ServeSetting(name: name, arity: .list, help: help, expected: "origins such as https://portal.example or http://localhost:3000 (scheme, host, optional port; no path)",
+                     apply: { texts, configuration in
+            let origins = texts.compactMap(CORSPolicy.origin(parsing:))
+            guard origins.count == texts.count else { return false }
+            configuration[keyPath: path] = origins
             return true
         }, show: { $0[keyPath: path].isEmpty ? "none" : $0[keyPath: path].joined(separator: ",") })
     }

@@ -22,8 +22,8 @@ package struct UploadAppend: Sendable {
     /// Checks the room for `contentLength`, restores the whole-file digest and opens the blob at the
     /// committed offset (bytes past it, from a request cut before its commit, are dropped).
     /// - Parameters: sender: the user id sending the bytes (only the creator may: the caller checks);
-    ///   contentLength: the body's declared size in bytes (nil: not declared); checksum: the request's
-    ///   `Upload-Checksum` (algorithm, digest).
+    ///   contentLength: the body's declared size in bytes (nil: not declared); checksum: the digest the
+    ///   request declared of its own bytes (tus `Upload-Checksum` or RFC 9530 `Content-Digest`: algorithm, digest).
     /// - Throws: `UploadError.bodyExceedsLength` / `.uploadTooLarge` / `.insufficientSpace` /
     ///   `.caseStorageQuota` for a body declared past the room;
     ///   storage errors.

@@ -216,9 +216,23 @@ extension APIError {
 
     static func checksumMismatch(_ algorithm: ChecksumAlgorithm, offset: Int64) -> APIError {
         APIError(HTTPResponse.Status(code: 460, reasonPhrase: "Checksum Mismatch"), "checksum_mismatch",
-                 "The \(algorithm.rawValue) of the request body did not match Upload-Checksum; none of its bytes were "
-                 + "kept. Resend the chunk from offset \(offset).",
+                 "The \(algorithm.rawValue) of the request body did not match its Upload-Checksum or Content-Digest; "
+                 + "none of its bytes were kept. Resend the chunk from offset \(offset).",
                  headers: [.uploadOffset: String(offset)])
+    }
+
+    /// RFC 9530 `Content-Digest` naming only algorithms the server cannot compute (`names`: what it named).
+    static func unsupportedContentDigest(named names: [String]) -> APIError {
+        let named = names.isEmpty ? "no algorithm" : names.prefix(8).map { String($0.prefix(32)) }.joined(separator: ", ")
+        return .badRequest("unsupported_digest_algorithm",
+                           "Content-Digest names \(named), none of which this server verifies; it verifies sha-256 and "
+                           + "sha-512: send `Content-Digest: sha-256=:<base64>:` (or sha-512), or leave the header out.")
+    }
+
+    /// `Upload-Checksum` and `Content-Digest` on one request: one per-request digest is checked.
+    static func twoContentChecksums() -> APIError {
+        .badRequest("two_content_checksums",
+                    "Send either Upload-Checksum or Content-Digest for a request's bytes, not both.")
     }
 
     static func wholeFileDigestMismatch(declared: String, computed: String) -> APIError {

@@ -156,6 +156,11 @@ struct AttachmentsController: Sendable {
             headers[.contentRange] = "bytes \(partial.first)-\(partial.last)/\(size)"
         }
         headers[.contentLength] = String(max(0, range.count))
+        // RFC 9530 §4 `Want-Content-Digest`: a whole 200 without content coding is the representation itself, so
+        // its Content-Digest is the Repr-Digest (sent always); a 206's part would need a pass of its own: omitted.
+        if status == .ok, DigestFields.wants(.wantContentDigest, in: request.headers) {
+            headers[.contentDigest] = headers[.reprDigest]
+        }
         if request.method == .head {
             return Response(status: status, headers: headers)
         }

@@ -51,7 +51,9 @@ public enum TusHeaders {
         guard parts.count == 2, !parts[0].isEmpty else {
             throw APIError.invalidHeader(.uploadChecksum, "must be `<algorithm> <base64 digest>`")
         }
-        guard let algorithm = ChecksumAlgorithm(rawValue: String(parts[0])) else {
+        guard let algorithm = ChecksumAlgorithm(rawValue: String(parts[0])),
+              ChecksumAlgorithm.tusChecksum.contains(algorithm)
+        else {
             throw APIError.badRequest(
                 "unsupported_checksum_algorithm",
                 "Upload-Checksum algorithm \(parts[0].prefix(32)) is not supported; use sha1 or sha256.")

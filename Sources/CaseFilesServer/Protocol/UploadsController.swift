@@ -69,7 +69,7 @@ struct UploadsController: Sendable {
         if fields[.contentType] != nil && !carriesData && (request.headers[.contentLength] ?? "0") != "0" {
             throw APIError.wrongContentType()
         }
-        let checksum = carriesData ? try TusHeaders.checksum(in: fields) : nil
+        let checksum = carriesData ? try DigestFields.requestDigest(in: fields) : nil
         let contentLength = try TusHeaders.count(.contentLength, in: fields)
 
         guard let number = CaseNumber.normalise(context.parameters.get("number") ?? "") else {
@@ -124,6 +124,7 @@ struct UploadsController: Sendable {
         }
         if carriesData || upload.length == 0 { headers[.uploadOffset] = String(current.offset) }
         if current.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(current)) }
+        headers[.reprDigest] = DigestFields.verifiedReprDigest(of: current)
         return Response(status: .created, headers: headers)
     }
 
@@ -177,7 +178,7 @@ struct UploadsController: Sendable {
         guard fields[.contentType].map(Self.isOffsetStream) == true else { throw APIError.wrongContentType() }
         let offset = try TusHeaders.offset(in: fields)
         let newLength = try TusHeaders.count(.uploadLength, in: fields)
-        let checksum = try TusHeaders.checksum(in: fields)
+        let checksum = try DigestFields.requestDigest(in: fields)
         let declared = try TusHeaders.reprDigest(in: fields)
         let (found, supportCase) = try await authorizedUpload(context, for: .append)
         try await ConcatenationFront(services: services).checkChangeable(found)
@@ -193,6 +194,7 @@ struct UploadsController: Sendable {
         }
         var headers: HTTPFields = [.uploadOffset: String(upload.offset)]
         if upload.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(upload)) }
+        headers[.reprDigest] = DigestFields.verifiedReprDigest(of: upload)
         return Response(status: .noContent, headers: headers)
     }
 
