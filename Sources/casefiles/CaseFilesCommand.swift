@@ -542,6 +542,8 @@ struct Upload: AsyncParsableCommand {
     @Option(name: .customLong("case"), help: "Case number.") var caseNumber: String
     @Option(help: "Chunk size: auto, or bytes, or with KiB/MiB/GiB (default auto: starts at 8MiB and aims each chunk at about 2 s at the rate seen so far, between 1MiB and 32MiB).")
     var chunkSize = "auto"
+    @Option(help: "Compress each chunk with gzip (Content-Encoding: gzip): auto (on for text-like files, off for already-compressed ones, from the file's first 64 KiB), on, off.")
+    var compress = "auto"
     @Argument(help: "Files to upload.") var files: [String]
 
     func run() async throws {
@@ -553,14 +555,18 @@ struct Upload: AsyncParsableCommand {
         } else {
             throw ValidationError("--chunk-size must be auto or a positive size up to 1GiB, like 8388608, 512KiB or 8MiB")
         }
+        guard let compressMode = CompressMode(rawValue: compress) else {
+            throw ValidationError("--compress must be auto, on or off")
+        }
         guard let number = CaseNumber.normalise(caseNumber) else { throw ValidationError("--case must be 1 to 8 digits") }
         guard !files.isEmpty else { throw ValidationError("name at least one file") }
         try await runClient(options) { client in
-            let uploader = TusUploader(client: client, chunkSizer: sizer, quiet: options.quiet)
+            let uploader = TusUploader(client: client, chunkSizer: sizer, quiet: options.quiet, compress: compressMode)
             for file in files {
                 let result = try await uploader.upload(path: file, caseNumber: number)
                 print("uploaded \(file): attachment \(result.attachmentID) sha256 \(result.sha256) "
-                      + "(\(result.size) bytes; resumed at \(result.resumedFrom); sent \(result.bytesSent))")
+                      + "(\(result.size) bytes; resumed at \(result.resumedFrom); sent \(result.bytesSent))"
+                      + (result.compressed ? " compressed to \(result.bodyBytesSent) bytes" : ""))
             }
         }
     }
