@@ -563,9 +563,6 @@ def bench_large(work, binary=None, label=""):
     return total / elapsed / 1e6
 
 
-if __name__ == "__main__":
-    main()
-
 
 class RateLimitedProxy:
     """The bench's own TCP proxy on loopback that holds the client-to-server direction to `rate` bytes/s (a token
@@ -657,3 +654,7 @@ def bench_compression(work: Path):
     casefiles.stop()
     shutil.rmtree(casefiles.storage, ignore_errors=True)
     log.unlink()
+
+
+if __name__ == "__main__":
+    main()
