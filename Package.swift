@@ -79,6 +79,7 @@ let package = Package(
                 "CaseFilesStorage",
                 "CaseFilesDatabase",
                 "CLinuxIO",
+                "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -119,6 +120,7 @@ let package = Package(
             name: "CaseFilesClient",
             dependencies: [
                 "CaseFilesCore",
+                "CZlib",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

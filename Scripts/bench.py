@@ -191,6 +191,10 @@ def main():
     work = ROOT / ".bench" / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    if "--only" in sys.argv and sys.argv[sys.argv.index("--only") + 1] == "compression":
+        print(f"CaseFiles benchmark, compressed uploads only, medians of {RUNS} runs")
+        bench_compression(work)
+        return finish(work, 0)
     free = shutil.disk_usage(work).free
     size = 2 * GiB
     if free < 10 * GiB:
@@ -332,10 +336,16 @@ def main():
         theirs = bench_large(work, BASELINE, "baseline build: ")
         row("one large PATCH, this build / baseline", ours / theirs, "x")
 
-    print("9. one upload over N streams (tus concatenation), loopback and a delaying proxy")
+    print("9. compressed uploads of a text log through a 100 Mbit/s link")
+    bench_compression(work)
+    print("10. one upload over N streams (tus concatenation), loopback and a delaying proxy")
     bench_parallel(work / "parallel", size)
 
     source.unlink()
+    finish(work, size)
+
+
+def finish(work: Path, size: int):
     shutil.rmtree(work, ignore_errors=True)
     report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "file_bytes": size, "runs": RUNS,
               "rows": rows, "notes": notes}
@@ -786,6 +796,98 @@ def bench_parallel(work, size=None, streams=(1, 4, 8)):
         shutil.rmtree(casefiles.storage, ignore_errors=True)
         source.unlink(missing_ok=True)
     return results
+
+
+class RateLimitedProxy:
+    """The bench's own TCP proxy on loopback that holds the client-to-server direction to `rate` bytes/s (a token
+    bucket refilled by the clock, 64 KiB reads), as a customer's uplink would; answers pass unthrottled. It counts
+    the bytes it forwards upstream. Runs its asyncio loop in a thread of this process, so the server's CPU figures
+    never include it."""
+
+    def __init__(self, target_port: int, rate: float):
+        import asyncio
+        self.asyncio = asyncio
+        self.target_port, self.rate, self.bytes_up = target_port, rate, 0
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        self.ready.wait(5)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    def _run(self):
+        self.asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(self.asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        self.ready.set()
+        self.loop.run_forever()
+        server.close()
+
+    async def _handle(self, client_reader, client_writer):
+        upstream_reader, upstream_writer = await self.asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pump(reader, writer, throttled):
+            started, passed = time.monotonic(), 0
+            try:
+                while data := await reader.read(65536):
+                    if throttled:
+                        passed += len(data)
+                        self.bytes_up += len(data)
+                        ahead = passed / self.rate - (time.monotonic() - started)
+                        if ahead > 0:
+                            await self.asyncio.sleep(ahead)
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        await self.asyncio.gather(pump(client_reader, upstream_writer, True), pump(upstream_reader, client_writer, False))
+
+
+def bench_compression(work: Path):
+    """`casefiles upload --compress off|on` of the fixed-seed text log (Tests/e2e/loggen.py) through a 100 Mbit/s
+    uplink: the effective rate in ORIGINAL bytes/s, the bytes on the wire, and the server's CPU per decoded GiB."""
+    sys.path.insert(0, str(ROOT / "Tests" / "e2e"))
+    from loggen import generate
+    size = int(os.environ.get("BENCH_LOG_MIB", "256")) * MiB
+    log = work / "dialer.log"
+    generate(str(log), size)
+    gzip_bytes = len(subprocess.run(["gzip", "-1", "-c", str(log)], capture_output=True, check=True).stdout)
+    casefiles = CaseFiles(work / "compression")
+    casefiles.start()
+    rate = 100e6 / 8  # 100 Mbit/s
+    results = {}
+    for mode in ("off", "on"):
+        rates, cpus, sent = [], [], []
+        for _ in range(RUNS):
+            with RateLimitedProxy(casefiles.port, rate) as proxy:
+                cpu_before = proc_cpu_seconds(casefiles.process.pid)
+                started = time.monotonic()
+                subprocess.run([BINARY, "upload", "--server", proxy.url, "--token", casefiles.token, "--case",
+                                casefiles.case, "--compress", mode, "--quiet", str(log)],
+                               check=True, capture_output=True, env={**os.environ, "XDG_STATE_HOME": str(work / "xdg")})
+                rates.append(size / (time.monotonic() - started) / 1e6)
+                cpus.append((proc_cpu_seconds(casefiles.process.pid) - cpu_before) / (size / GiB))
+                sent.append(proxy.bytes_up)
+            clear_blobs(casefiles.storage)
+        results[mode] = (statistics.median(rates), statistics.median(cpus), statistics.median(sent))
+        row(f"upload --compress {mode}, {size // MiB} MiB text log, 100 Mbit/s link", results[mode][0], "MB/s",
+            f"original bytes/s; {results[mode][2] / MiB:.1f} MiB on the wire (gzip -1: {gzip_bytes / MiB:.1f} MiB)")
+        row(f"server CPU per decoded GiB, --compress {mode}", results[mode][1], "CPU s/GiB")
+    row("compressed / uncompressed effective rate, 100 Mbit/s", results["on"][0] / results["off"][0], "x",
+        f"wire bytes / gzip -1: {results['on'][2] / gzip_bytes:.3f}")
+    casefiles.stop()
+    shutil.rmtree(casefiles.storage, ignore_errors=True)
+    log.unlink()
 
 
 if __name__ == "__main__":

@@ -91,7 +91,9 @@ extension TusUploader {
         guard attachment.sha256 == sha256 else {
             throw ClientFailure(.integrity, "the server recorded SHA-256 \(attachment.sha256 ?? "none"), the file's is \(sha256)")
         }
-        return Result(attachmentID: id, sha256: sha256, size: identity.size, resumedFrom: 0, bytesSent: sent)
+        // Parallel parts go uncompressed (each partial is its own tus upload; --compress applies to one stream).
+        return Result(attachmentID: id, sha256: sha256, size: identity.size, resumedFrom: 0, bytesSent: sent,
+                      bodyBytesSent: sent, compressed: false)
     }
 
     /// N contiguous ranges covering [0, size), the first ones one byte longer when N does not divide size.

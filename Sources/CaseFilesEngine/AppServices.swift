@@ -170,17 +170,23 @@ public struct UploadLimits: Sendable {
     /// Bytes one case may hold, declared (unfinished uploads) plus stored (attachments) (`serve --max-case-size`);
     /// more: 413.
     public var maxCaseBytes: Int64
+    /// A compressed request body may expand to at most this many decoded bytes per encoded byte, past its
+    /// first MiB (`serve --max-compression-ratio`); more: 413. Logs deflate ~10:1, zeros at most ~1032:1.
+    public var maxCompressionRatio: Int
 
     public static let defaultMaxUnfinishedUploadsPerUser = 100
     public static let defaultMaxUnfinishedUploadsPerCase = 1_000
     public static let defaultMaxCaseBytes: Int64 = 1 << 40  // 1 TiB
+    public static let defaultMaxCompressionRatio = 1_000
 
     public init(maxUploadSize: Int64? = nil, minFreeBytes: Int64 = 256 * 1024 * 1024,
                 uploadExpiry: TimeInterval = 7 * 24 * 3600, minReceiveRate: Double = 1024,
                 stallWindow: TimeInterval = 60,
                 maxUnfinishedUploadsPerUser: Int = defaultMaxUnfinishedUploadsPerUser,
                 maxUnfinishedUploadsPerCase: Int = defaultMaxUnfinishedUploadsPerCase,
-                maxCaseBytes: Int64 = defaultMaxCaseBytes) {
+                maxCaseBytes: Int64 = defaultMaxCaseBytes,
+                maxCompressionRatio: Int = defaultMaxCompressionRatio) {
+        self.maxCompressionRatio = maxCompressionRatio
         self.maxUnfinishedUploadsPerUser = maxUnfinishedUploadsPerUser
         self.maxUnfinishedUploadsPerCase = maxUnfinishedUploadsPerCase
         self.maxCaseBytes = maxCaseBytes

@@ -34,6 +34,7 @@ enum ServeSettings {
         .count("max-unfinished-uploads-per-user", \.limits.maxUnfinishedUploadsPerUser, help: "Unfinished uploads one user may have at once; more: 429"),
         .count("max-unfinished-uploads-per-case", \.limits.maxUnfinishedUploadsPerCase, help: "Unfinished uploads one case may have at once; more: 429"),
         .bytes("max-case-size", \.limits.maxCaseBytes, help: "Bytes one case may hold, declared plus stored; more: 413 (default 1 TiB)"),
+        .count("max-compression-ratio", \.limits.maxCompressionRatio, help: "A compressed upload body (Content-Encoding: gzip/deflate) may expand to this many bytes per byte sent, past its first MiB; more: 413"),
         .count("max-comment-size", \.security.maxCommentBytes, help: "Longest comment on a case transition, in bytes; longer: 400"),
         .countOrZero("rate-limit", \.security.rateLimitPerMinute, help: "State-changing requests per user per minute, other than upload data (PATCH, HEAD); more: 429 with Retry-After; 0 turns it off"),
         .address("metrics-listen", \.metricsListen, help: "Serve GET /metrics (Prometheus) and /readyz on this separate HOST:PORT, e.g. 127.0.0.1:9090 (none: off)"),

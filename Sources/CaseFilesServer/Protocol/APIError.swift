@@ -241,6 +241,29 @@ extension APIError {
                  + "Check the file and upload it again.")
     }
 
+    /// A `Content-Encoding` other than gzip, deflate or identity (RFC 9110 §15.5.16; §12.5.3: the 415 lists
+    /// the codings that are accepted in `Accept-Encoding`).
+    static func unsupportedContentEncoding(_ value: String) -> APIError {
+        APIError(.unsupportedMediaType, "unsupported_content_encoding",
+                 "Content-Encoding \(value) is not supported: send the body as it is, or as one complete stream of "
+                 + "one of: \(ContentCoding.supportedList).",
+                 headers: [.acceptEncoding: ContentCoding.supportedList])
+    }
+
+    /// A compressed body that is not one complete stream of its coding (`casefiles-content-encoding`).
+    static func contentEncodingInvalid(_ coding: ContentCoding, problem: String, offset: Int64) -> APIError {
+        APIError(.badRequest, "invalid_content_encoding",
+                 "The request body is not one complete \(coding.rawValue) stream: \(problem). None of its bytes were "
+                 + "kept. Resend the chunk from offset \(offset), compressed as one whole stream per request.",
+                 headers: [.uploadOffset: String(offset)])
+    }
+
+    static func compressionRatioExceeded(limit: Int) -> APIError {
+        APIError(.contentTooLarge, "compression_ratio_exceeded",
+                 "The compressed request body expands to more than \(limit) bytes per byte sent, more than this server "
+                 + "accepts; none of its bytes were kept. Send this data without Content-Encoding.")
+    }
+
     static func bodyExceedsLength(_ length: Int64) -> APIError {
         APIError(.contentTooLarge, "body_exceeds_length",
                  "The request body runs past the upload's length of \(length) bytes; nothing was written. "

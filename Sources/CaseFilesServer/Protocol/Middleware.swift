@@ -77,6 +77,9 @@ extension APIError {
         case .uploadTooLarge(let max): .uploadTooLarge(max: max)
         case .wholeFileDigestMismatch(let declared, let computed):
             .wholeFileDigestMismatch(declared: declared, computed: computed)
+        case .contentEncodingInvalid(let coding, let problem, let offset):
+            .contentEncodingInvalid(coding, problem: problem, offset: offset)
+        case .compressionRatioExceeded(let limit): .compressionRatioExceeded(limit: limit)
         case .diskFull: .insufficientStorage("the disk filled while writing")
         case .notFound(let id): .uploadNotFound(String(id.prefix(64)))
         case .gone(let upload): .uploadGone(upload)

@@ -85,6 +85,17 @@ public enum TusHeaders {
         }
     }
 
+    /// The body's content coding (`casefiles-content-encoding`): nil without one.
+    /// - Throws: 415 `unsupported_content_encoding` for any coding but gzip, deflate and identity.
+    static func contentCoding(in fields: HTTPFields) throws -> ContentCoding? {
+        let values = fields[values: .contentEncoding]
+        // Several fields are one list (RFC 9110 §5.3): `gzip` twice is two codings, which is refused.
+        switch ContentCoding.parse(values.isEmpty ? nil : values.joined(separator: ",")) {
+        case .success(let coding): return coding
+        case .failure(.unsupported(let value)): throw APIError.unsupportedContentEncoding(value)
+        }
+    }
+
     static func reprDigest(in fields: HTTPFields) throws -> String? {
         try single(.reprDigest, in: fields).map(parseReprDigest)
     }

@@ -13,7 +13,9 @@ import CaseFilesStorage
 struct UploadsController: Sendable {
     let services: AppServices
 
-    static let extensions = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation"
+    /// tus 1.0's extensions, and ours: `casefiles-content-encoding` (README, "Compressed uploads").
+    static let extensions = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation,"
+        + ContentCoding.tusExtension
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.post("cases/:number/uploads", use: create)
@@ -70,7 +72,9 @@ struct UploadsController: Sendable {
             throw APIError.wrongContentType()
         }
         let checksum = carriesData ? try DigestFields.requestDigest(in: fields) : nil
-        let contentLength = try TusHeaders.count(.contentLength, in: fields)
+        let coding = carriesData ? try TusHeaders.contentCoding(in: fields) : nil
+        // A compressed body's Content-Length counts encoded bytes: it says nothing of the room it takes.
+        let contentLength = coding == nil ? try TusHeaders.count(.contentLength, in: fields) : nil
 
         guard let number = CaseNumber.normalise(context.parameters.get("number") ?? "") else {
             throw APIError.caseNotFound(context.parameters.get("number") ?? "")
@@ -106,12 +110,12 @@ struct UploadsController: Sendable {
         var current = upload
         do {
             if upload.length == 0 {
-                current = try await appendBody(nil, to: upload, request: request, checksum: nil, writer: nil,
-                                               context: context)
+                current = try await appendBody(nil, to: upload, request: request, checksum: nil, coding: nil,
+                                               writer: nil, context: context)
             } else if carriesData {
                 current = try await asWriter(upload.id, readingBody: true, context: context) { writer in
-                    try await appendBody(request.body, to: upload, request: request, checksum: checksum, writer: writer,
-                                         context: context)
+                    try await appendBody(request.body, to: upload, request: request, checksum: checksum, coding: coding,
+                                         writer: writer, context: context)
                 }
             }
         } catch {
@@ -179,18 +183,20 @@ struct UploadsController: Sendable {
         let offset = try TusHeaders.offset(in: fields)
         let newLength = try TusHeaders.count(.uploadLength, in: fields)
         let checksum = try DigestFields.requestDigest(in: fields)
+        let coding = try TusHeaders.contentCoding(in: fields)
         let declared = try TusHeaders.reprDigest(in: fields)
         let (found, supportCase) = try await authorizedUpload(context, for: .append)
         try await ConcatenationFront(services: services).checkChangeable(found)
         guard !supportCase.isClosed else { throw await services.cases.closedCaseError(supportCase.number) }
         try checkWritable(found)
 
+        // A compressed body's Content-Length counts encoded bytes: it says nothing of the room it takes.
         let admission = AppendRequest(offset: offset, newLength: newLength, declaredSHA256: declared,
-                                      contentLength: try TusHeaders.count(.contentLength, in: fields))
+                                      contentLength: coding == nil ? try TusHeaders.count(.contentLength, in: fields) : nil)
         let upload = try await asWriter(found.id, readingBody: true, context: context) { writer async throws -> Upload in
             let upload = try await UploadAdmission.admit(admission, uploadID: found.id, services: services)
-            return try await appendBody(request.body, to: upload, request: request, checksum: checksum, writer: writer,
-                                        context: context, started: started)
+            return try await appendBody(request.body, to: upload, request: request, checksum: checksum, coding: coding,
+                                        writer: writer, context: context, started: started)
         }
         var headers: HTTPFields = [.uploadOffset: String(upload.offset)]
         if upload.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(upload)) }
@@ -228,14 +234,16 @@ struct UploadsController: Sendable {
     /// Appends one request body at the upload's committed offset (`UploadAppend`: a body with
     /// `Upload-Checksum` is all-or-nothing; one without keeps whatever arrived before a cut). Returns the
     /// committed upload. The caller holds the upload's writer lock (`asWriter`), unless there is no body.
+    /// `coding`: the body's `Content-Encoding` (`casefiles-content-encoding`): the engine inflates it.
     func appendBody(
         _ body: RequestBody?, to upload: Upload, request: Request,
-        checksum: (ChecksumAlgorithm, [UInt8])?, writer: UploadWriter?, context: AppRequestContext,
+        checksum: (ChecksumAlgorithm, [UInt8])?, coding: ContentCoding?, writer: UploadWriter?, context: AppRequestContext,
         started: UInt64 = MonotonicClock.nanoseconds()
     ) async throws -> Upload {
         let contentLength = try TusHeaders.count(.contentLength, in: request.headers)
         let append = try await UploadAppend.prepare(upload, by: try context.requireUploader().accountableUserID, contentLength: contentLength,
-                                                    checksum: checksum, services: services, requestStarted: started)
+                                                    checksum: checksum, coding: coding, services: services,
+                                                    requestStarted: started)
         // The one place `100 Continue` is sent: every check the headers decide has passed (the offset and
         // length under the writer lock, the room for Content-Length, the case, the permissions). RFC 9110
         // §10.1.1: a final status the headers decide is sent at once, so the client never sends the body.

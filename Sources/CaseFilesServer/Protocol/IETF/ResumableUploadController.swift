@@ -172,8 +172,10 @@ struct ResumableUploadController: Sendable {
         _ body: RequestBody, to upload: Upload, complete: Bool, request: Request, writer: UploadWriter,
         context: AppRequestContext, started: UInt64 = MonotonicClock.nanoseconds()
     ) async throws -> Upload {
-        let current = try await tus.appendBody(body, to: upload, request: request, checksum: nil, writer: writer,
-                                               context: context, started: started)
+        // RFC 9530 Content-Digest is checked on IETF appends as on tus ones; Content-Encoding was refused (415).
+        let checksum = body == nil ? nil : try DigestFields.requestDigest(in: request.headers)
+        let current = try await tus.appendBody(body, to: upload, request: request, checksum: checksum, coding: nil,
+                                               writer: writer, context: context, started: started)
         guard complete, current.state == .uploading else { return current }
         if let length = current.length {
             throw IETFError.inconsistentLength(
@@ -183,7 +185,8 @@ struct ResumableUploadController: Sendable {
         let fixed = try await UploadAdmission.admit(
             AppendRequest(offset: current.offset, newLength: current.offset, declaredSHA256: nil, contentLength: 0),
             uploadID: current.id, services: services)
-        return try await tus.appendBody(nil, to: fixed, request: request, checksum: nil, writer: writer, context: context)
+        return try await tus.appendBody(nil, to: fixed, request: request, checksum: nil, coding: nil, writer: writer,
+                                        context: context)
     }
 
     // MARK: - Fields
