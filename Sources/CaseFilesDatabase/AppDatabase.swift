@@ -9,7 +9,7 @@ import CaseFilesCore
 /// Every query is `async` and runs on GRDB's queues, except the in-place key lookups (see `readInPlace`);
 /// opening (`open`, migrations) blocks and is `noasync`: callers run it on a blocking thread.
 public struct AppDatabase: MetadataStore {
-    private let writer: any DatabaseWriter
+    let writer: any DatabaseWriter
     /// Connections for synchronous reads only. An asynchronous read keeps its pooled connection until its
     /// task resumes on an executor thread (an event loop in `serve`), so a synchronous read waiting on
     /// those threads for the same pool can block them all while every connection waits for them: the
@@ -225,6 +225,7 @@ public struct AppDatabase: MetadataStore {
             }
             try db.create(index: "downloadLink_on_expiresAt", on: "downloadLink", columns: ["expiresAt"])
         }
+        registerBundleMigration(&migrator)
         return migrator
     }
 }
@@ -242,7 +243,7 @@ extension AppDatabase {
 
     /// Every asynchronous write: one transaction on GRDB's writer queue.
     /// - Throws: `CaseFilesError.databaseFull` when SQLite finds the disk full; what `updates` throws.
-    private func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await writer.write(updates)
         } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
@@ -501,8 +502,10 @@ extension AppDatabase {
                     (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND createdBy = ?) AS byUser,
                     (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND caseNumber = ?) AS inCase,
                     (SELECT COALESCE(SUM(COALESCE(length, offset)), 0) FROM upload
-                     WHERE caseNumber = ? AND state IN ('uploading', 'verified')) AS caseBytes
-                """, arguments: [userID, caseNumber, caseNumber])
+                     WHERE caseNumber = ? AND state IN ('uploading', 'verified'))
+                    + (SELECT COALESCE(SUM(b.indexBytes), 0) FROM bundleIndex b JOIN upload u ON u.id = b.attachmentID
+                       WHERE u.caseNumber = ? AND u.state = 'verified') AS caseBytes
+                """, arguments: [userID, caseNumber, caseNumber, caseNumber])
             let byUser: Int = row?["byUser"] ?? 0, inCase: Int = row?["inCase"] ?? 0
             let caseBytes: Int64 = row?["caseBytes"] ?? 0
             return UploadUsage(unfinishedByUser: byUser, unfinishedInCase: inCase, caseBytes: caseBytes)
@@ -600,7 +603,7 @@ extension AppDatabase {
             let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
             return try DownloadEntry.fetchAll(db, sql: """
                 SELECT d.id, d.uploadID AS attachmentID, u.caseNumber, u.filename, usr.name AS user, d.startedAt,
-                       d.finishedAt, d.bytesSent, d.range, d.status, d.completed
+                       d.finishedAt, d.bytesSent, d.range, d.status, d.completed, d.entryPath
                 FROM download d JOIN upload u ON u.id = d.uploadID JOIN user usr ON usr.id = d.userID
                 \(filter) ORDER BY d.id DESC LIMIT ?
                 """, arguments: arguments)
@@ -720,6 +723,7 @@ extension AppDatabase {
             let changed = try Upload.filter(key: upload.id).filter(UploadState.blobOwners.contains(Upload.Columns.state))
                 .updateAll(db, Upload.Columns.state.set(to: UploadState.purged), Upload.Columns.purgedAt.set(to: now))
             guard changed == 1 else { return false }
+            try Self.deleteBundleIndex(db, attachmentID: upload.id)
             _ = try PurgeItem(id: nil, runID: runID, caseNumber: upload.caseNumber, uploadID: upload.id,
                               filename: upload.filename, previousState: upload.state, bytes: upload.offset, at: now)
                 .inserted(db)

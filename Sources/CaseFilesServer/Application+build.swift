@@ -37,6 +37,10 @@ public struct AppConfiguration: Sendable {
     public var watchesShutdownSignals = false
     /// `--log-format`: how `serve` writes its log lines (the logging backend is chosen once, by `serve`).
     public var logFormat: LogFormat = .logfmt
+    /// The bounds of each archive index (`--bundle-max-entries`; README, "Bundles").
+    public var bundleLimits = BundleLimits()
+    /// How often the bundle indexer looks for verified attachments without an index, when it has none to build.
+    public var bundleIndexInterval: Duration = .seconds(1)
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
@@ -86,6 +90,8 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
     var background: [any Service] = [
         UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),
         RetentionPurgeService(services: services, interval: configuration.purgeInterval, logger: logger),
+        BundleIndexService(services: services, limits: configuration.bundleLimits,
+                           interval: configuration.bundleIndexInterval, logger: logger),
     ]
     if let tls { background.append(TLSReloadService(box: tls, logger: logger)) }
     if configuration.watchesShutdownSignals { background.append(Readiness.SignalWatcher(readiness: readiness)) }
@@ -139,5 +145,6 @@ func buildRouter(
         .add(middleware: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.stateChanging))
     CasesController(services: services).addRoutes(to: api)
     try AttachmentsController(services: services).addRoutes(to: api)
+    EntriesController(services: services).addRoutes(to: api)
     return (router, tusRoutes)
 }

@@ -37,6 +37,7 @@ enum ServeSettings {
         .countOrZero("rate-limit", \.security.rateLimitPerMinute, help: "State-changing requests per user per minute, other than upload data (PATCH, HEAD); more: 429 with Retry-After; 0 turns it off"),
         .address("metrics-listen", \.metricsListen, help: "Serve GET /metrics (Prometheus) and /readyz on this separate HOST:PORT, e.g. 127.0.0.1:9090 (none: off)"),
         .logFormat("log-format", \.logFormat, help: "Log line format: logfmt or json"),
+        .count("bundle-max-entries", \.bundleLimits.maxEntries, help: "Entries one archive's index lists at most; past it the index is marked truncated"),
         .optionalPath("trace-uploads", \.uploadTracePath, help: "Append each upload request's timeline (where its time went, from the server's clock) to this file as JSON lines; Scripts/upload-timeline sums it up"),
     ]
 
