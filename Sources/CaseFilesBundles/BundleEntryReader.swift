@@ -106,8 +106,10 @@ public final class BundleEntryReader: @unchecked Sendable {
             case Z_BUF_ERROR where available.isEmpty:
                 // No input left and nothing more inflated: the archive ends before the range does.
                 throw BundleReadError.truncated("the archive ends inside this entry")
-            case Z_STREAM_END:
+            case Z_STREAM_END where skip + remaining - Int64(step.produced) > 0:
                 try nextMember()
+            case Z_STREAM_END:
+                break  // the stream ends with the range's last byte
             default:
                 throw BundleReadError.corrupt("corrupt deflate data at compressed offset \(input.position): \(inflater.message)")
             }

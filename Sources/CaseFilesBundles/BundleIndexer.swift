@@ -77,7 +77,8 @@ public enum BundleIndexer {
                 firstBlock.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[0..<take]))
                 guard firstBlock.count == 512 else { return true }
                 bytes = UnsafeRawBufferPointer(rebasing: bytes[take...])
-                if firstBlock.allSatisfy({ $0 == 0 }) || TarParser.checksumMatches(firstBlock) {
+                // A tar header, not merely zeros: a gzipped run of zeros (a gzip bomb) is one file, not an empty tar.
+                if TarParser.checksumMatches(firstBlock) {
                     let parser = TarParser(attachmentID: attachmentID, limits: limits)
                     firstBlock.withUnsafeBytes { _ = parser.consume($0) }
                     tar = parser

@@ -65,7 +65,7 @@ import Testing
         #expect(entry.path == "x.log" && entry.size == Int64(original.count))
         #expect(entry.sha256 == SHA256Digest.hash(original).hexString)
 
-        for first in [0, 1, 4 << 20, (12 << 20) + 12_345, (16 << 20) + 5, (22 << 20) - 70_000] {
+        for first in [0, 1, 4 << 20, (12 << 20) + 12_345, (16 << 20) + 5, (22 << 20) - 70_000, original.count - 1_000] {
             let last = min(first + 65_536, original.count - 1)
             let checkpoint = result.checkpoints.last { $0.outputOffset <= Int64(first) }
             let entryReader = try await testWorkers.storage.blockingIO {
