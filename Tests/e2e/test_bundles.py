@@ -5,6 +5,7 @@ import base64
 import hashlib
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import requests
@@ -62,8 +63,14 @@ def test_a_deep_tar_gz_entry_inflates_from_the_nearest_checkpoint_and_matches_ta
     assert ranged.content == expected[500000:600001]
     assert int(ranged.headers["CaseFiles-Inflated-Bytes"]) <= spacing + 100001
 
-    log = requests.get(f"{server.url}/api/v1/access-log?attachment={attachment}", headers=auth(server.admin),
-                       timeout=10).json()["downloads"]
+    # Each download is logged when its response ends, just after the client has the last byte.
+    deadline = time.monotonic() + 10
+    while True:
+        log = requests.get(f"{server.url}/api/v1/access-log?attachment={attachment}", headers=auth(server.admin),
+                           timeout=10).json()["downloads"]
+        if len(log) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert [(d["entryPath"], d["status"], d["bytesSent"], d["completed"]) for d in log] == [
         (DEEP, 206, 100001, True), (DEEP, 200, MiB, True)]
 
