@@ -564,10 +564,6 @@ def bench_large(work, binary=None, label=""):
     return total / elapsed / 1e6
 
 
-if __name__ == "__main__":
-    main()
-
-
 def bench_bundles(work):
     """Issue #21: a fixed-seed .tar.gz of logs (Scripts/make-log-bundle; BENCH_BUNDLE_MIB uncompressed, 4 GiB by
     default): the index build rate against `gzip -dc`, the first byte of a deep entry against downloading the
@@ -624,3 +620,7 @@ def bench_bundles(work):
         times.append((time.monotonic() - begun) * 1000)
     row("bundle: first page of the listing (100 entries), median of 10", statistics.median(times), "ms", "target <= 100")
     casefiles.stop()
+
+
+if __name__ == "__main__":
+    main()
