@@ -53,7 +53,15 @@ public enum BundleIndexer {
                             shouldStop: shouldStop)
         case .zip:
             do {
-                var (located, truncated) = try ZipDirectory.read(&input, attachmentID: attachmentID, limits: limits)
+                var (located, truncated): ([ZipDirectory.Located], String?)
+                do {
+                    (located, truncated) = try ZipDirectory.read(&input, attachmentID: attachmentID, limits: limits)
+                } catch BundleReadError.truncated {
+                    // No central directory: what the local headers say, so what was readable stays readable.
+                    let scanned = try ZipDirectory.scanLocalHeaders(&input, attachmentID: attachmentID, limits: limits)
+                    guard !scanned.entries.isEmpty else { return result(.unreadable, .zip, reason: scanned.stopReason) }
+                    (located, truncated) = (scanned.entries, scanned.stopReason)
+                }
                 try ZipDirectory.hash(&located, input: &input, limits: limits, shouldStop: shouldStop)
                 return finished(.zip, located.map(\.entry), [], stop: truncated, at: nil, spacing: nil,
                                 attachmentID: attachmentID, now: now)

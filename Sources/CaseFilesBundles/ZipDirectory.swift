@@ -119,6 +119,72 @@ enum ZipDirectory {
         return (located, truncatedReason)
     }
 
+    /// Without a central directory (a zip cut short): the entries found by walking the local headers from the
+    /// start (APPNOTE §4.3.7), as far as their sizes are known before their data (no data descriptor) and the file
+    /// goes. Returns them and why the walk stopped.
+    static func scanLocalHeaders(_ input: inout BlobInput, attachmentID: String, limits: BundleLimits)
+        throws -> (entries: [Located], stopReason: String)
+    {
+        var located: [Located] = []
+        var firstWithPath: [String: Int] = [:]
+        var offset: Int64 = 0
+        while true {
+            guard located.count < limits.maxEntries else {
+                return (located, "more than \(limits.maxEntries) entries: the index stops at its cap")
+            }
+            let fixed = try input.bytes(at: offset, count: 30)
+            guard fixed.count == 30, le32(fixed, 0) == 0x0403_4b50 else {
+                return (located, "no central directory (the zip is truncated?): entries listed from their local "
+                    + "headers up to offset \(offset)")
+            }
+            let flags = le16(fixed, 6), method = Int(le16(fixed, 8))
+            let nameLength = Int(le16(fixed, 26)), extraLength = Int(le16(fixed, 28))
+            let variable = try input.bytes(at: offset + 30, count: nameLength + extraLength)
+            guard variable.count == nameLength + extraLength else {
+                return (located, "the zip ends inside the local header at offset \(offset) (truncated)")
+            }
+            var compressed = Int64(le32(fixed, 18)), uncompressed = Int64(le32(fixed, 22))
+            let extra = Array(variable[nameLength...])
+            var at = 0
+            while at + 4 <= extra.count {  // §4.5.3: in a local header the zip64 field holds both sizes
+                let tag = le16(extra, at), length = Int(le16(extra, at + 2))
+                if tag == 1 && at + 20 <= extra.count {
+                    uncompressed = Int64(le64(extra, at + 4))
+                    compressed = Int64(le64(extra, at + 12))
+                }
+                at += 4 + length
+            }
+            if flags & 8 != 0 {
+                return (located, "no central directory (the zip is truncated?), and the entry at offset \(offset) "
+                    + "gives its sizes only after its data: the listing stops there")
+            }
+            let path = String(decoding: variable[0..<nameLength], as: UTF8.self)
+            var problem: String?
+            if flags & 1 != 0 {
+                problem = "encrypted entry: not readable"
+            } else if method != 0 && method != 8 {
+                problem = "compression method \(method) (\(methodName(method))) is not readable; stored and deflate are"
+            }
+            var entryFlags = BundleEntry.pathFlags(path)
+            if let first = firstWithPath[path] {
+                if !located[first].entry.flags.contains("duplicate_path") { located[first].entry.flags.append("duplicate_path") }
+                entryFlags.append("duplicate_path")
+            } else {
+                firstWithPath[path] = located.count
+            }
+            located.append(Located(
+                entry: BundleEntry(attachmentID: attachmentID, number: located.count + 1, path: path, size: uncompressed,
+                                   modifiedAt: dosDate(date: le16(fixed, 12), time: le16(fixed, 10)),
+                                   type: path.hasSuffix("/") ? .directory : .file, dataOffset: 0,
+                                   compressedSize: compressed, method: method, problem: problem, flags: entryFlags),
+                localHeaderOffset: offset, crc32: le32(fixed, 14), encrypted: flags & 1 != 0))
+            offset += 30 + Int64(nameLength + extraLength) + compressed
+            if offset > input.size {
+                return (located, "the zip ends inside entry \(located.count) (truncated)")
+            }
+        }
+    }
+
     /// Finds each entry's data through its local header and hashes it, in archive order (one forward pass).
     static func hash(_ located: inout [Located], input: inout BlobInput, limits: BundleLimits,
                      shouldStop: () -> Bool) throws {

@@ -150,6 +150,26 @@ def test_a_truncated_tar_gz_keeps_what_was_readable(server):
         assert listed[1].get("sha256") is None and not listed[1]["readable"]
 
 
+def test_a_zip_cut_before_its_central_directory_lists_what_its_local_headers_reach(server):
+    rng = random.Random(22)
+    first, second = rng.randbytes(10_000), rng.randbytes(MiB)
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.log", first)
+        archive.writestr("b.bin", second)
+        archive.writestr("c.log", b"never reached")
+    cut = raw.getvalue()[: len(raw.getvalue()) * 3 // 5]
+    attachment = upload_archive(server, cut, "cut.zip")
+    page = wait_indexed(server, attachment)
+    assert (page["state"], page["format"], page["truncated"]) == ("ready", "zip", True)
+    assert page["reason"] == "the zip ends inside entry 2 (truncated)"
+    a, b = all_entries(server, attachment)
+    assert (a["path"], a.get("sha256"), a["readable"]) == ("a.log", sha(first), True)
+    assert (b["path"], b.get("sha256"), b["readable"], b["problem"]) == (
+        "b.bin", None, False, "the archive ends inside this entry (truncated)")
+    assert entry(server, attachment, "a.log").content == first
+
+
 def test_a_corrupt_tar_header_stops_the_index_there(server):
     good = tar_bytes([("one.log", b"1" * 700, {}), ("two.log", b"2" * 10, {})])
     damaged = bytearray(good)
