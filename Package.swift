@@ -62,6 +62,16 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // Support bundles read in place: zip, tar, tar.gz and gzip indexed in one pass over the blob, and an
+        // entry's bytes read from it (gzip through inflate checkpoints). No HTTP, no SQL.
+        .target(
+            name: "CaseFilesBundles",
+            dependencies: [
+                "CaseFilesCore",
+                "CaseFilesStorage",
+                "CZlib",
+            ]
+        ),
         // The metadata store: the schema (named GRDB migrations) and every query. Knows nothing of HTTP.
         .target(
             name: "CaseFilesDatabase",
@@ -78,6 +88,7 @@ let package = Package(
                 "CaseFilesCore",
                 "CaseFilesStorage",
                 "CaseFilesDatabase",
+                "CaseFilesBundles",
                 "CLinuxIO",
                 "CZlib",
                 .product(name: "Logging", package: "swift-log"),
@@ -96,6 +107,7 @@ let package = Package(
                 "CaseFilesStorage",
                 "CaseFilesDatabase",
                 "CaseFilesEngine",
+                "CaseFilesBundles",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -165,6 +177,7 @@ let package = Package(
             name: "CaseFilesTests",
             dependencies: [
                 "CaseFilesCore",
+                "CaseFilesBundles",
                 "CaseFilesStorage",
                 "CaseFilesDatabase",
                 "CaseFilesEngine",

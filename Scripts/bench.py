@@ -195,6 +195,10 @@ def main():
         print(f"CaseFiles benchmark, compressed uploads only, medians of {RUNS} runs")
         bench_compression(work)
         return finish(work, 0)
+    if os.environ.get("BENCH_ONLY") == "bundles":
+        print("11. support bundles read in place")
+        bench_bundles(work)
+        return finish(work, 0)
     free = shutil.disk_usage(work).free
     size = 2 * GiB
     if free < 10 * GiB:
@@ -340,6 +344,9 @@ def main():
     bench_compression(work)
     print("10. one upload over N streams (tus concatenation), loopback and a delaying proxy")
     bench_parallel(work / "parallel", size)
+
+    print("11. support bundles read in place")
+    bench_bundles(work)
 
     source.unlink()
     finish(work, size)
@@ -888,6 +895,64 @@ def bench_compression(work: Path):
     casefiles.stop()
     shutil.rmtree(casefiles.storage, ignore_errors=True)
     log.unlink()
+
+
+def bench_bundles(work):
+    """Issue #21: a fixed-seed .tar.gz of logs (Scripts/make-log-bundle; BENCH_BUNDLE_MIB uncompressed, 4 GiB by
+    default): the index build rate against `gzip -dc`, the first byte of a deep entry against downloading the
+    whole archive, and the median of 10 first-page listings."""
+    mib = int(os.environ.get("BENCH_BUNDLE_MIB", "4096"))
+    tgz = work / "bundle.tar.gz"
+    deep = subprocess.run([str(ROOT / "Scripts" / "make-log-bundle"), str(tgz), "--mib", str(mib)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    size = tgz.stat().st_size
+    started = time.monotonic()
+    subprocess.run(f"gzip -dc {tgz} > /dev/null", shell=True, check=True)
+    gunzip = size / (time.monotonic() - started) / 1e6
+    casefiles = CaseFiles(work / "bundles")
+    casefiles.start()
+    url = casefiles.create(size)
+    attachment = url.rsplit("/", 1)[1]
+    subprocess.run(["curl", "-sS", "-o", "/dev/null", "-X", "PATCH", "--data-binary", f"@{tgz}",
+                    *[arg for k, v in {**casefiles.headers(), "Upload-Offset": "0",
+                                       "Content-Type": "application/offset+octet-stream"}.items()
+                      for arg in ("-H", f"{k}: {v}")], url], check=True)
+    listing = f"/api/v1/attachments/{attachment}/entries"
+    started = time.monotonic()
+    while True:  # the indexer polls every second: up to 1 s of this is waiting for it to look
+        c = http.client.HTTPConnection("127.0.0.1", casefiles.port)
+        c.request("GET", listing + "?limit=1", headers=casefiles.auth())
+        state = json.loads(c.getresponse().read())["state"]
+        if state != "pending":
+            break
+        time.sleep(0.05)
+    indexed = time.monotonic() - started
+    row(f"bundle index build, {mib} MiB tar.gz of logs ({size / MiB:.0f} MiB)", size / indexed / 1e6, "MB/s",
+        f"gzip -dc > /dev/null: {gunzip:.0f} MB/s; state {state}")
+
+    def first_byte(path):
+        c = http.client.HTTPConnection("127.0.0.1", casefiles.port)
+        begun = time.monotonic()
+        c.request("GET", path, headers=casefiles.auth())
+        r = c.getresponse()
+        r.read(1)
+        first = (time.monotonic() - begun) * 1000
+        while r.read(MiB):
+            pass
+        return first, (time.monotonic() - begun) * 1000
+    deep_first, deep_all = first_byte(listing + "/" + deep.replace("/", "%2F"))
+    _, whole = first_byte(f"/api/v1/attachments/{attachment}/content")
+    row("bundle: first byte of a deep 1 MiB entry", deep_first, "ms", f"whole entry {deep_all:.0f} ms")
+    row("bundle: download of the whole archive instead", whole, "ms")
+    times = []
+    for _ in range(10):
+        begun = time.monotonic()
+        c = http.client.HTTPConnection("127.0.0.1", casefiles.port)
+        c.request("GET", listing, headers=casefiles.auth())
+        c.getresponse().read()
+        times.append((time.monotonic() - begun) * 1000)
+    row("bundle: first page of the listing (100 entries), median of 10", statistics.median(times), "ms", "target <= 100")
+    casefiles.stop()
 
 
 if __name__ == "__main__":

@@ -297,9 +297,11 @@ public struct Download: Codable, Sendable, Equatable {
     public var status: Int
     /// Whether every byte of the response was written.
     public var completed: Bool
+    /// The archive entry downloaded (`GET …/entries/{path}`), nil for the whole attachment.
+    public var entryPath: String?
 
-
-    public init(id: Int64? = nil, uploadID: String, userID: Int64, startedAt: Date, finishedAt: Date, bytesSent: Int64, range: String? = nil, status: Int, completed: Bool) {
+    public init(id: Int64? = nil, uploadID: String, userID: Int64, startedAt: Date, finishedAt: Date, bytesSent: Int64, range: String? = nil, status: Int, completed: Bool, entryPath: String? = nil) {
+        self.entryPath = entryPath
         self.id = id
         self.uploadID = uploadID
         self.userID = userID
@@ -325,9 +327,12 @@ public struct DownloadEntry: Codable, Sendable, Equatable {
     public var range: String?
     public var status: Int
     public var completed: Bool
+    /// The archive entry downloaded, nil for the whole attachment.
+    public var entryPath: String?
 
     public init(id: Int64, attachmentID: String, caseNumber: String, filename: String, user: String, startedAt: Date,
-                finishedAt: Date, bytesSent: Int64, range: String?, status: Int, completed: Bool) {
+                finishedAt: Date, bytesSent: Int64, range: String?, status: Int, completed: Bool, entryPath: String? = nil) {
+        self.entryPath = entryPath
         self.id = id
         self.attachmentID = attachmentID
         self.caseNumber = caseNumber

@@ -271,6 +271,7 @@ public struct AppDatabase: MetadataStore {
         migrator.registerMigration("v9: tus concatenation (partial and final uploads)") { db in
             try Self.migrateConcatenation(db)
         }
+        registerBundleMigration(&migrator)
         return migrator
     }
 }
@@ -554,8 +555,10 @@ extension AppDatabase {
                     (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND createdBy = ?) AS byUser,
                     (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND caseNumber = ?) AS inCase,
                     (SELECT COALESCE(SUM(COALESCE(length, offset)), 0) FROM upload
-                     WHERE caseNumber = ? AND state IN ('uploading', 'verified') AND concat IS NOT 'final') AS caseBytes
-                """, arguments: [userID, caseNumber, caseNumber])
+                     WHERE caseNumber = ? AND state IN ('uploading', 'verified') AND concat IS NOT 'final')
+                    + (SELECT COALESCE(SUM(b.indexBytes), 0) FROM bundleIndex b JOIN upload u ON u.id = b.attachmentID
+                       WHERE u.caseNumber = ? AND u.state = 'verified') AS caseBytes
+                """, arguments: [userID, caseNumber, caseNumber, caseNumber])
             let byUser: Int = row?["byUser"] ?? 0, inCase: Int = row?["inCase"] ?? 0
             let caseBytes: Int64 = row?["caseBytes"] ?? 0
             return UploadUsage(unfinishedByUser: byUser, unfinishedInCase: inCase, caseBytes: caseBytes)
@@ -662,7 +665,7 @@ extension AppDatabase {
             let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
             return try DownloadEntry.fetchAll(db, sql: """
                 SELECT d.id, d.uploadID AS attachmentID, u.caseNumber, u.filename, usr.name AS user, d.startedAt,
-                       d.finishedAt, d.bytesSent, d.range, d.status, d.completed
+                       d.finishedAt, d.bytesSent, d.range, d.status, d.completed, d.entryPath
                 FROM download d JOIN upload u ON u.id = d.uploadID JOIN user usr ON usr.id = d.userID
                 \(filter) ORDER BY d.id DESC LIMIT ?
                 """, arguments: arguments)
@@ -783,6 +786,7 @@ extension AppDatabase {
             let changed = try Upload.filter(key: upload.id).filter(UploadState.blobOwners.contains(Upload.Columns.state))
                 .updateAll(db, Upload.Columns.state.set(to: UploadState.purged), Upload.Columns.purgedAt.set(to: now))
             guard changed == 1 else { return false }
+            try Self.deleteBundleIndex(db, attachmentID: upload.id)
             _ = try PurgeItem(id: nil, runID: runID, caseNumber: upload.caseNumber, uploadID: upload.id,
                               filename: upload.filename, previousState: upload.state, bytes: upload.offset, at: now)
                 .inserted(db)

@@ -171,6 +171,21 @@ public protocol MetadataStore: BackupLeaseStore, EventOutbox {
         id: String, from expectedOffset: Int64, to newOffset: Int64, digestState: Data, completion: UploadCompletion?,
         at date: Date
     ) async throws
+
+    // MARK: Bundle index (issue #21)
+
+    /// The oldest verified attachment without a finished index (none, or one left `pending` by a restart).
+    func nextAttachmentToIndex() async throws -> Upload?
+    /// Replaces the attachment's index with this one, its entries and checkpoints, in one transaction; false
+    /// (and nothing written) when the attachment is no longer verified (purged meanwhile).
+    func saveBundleIndex(_ index: BundleIndex, entries: [BundleEntry], checkpoints: [BundleCheckpoint]) async throws -> Bool
+    func bundleIndex(attachmentID: String) async throws -> BundleIndex?
+    /// One page of entries: at most `limit` numbered above `after`, whose path starts with `prefix` (bytes), by number.
+    func bundleEntries(attachmentID: String, prefix: String?, after: Int?, limit: Int) async throws -> [BundleEntry]
+    /// Every entry with exactly this path (tar allows several), by number.
+    func bundleEntries(attachmentID: String, path: String) async throws -> [BundleEntry]
+    /// The checkpoint with the greatest output offset at or before `outputOffset`, if any.
+    func bundleCheckpoint(attachmentID: String, atOrBefore outputOffset: Int64) async throws -> BundleCheckpoint?
 }
 
 extension MetadataStore {

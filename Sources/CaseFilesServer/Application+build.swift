@@ -44,6 +44,10 @@ public struct AppConfiguration: Sendable {
     public var webhookRetryBase: TimeInterval = 30
     /// `--cors-origin`: the other origins whose pages may call the API (`CORSPolicy`); none: same-origin only.
     public var corsOrigins: [String] = []
+    /// The bounds of each archive index (`--bundle-max-entries`; README, "Bundles").
+    public var bundleLimits = BundleLimits()
+    /// How often the bundle indexer looks for verified attachments without an index, when it has none to build.
+    public var bundleIndexInterval: Duration = .seconds(1)
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
@@ -99,6 +103,8 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
         UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),
         RetentionPurgeService(services: services, interval: configuration.purgeInterval, logger: logger),
         ConcatenationVerifierService(services: services, logger: logger),
+        BundleIndexService(services: services, limits: configuration.bundleLimits,
+                           interval: configuration.bundleIndexInterval, logger: logger),
     ]
     if let tls { background.append(TLSReloadService(box: tls, logger: logger)) }
     background += extraServices
@@ -162,5 +168,6 @@ func buildRouter(
     // The curl front-end (issue #20): no tus headers, and like tus PATCH a data route, so not rate-limited.
     FilesController(services: services).addRoutes(
         to: router.group("api/v1").add(middleware: AuthMiddleware(database: services.database, now: services.now)))
+    EntriesController(services: services).addRoutes(to: api)
     return (router, tusRoutes)
 }

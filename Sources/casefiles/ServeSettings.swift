@@ -42,6 +42,7 @@ enum ServeSettings {
         .urls("webhook", \.webhooks, help: "POST a signed JSON event to this URL (repeatable) when an attachment is verified, an upload fails or a case's data is purged"),
         .optionalPath("webhook-secret-file", \.webhookSecretFile, help: "The shared secret events are signed with (HMAC-SHA-256); created 0600 if missing (none: <storage>/webhook.secret)"),
         .seconds("webhook-retry-base", \.webhookRetryBase, help: "Wait before the first retry of a refused event, doubled for each next one up to 1 hour, for 24 hours"),
+        .count("bundle-max-entries", \.bundleLimits.maxEntries, help: "Entries one archive's index lists at most; past it the index is marked truncated"),
         .optionalPath("trace-uploads", \.uploadTracePath, help: "Append each upload request's timeline (where its time went, from the server's clock) to this file as JSON lines; Scripts/upload-timeline sums it up"),
     ]
 

@@ -88,6 +88,7 @@ MATRIX = [
     ("/cases/:number", "GET", lambda w: f"/cases/{w.server.case}", {}, [200, 200, 200, 200, 200, 200]),
     ("/static/app.js", "GET", lambda w: "/static/app.js", {}, [200, 200, 200, 200, 200, 200]),
     ("/static/app.css", "GET", lambda w: "/static/app.css", {}, [200, 200, 200, 200, 200, 200]),
+    ("/static/bundles.js", "GET", lambda w: "/static/bundles.js", {}, [200, 200, 200, 200, 200, 200]),
     ("/api/v1/openapi.json", "GET", lambda w: "/api/v1/openapi.json", {}, [200, 200, 200, 200, 200, 200]),
     ("/api/v1/cases", "GET", lambda w: "/api/v1/cases", {}, [401, 401, 200, 200, 200, 200]),
     ("/api/v1/cases", "POST", lambda w: "/api/v1/cases", {"json": {"account": "ACME", "subject": "new"}},
@@ -153,6 +154,11 @@ MATRIX = [
      [401, 401, 200, 404, 200, 200]),
     ("/api/v1/attachments/:id/content", "HEAD", lambda w: f"/api/v1/attachments/{w.attachment()}/content", {},
      [401, 401, 200, 404, 200, 200]),
+    # The attachment is 4 bytes of text: listed as not an archive (200, or pending), its entries refused with 409.
+    ("/api/v1/attachments/:id/entries", "GET", lambda w: f"/api/v1/attachments/{w.attachment()}/entries", {},
+     [401, 401, 200, 404, 200, 200]),
+    ("/api/v1/attachments/:id/entries/**", "GET", lambda w: f"/api/v1/attachments/{w.attachment()}/entries/a.log", {},
+     [401, 401, 409, 404, 409, 409]),
 ]
 
 

@@ -325,6 +325,39 @@ extension APIError {
                  + "Send the whole request at once and retry.")
     }
 
+    // MARK: Archive entries (EntriesController)
+
+    static func entryNotFound(_ path: String) -> APIError {
+        APIError(.notFound, "entry_not_found",
+                 "The archive has no entry \(path.prefix(200)); list them with GET …/entries?prefix=.")
+    }
+
+    /// A path several tar entries share: the client picks one with `?n=`.
+    static func ambiguousEntry(_ path: String, numbers: [Int]) -> APIError {
+        APIError(.conflict, "ambiguous_entry",
+                 "\(numbers.count) entries are named \(path.prefix(200)) (numbers \(numbers.map(String.init).joined(separator: ", "))); "
+                 + "pick one with ?n=NUMBER.")
+    }
+
+    static func entryNotReadable(_ number: Int, _ why: String) -> APIError {
+        APIError(.conflict, "entry_not_readable", "Entry \(number) cannot be read: \(why).")
+    }
+
+    /// The index is not there (yet, or at all) for this attachment.
+    static func indexNotReady(_ state: BundleIndexState, reason: String?) -> APIError {
+        switch state {
+        case .pending:
+            APIError(.conflict, "index_pending", "The archive is still being indexed; try again in a moment.",
+                     headers: [.retryAfter: "5"])
+        case .notAnArchive:
+            APIError(.conflict, "not_an_archive",
+                     "This attachment is not an archive the service reads (zip, tar, tar.gz, gzip); download it whole.")
+        case .unreadable, .ready:
+            APIError(.conflict, "archive_unreadable",
+                     "The archive cannot be read in place: \(reason ?? "unknown reason"); download it whole.")
+        }
+    }
+
     static func badRequest(_ code: String, _ message: String) -> APIError {
         APIError(.badRequest, code, message)
     }

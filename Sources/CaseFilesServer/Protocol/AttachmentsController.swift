@@ -229,9 +229,14 @@ struct AttachmentsController: Sendable {
 
     /// The attachment named in the path, if the caller may read its case and it verified.
     private func verifiedAttachment(_ context: AppRequestContext, user: User) async throws -> Upload {
+        try await Self.verifiedAttachment(context, user: user, database: services.database)
+    }
+
+    /// The same, for the other readers of an attachment (`EntriesController`): one rule for who may read what.
+    static func verifiedAttachment(_ context: AppRequestContext, user: User, database: any MetadataStore) async throws -> Upload {
         let id = context.parameters.get("id") ?? ""
         guard SecureRandom.isIdentifier(id),
-              let (upload, supportCase) = try await services.database.uploadWithCase(id: id),
+              let (upload, supportCase) = try await database.uploadWithCase(id: id),
               AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: .readCase) == .allow
         else {
             throw APIError(.notFound, "attachment_not_found", "No attachment \(id.prefix(64)) is visible to you.")

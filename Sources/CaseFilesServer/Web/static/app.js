@@ -157,6 +157,9 @@ async function refreshAttachments() {
       const button = el('button', 'Download', { type: 'button', 'aria-label': `Download ${a.filename}` });
       button.addEventListener('click', () => download(a.id));
       cell.append(button);
+      const browse = el('button', 'Browse', { type: 'button', 'aria-label': `Browse inside ${a.filename}` });
+      browse.addEventListener('click', () => window.browseBundle(a.id, a.filename));
+      cell.append(browse);
     }
     row.append(cell);
     rows.append(row);
