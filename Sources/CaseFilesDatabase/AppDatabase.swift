@@ -467,6 +467,18 @@ extension AppDatabase {
         try await write { db in try upload.insert(db) }
     }
 
+    /// The usage and the reservations are read on the writer, in the insert's own transaction: no other write
+    /// (another creation among them) can come between the check and the insert.
+    public func createUpload(
+        _ upload: Upload, admitting admit: @Sendable (UploadUsage, _ reservedBytes: Int64) throws -> Void
+    ) async throws {
+        try await write { db in
+            try admit(try Self.uploadUsage(db, caseNumber: upload.caseNumber, userID: upload.createdBy),
+                      try Self.reservedBytes(db))
+            try upload.insert(db)
+        }
+    }
+
     public func upload(id: String) async throws -> Upload? {
         try await writer.read { db in try Upload.fetchOne(db, key: id) }
     }
@@ -540,29 +552,35 @@ extension AppDatabase {
     }
 
     public func reservedBytes() async throws -> Int64 {
-        try await writer.read { db in
-            try Int64.fetchOne(db, sql: """
-                SELECT COALESCE(SUM(length - offset), 0) FROM upload WHERE state = 'uploading' AND length IS NOT NULL
-                    AND concat IS NOT 'final'
-                """) ?? 0
-        }
+        try await writer.read { db in try Self.reservedBytes(db) }
     }
 
     public func uploadUsage(caseNumber: String, userID: Int64) async throws -> UploadUsage {
-        try await writer.read { db in
-            let row = try Row.fetchOne(db, sql: """
-                SELECT
-                    (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND createdBy = ?) AS byUser,
-                    (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND caseNumber = ?) AS inCase,
-                    (SELECT COALESCE(SUM(COALESCE(length, offset)), 0) FROM upload
-                     WHERE caseNumber = ? AND state IN ('uploading', 'verified') AND concat IS NOT 'final')
-                    + (SELECT COALESCE(SUM(b.indexBytes), 0) FROM bundleIndex b JOIN upload u ON u.id = b.attachmentID
-                       WHERE u.caseNumber = ? AND u.state = 'verified') AS caseBytes
-                """, arguments: [userID, caseNumber, caseNumber, caseNumber])
-            let byUser: Int = row?["byUser"] ?? 0, inCase: Int = row?["inCase"] ?? 0
-            let caseBytes: Int64 = row?["caseBytes"] ?? 0
-            return UploadUsage(unfinishedByUser: byUser, unfinishedInCase: inCase, caseBytes: caseBytes)
-        }
+        try await writer.read { db in try Self.uploadUsage(db, caseNumber: caseNumber, userID: userID) }
+    }
+
+    /// The one SQL of `reservedBytes`, for a read and for `createUpload(_:admitting:)`'s transaction.
+    static func reservedBytes(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db, sql: """
+            SELECT COALESCE(SUM(length - offset), 0) FROM upload WHERE state = 'uploading' AND length IS NOT NULL
+                AND concat IS NOT 'final'
+            """) ?? 0
+    }
+
+    /// The one SQL of `uploadUsage`, for a read and for `createUpload(_:admitting:)`'s transaction.
+    static func uploadUsage(_ db: Database, caseNumber: String, userID: Int64) throws -> UploadUsage {
+        let row = try Row.fetchOne(db, sql: """
+            SELECT
+                (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND createdBy = ?) AS byUser,
+                (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND caseNumber = ?) AS inCase,
+                (SELECT COALESCE(SUM(COALESCE(length, offset)), 0) FROM upload
+                 WHERE caseNumber = ? AND state IN ('uploading', 'verified') AND concat IS NOT 'final')
+                + (SELECT COALESCE(SUM(b.indexBytes), 0) FROM bundleIndex b JOIN upload u ON u.id = b.attachmentID
+                   WHERE u.caseNumber = ? AND u.state = 'verified') AS caseBytes
+            """, arguments: [userID, caseNumber, caseNumber, caseNumber])
+        let byUser: Int = row?["byUser"] ?? 0, inCase: Int = row?["inCase"] ?? 0
+        let caseBytes: Int64 = row?["caseBytes"] ?? 0
+        return UploadUsage(unfinishedByUser: byUser, unfinishedInCase: inCase, caseBytes: caseBytes)
     }
 
     public func declareSHA256(id: String, sha256: String) async throws {
@@ -578,6 +596,25 @@ extension AppDatabase {
             try db.execute(
                 sql: "UPDATE upload SET state = 'terminated', updatedAt = ? WHERE id = ? AND state = 'uploading'",
                 arguments: [date, id])
+        }
+    }
+
+    public func caseListing(_ caseNumber: String, after: ListingPosition?, limit: Int) async throws -> [Upload] {
+        try await writer.read { db in
+            var arguments: StatementArguments = [caseNumber]
+            var cursor = ""
+            if let after {
+                // Row values (sqlite.org/rowvalue.html): strictly after the cursor's place in the listing's order.
+                // The milliseconds become the stored text ("yyyy-MM-dd HH:mm:ss.SSS", rounded to the millisecond
+                // by SQLite's 'unixepoch'), so the comparison is exact.
+                cursor = "AND (createdAt, id) > (strftime('%Y-%m-%d %H:%M:%f', ? / 1000.0, 'unixepoch'), ?)"
+                arguments += [after.createdAtMilliseconds, after.id]
+            }
+            arguments += [limit]
+            return try Upload.fetchAll(db, sql: """
+                SELECT * FROM upload WHERE caseNumber = ? AND state IN ('verified', 'purged', 'uploading') \(cursor)
+                ORDER BY createdAt, id LIMIT ?
+                """, arguments: arguments)
         }
     }
 

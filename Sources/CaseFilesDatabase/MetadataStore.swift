@@ -59,6 +59,14 @@ public protocol MetadataStore: BackupLeaseStore, EventOutbox {
     /// Runs in place (see above).
     func uploadWithCase(id: String) async throws -> (Upload, SupportCase)?
     func createUpload(_ upload: Upload) async throws
+    /// Inserts an upload if `admit` accepts what the user and the case hold (`UploadUsage`) and the bytes every
+    /// unfinished upload has reserved (as `reservedBytes()`), both read in the insert's own write transaction, so
+    /// that two creations at the same instant are counted one after the other (the quotas and the free-space
+    /// reservations are then exact, not best-effort).
+    /// - Throws: what `admit` throws (nothing is inserted then).
+    func createUpload(
+        _ upload: Upload, admitting admit: @Sendable (UploadUsage, _ reservedBytes: Int64) throws -> Void
+    ) async throws
     func upload(id: String) async throws -> Upload?
     /// Sets a deferred length once (creation-defer-length).
     /// - Throws: `UploadChangedUnderWriter` if it was already set or is below the offset.
@@ -80,6 +88,9 @@ public protocol MetadataStore: BackupLeaseStore, EventOutbox {
     func terminateUpload(id: String, at date: Date) async throws
     /// Verified attachments and unfinished uploads of one case, oldest first.
     func uploads(caseNumber: String) async throws -> [Upload]
+    /// One page of a case's listing (`GET /api/v1/cases/{n}/attachments`): at most `limit` of its verified,
+    /// purged and unfinished uploads, in (createdAt, id) order, after `after`.
+    func caseListing(_ caseNumber: String, after: ListingPosition?, limit: Int) async throws -> [Upload]
     /// Removes an unfinished or failed upload whose creation request failed before its `201`; returns whether a
     /// row was removed (the caller then removes its blob).
     func deleteFailedCreation(id: String) async throws -> Bool

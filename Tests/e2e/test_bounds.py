@@ -10,7 +10,7 @@ import requests
 
 from conftest import Server
 from helpers import auth, b64, pattern
-from test_uploads import MiB, create, head_offset, patch
+from test_uploads import MiB, attachments, create, head_offset, patch
 
 CHUNK = {"Content-Type": "application/offset+octet-stream"}
 
@@ -205,8 +205,7 @@ def test_state_changing_calls_are_rate_limited_per_user(server):
     # The data routes and reads are not counted; other users have their own budget.
     url = create(server, 2, token=server.engineer)
     assert patch_as(server, server.engineer, url, 0, b"ab").status_code == 204
-    mine = server.url + requests.get(f"{server.url}/api/v1/cases/{server.case}/attachments", headers=auth(server.customer),
-                                     timeout=10).json()["uploads"][0]["id"].join(["/api/v1/uploads/", ""])
+    mine = server.url + attachments(server, server.customer)["uploads"][0]["id"].join(["/api/v1/uploads/", ""])
     for _ in range(10):
         assert requests.head(mine, headers=auth(server.customer), timeout=10).status_code == 200
         assert requests.get(f"{server.url}/api/v1/cases", headers=auth(server.customer), timeout=10).status_code == 200

@@ -13,7 +13,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import ROOT
 from helpers import auth, pattern
-from test_uploads import MiB
+from test_uploads import MiB, attachments
 
 ARTIFACTS = ROOT / "Tests" / "artifacts"
 
@@ -44,8 +44,7 @@ def sign_in(driver, server, token):
 
 
 def unfinished(server) -> list[dict]:
-    response = requests.get(f"{server.url}/api/v1/cases/{server.case}/attachments", headers=auth(server.engineer), timeout=10)
-    return response.json()["uploads"]
+    return attachments(server)["uploads"]
 
 
 def test_upload_reload_resume_verify_and_download(server, browser, tmp_path):
@@ -81,8 +80,7 @@ def test_upload_reload_resume_verify_and_download(server, browser, tmp_path):
     assert received < len(data) - settled["offset"] + 9 * MiB, (received, settled)
 
     WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#attachments button")))
-    rows = requests.get(f"{server.url}/api/v1/cases/{server.case}/attachments", headers=auth(server.engineer),
-                        timeout=10).json()
+    rows = attachments(server)
     assert [a["id"] for a in rows["attachments"]] == [settled["id"]], "the same upload finished; none was restarted"
     assert rows["attachments"][0]["sha256"] == hashlib.sha256(data).hexdigest()
     browser.save_screenshot(str(ARTIFACTS / "case-page-verified.png"))

@@ -87,14 +87,24 @@ struct CasesController: Sendable {
         return EditedResponse(status: .created, headers: [.location: "/api/v1/cases/\(created.number)"], response: CaseJSON(created))
     }
 
-    @Sendable func attachments(_ request: Request, context: AppRequestContext) async throws -> AttachmentListRepresentation {
-        let supportCase = try await visibleCase(context)
-        let uploads = try await database.uploads(caseNumber: supportCase.number)
+    /// One page of the case's attachments and unfinished uploads, oldest first (`PageQuery`; the cursor is a
+    /// `ListingPosition`). A page's rows are split between `attachments` and `uploads` as they come.
+    @Sendable func attachments(_ request: Request, context: AppRequestContext) async throws
+        -> EditedResponse<AttachmentListRepresentation>
+    {
+        let number = try await visibleCase(context).number
+        let query = try PageQuery(request) { ListingPosition(cursor: $0) != nil }
+        let rows = try await database.caseListing(number, after: query.after.flatMap(ListingPosition.init(cursor:)),
+                                                  limit: query.limit + 1)
+        let (uploads, next) = query.page(rows) { ListingPosition($0).cursor }
         let names = try await database.userNames(ids: Set(uploads.map(\.createdBy)))
-        return AttachmentListRepresentation(
-            attachments: uploads.filter { $0.state == .verified || $0.state == .purged }
-                .map { AttachmentRepresentation($0, uploadedBy: Self.uploader($0, names: names)) },
-            uploads: uploads.filter { $0.state == .uploading }.map(AttachmentListRepresentation.Unfinished.init))
+        return EditedResponse(
+            headers: query.headers(path: "/api/v1/cases/\(number)/attachments", next: next),
+            response: AttachmentListRepresentation(
+                attachments: uploads.filter { $0.state == .verified || $0.state == .purged }
+                    .map { AttachmentRepresentation($0, uploadedBy: Self.uploader($0, names: names)) },
+                uploads: uploads.filter { $0.state == .uploading }.map(AttachmentListRepresentation.Unfinished.init),
+                next: next))
     }
 
     /// Who uploaded: the user's name, or the drop credential and who made it (issue #20).

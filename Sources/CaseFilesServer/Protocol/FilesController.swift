@@ -143,15 +143,13 @@ struct FilesController: Sendable {
 
     // MARK: - Helpers
 
-    /// Creates the upload row and blob, after the checks tus creation makes (size limit, quotas, free space).
+    /// Creates the upload row and blob, after the checks tus creation makes (size limit here; quotas and free space in
+    /// the row's transaction: `UploadQuotas.create`).
     private func create(
         _ filename: String, length: Int64?, in supportCase: SupportCase, uploader: Uploader, declared: String?,
         context: AppRequestContext
     ) async throws -> Upload {
         if let length, let max = services.limits.maxUploadSize, length > max { throw APIError.uploadTooLarge(max: max) }
-        try await UploadQuotas.checkCreation(caseNumber: supportCase.number, userID: uploader.accountableUserID,
-                                             length: length, services: services)
-        try await UploadAdmission.checkFreeSpace(for: length ?? 0, services: services)
         let now = services.now()
         // The metadata a tus HEAD on this upload echoes: the file name, as a tus client would have sent it.
         let raw = "filename " + Data(filename.utf8).base64EncodedString()
@@ -160,8 +158,8 @@ struct FilesController: Sendable {
             rawMetadata: raw, length: length, offset: 0, state: .uploading, declaredSHA256: declared,
             digestState: SHA256Digest().savedState, sha256: nil, createdBy: uploader.accountableUserID, createdAt: now,
             updatedAt: now, createdByDropToken: uploader.dropTokenID)
-        try await services.blobs.create(id: upload.id)  // blob first, row second (ARCHITECTURE.md, "Order")
-        try await database.createUpload(upload)
+        // Blob, then row with the quotas and free space checked in its transaction (`UploadQuotas.create`).
+        try await UploadQuotas.create(upload, reserving: length ?? 0, services: services)
         services.metrics.uploadsCreated.increment()
         context.logger.info("upload created", metadata: ["upload": "\(upload.id)", "case": "\(upload.caseNumber)", "via": "put"])
         return upload

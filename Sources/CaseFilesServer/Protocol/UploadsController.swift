@@ -85,9 +85,6 @@ struct UploadsController: Sendable {
         // a request refused here leaves nothing behind, and gets its answer before `100 Continue`.
         let bodyLength = carriesData || length == 0 ? contentLength : nil  // any other body is not read
         try checkBodyFits(bodyLength, length: length, offset: 0)
-        try await UploadQuotas.checkCreation(caseNumber: supportCase.number, userID: uploader.accountableUserID, length: length,
-                                             services: services)
-        try await checkFreeSpace(for: length ?? bodyLength ?? 0)
 
         let now = services.now()
         let upload = Upload(
@@ -96,10 +93,8 @@ struct UploadsController: Sendable {
             digestState: SHA256Digest().savedState, sha256: nil, createdBy: uploader.accountableUserID, createdAt: now,
             updatedAt: now, completedAt: nil, purgedAt: nil, concat: concat == .partial ? .partial : nil,
             createdByDropToken: uploader.dropTokenID)
-        // Blob first, row second: a crash between them leaves an orphan file the startup sweep removes,
-        // never a row without its file.
-        try await services.blobs.create(id: upload.id)
-        try await database.createUpload(upload)
+        // Blob, then row with the quotas and free space checked in its transaction (`UploadQuotas.create`).
+        try await UploadQuotas.create(upload, reserving: length ?? bodyLength ?? 0, services: services)
         services.metrics.uploadsCreated.increment()
         context.observation.upload(upload.id)
         context.logger.info("upload created", metadata: ["upload": "\(upload.id)", "case": "\(upload.caseNumber)"])
@@ -320,10 +315,6 @@ struct UploadsController: Sendable {
     /// read (`UploadRoom`: 413 `body_exceeds_length`, or `upload_too_large` for a deferred length).
     private func checkBodyFits(_ contentLength: Int64?, length: Int64?, offset: Int64) throws {
         try UploadRoom.check(contentLength, length: length, offset: offset, maxUploadSize: services.limits.maxUploadSize)
-    }
-
-    private func checkFreeSpace(for bytes: Int64) async throws {
-        try await UploadAdmission.checkFreeSpace(for: bytes, services: services)
     }
 
     static func isOffsetStream(_ contentType: String) -> Bool {

@@ -58,9 +58,6 @@ struct ResumableUploadController: Sendable {
         guard !supportCase.isClosed else { throw await services.cases.closedCaseError(supportCase.number) }
         // Everything the headers decide is decided before anything is created, as for tus.
         try UploadRoom.check(contentLength, length: length, offset: 0, maxUploadSize: services.limits.maxUploadSize)
-        try await UploadQuotas.checkCreation(caseNumber: supportCase.number, userID: uploader.accountableUserID, length: length,
-                                             services: services)
-        try await UploadAdmission.checkFreeSpace(for: length ?? contentLength ?? 0, services: services)
 
         let now = services.now()
         // tus metadata too, so a tus HEAD of this upload names its file like any other.
@@ -71,8 +68,8 @@ struct ResumableUploadController: Sendable {
             length: length, offset: 0, state: .uploading, declaredSHA256: declared,
             digestState: SHA256Digest().savedState, sha256: nil, createdBy: uploader.accountableUserID, createdAt: now,
             updatedAt: now, completedAt: nil, purgedAt: nil, createdByDropToken: uploader.dropTokenID)
-        try await services.blobs.create(id: upload.id)
-        try await services.database.createUpload(upload)
+        // Blob, then row with the quotas and free space checked in its transaction (`UploadQuotas.create`).
+        try await UploadQuotas.create(upload, reserving: length ?? contentLength ?? 0, services: services)
         services.metrics.uploadsCreated.increment()
         context.observation.upload(upload.id)
         context.logger.info("upload created", metadata: ["upload": "\(upload.id)", "case": "\(upload.caseNumber)",

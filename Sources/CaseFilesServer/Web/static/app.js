@@ -142,9 +142,17 @@ async function showCase(number) {
 }
 
 async function refreshAttachments() {
-  const response = await api(`/api/v1/cases/${currentCase.number}/attachments`);
-  if (!response.ok) { say(await errorText(response)); return; }
-  const body = await response.json();
+  // The listing comes in pages: follow `next` until the last one.
+  const body = { attachments: [], uploads: [] };
+  for (let after = null; ;) {
+    const response = await api(`/api/v1/cases/${currentCase.number}/attachments` + (after ? `?after=${encodeURIComponent(after)}` : ''));
+    if (!response.ok) { say(await errorText(response)); return; }
+    const page = await response.json();
+    body.attachments.push(...page.attachments);
+    body.uploads.push(...page.uploads);
+    if (!page.next) break;
+    after = page.next;
+  }
   const rows = $('attachments').tBodies[0];
   rows.replaceChildren();
   for (const a of body.attachments) {
