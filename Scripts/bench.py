@@ -252,7 +252,11 @@ def main():
 
     print("3./4. tus servers, same curl chunk loop, Upload-Checksum: sha256 on every PATCH")
     results = {}
-    casefiles = CaseFiles(work / "casefiles")
+    # `BENCH_TRACE=FILE Scripts/bench`: the main CaseFiles also writes its upload timeline (`--trace-uploads`); a
+    # copy taken right after the 64 MiB loops, FILE.loops, holds the chunk loops (and the CLI's chunks, which group
+    # under their own sizes but for its first two, 8 MiB each): `Scripts/upload-timeline FILE.loops`.
+    trace = os.environ.get("BENCH_TRACE")
+    casefiles = CaseFiles(work / "casefiles", extra_args=["--trace-uploads", trace] if trace else [])
     casefiles.start()
     baseline = None
     if BASELINE:
@@ -317,6 +321,8 @@ def main():
         if chunk_size == 64 * MiB:
             peak = proc_peak_rss_mib(casefiles.process.pid)
             row("CaseFiles server peak RSS, 64 MiB chunk loops", peak, "MiB")
+            if trace:
+                shutil.copy(trace, trace + ".loops")
             bench_through_nginx(casefiles, work, chunks, size, source_sha, results[chunk_size][0])
         shutil.rmtree(work / f"chunks-{chunk_size // MiB}")
     tuspy.terminate()
