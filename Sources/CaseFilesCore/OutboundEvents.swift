@@ -3,7 +3,7 @@ import Foundation
 /// An event for the case system, kept in the outbox (`outboxEvent`) from the transaction that made the state
 /// change until every webhook has taken it. `body` is the JSON sent, byte for byte, and what the signature covers.
 public struct OutboundEvent: Codable, Sendable, Equatable {
-    /// The event types. (A drop credential's first use is not one yet: drop credentials do not exist.)
+    /// The event types.
     public enum Kind: String, Codable, Sendable, CaseIterable {
         /// An upload completed and its SHA-256 was verified: it is an attachment of its case.
         case attachmentVerified = "attachment.verified"
@@ -12,6 +12,8 @@ public struct OutboundEvent: Codable, Sendable, Equatable {
         case uploadFailed = "upload.failed"
         /// The retention purge removed a case's attached data.
         case casePurged = "case.purged"
+        /// A drop credential (issue #20) was used for the first time: the customer has started sending.
+        case dropCredentialFirstUsed = "drop_credential.first_used"
     }
 
     public enum State: String, Codable, Sendable, CaseIterable {
@@ -70,10 +72,13 @@ public struct OutboundEvent: Codable, Sendable, Equatable {
         public var itemsPurged: Int?
         /// Bytes.
         public var bytesPurged: Int64?
+        /// The drop credential's id (`drop_credential.first_used`); never its secret.
+        public var dropCredentialID: Int64?
 
         public init(caseNumber: String, uploadID: String? = nil, filename: String? = nil, length: Int64? = nil,
                     sha256: String? = nil, declaredSHA256: String? = nil, reason: String? = nil, policy: String? = nil,
-                    itemsPurged: Int? = nil, bytesPurged: Int64? = nil) {
+                    itemsPurged: Int? = nil, bytesPurged: Int64? = nil, dropCredentialID: Int64? = nil) {
+            self.dropCredentialID = dropCredentialID
             self.caseNumber = caseNumber
             self.uploadID = uploadID
             self.filename = filename

@@ -599,6 +599,8 @@ extension AppDatabase {
         }
     }
 
+    /// A page of the case's listing: its attachments and unfinished uploads, never partial uploads (tus
+    /// concatenation: they are parts of a final upload, not attachments of their own).
     public func caseListing(_ caseNumber: String, after: ListingPosition?, limit: Int) async throws -> [Upload] {
         try await writer.read { db in
             var arguments: StatementArguments = [caseNumber]
@@ -612,7 +614,8 @@ extension AppDatabase {
             }
             arguments += [limit]
             return try Upload.fetchAll(db, sql: """
-                SELECT * FROM upload WHERE caseNumber = ? AND state IN ('verified', 'purged', 'uploading') \(cursor)
+                SELECT * FROM upload WHERE caseNumber = ? AND state IN ('verified', 'purged', 'uploading')
+                    AND concat IS NOT 'partial' \(cursor)
                 ORDER BY createdAt, id LIMIT ?
                 """, arguments: arguments)
         }
@@ -893,7 +896,14 @@ extension AppDatabase {
 
     public func markDropTokenUsed(id: Int64, at date: Date) async throws {
         try await write { db in
+            // The first use also tells the case system, in the same transaction (the outbox: issue #18).
+            let caseNumber = try String.fetchOne(
+                db, sql: "SELECT caseNumber FROM dropToken WHERE id = ? AND lastUsedAt IS NULL", arguments: [id])
             try db.execute(sql: "UPDATE dropToken SET lastUsedAt = ? WHERE id = ?", arguments: [date, id])
+            if let caseNumber {
+                try Self.enqueue(db, .make(.dropCredentialFirstUsed, .init(caseNumber: caseNumber, dropCredentialID: id),
+                                           at: date))
+            }
         }
     }
 

@@ -11,6 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
+from conftest import SECRETS
+from test_drop import make_drop
 from test_operations import scrape, value
 
 from conftest import free_port
@@ -93,6 +95,13 @@ def test_every_event_arrives_signed_through_a_receiver_that_refuses_three_times(
         url = create(server, len(data), "wrong.bin", sha256=hashlib.sha256(b"something else").hexdigest())
         assert patch(server, url, 0, data).status_code == 422
         failed = url.rsplit("/", 1)[1]
+        # A drop credential used twice: one first-use event, however often it is used.
+        drop = make_drop(server)
+        SECRETS.add(drop["token"])
+        for n in range(2):
+            put = requests.put(f"{server.url}/api/v1/cases/{server.case}/files/dropped-{n}.log", data=pattern(1000, seed=n),
+                               auth=(server.case, drop["token"]), timeout=10)
+            assert put.status_code == 201, put.text
         closed = requests.post(f"{server.url}/api/v1/cases/{server.case}/close", headers={
             **auth(server.customer), "Content-Type": "application/json"}, json={"subStatus": "Resolved"}, timeout=10)
         assert closed.status_code == 200
@@ -101,7 +110,8 @@ def test_every_event_arrives_signed_through_a_receiver_that_refuses_three_times(
 
         events = outbox(server)
         assert sorted(e["type"] for e in events.values()) == [
-            "attachment.verified", "attachment.verified", "case.purged", "upload.failed"]
+            "attachment.verified", "attachment.verified", "attachment.verified", "attachment.verified", "case.purged",
+            "drop_credential.first_used", "upload.failed"]
         wait_for(lambda: receiver.accepted() == set(events))
         for delivery in receiver.deliveries:
             verify_signature(delivery, secret)
@@ -111,17 +121,20 @@ def test_every_event_arrives_signed_through_a_receiver_that_refuses_three_times(
             assert answers == [500, 500, 500, 200], (event_id, answers)
         bodies = {d["id"]: json.loads(d["body"]) for d in receiver.deliveries}
         verified_events = {b["data"]["uploadID"]: b for b in bodies.values() if b["type"] == "attachment.verified"}
-        assert set(verified_events) == set(verified)
+        assert set(verified) <= set(verified_events) and len(verified_events) == 4
+        [first_use] = [b for b in bodies.values() if b["type"] == "drop_credential.first_used"]
+        assert first_use["data"] == {"caseNumber": server.case, "dropCredentialID": drop["id"]}
+        assert drop["token"] not in json.dumps(bodies)
         assert verified_events[verified[0]]["data"]["sha256"] == hashlib.sha256(pattern(MiB, seed=30)).hexdigest()
         failure = next(b for b in bodies.values() if b["type"] == "upload.failed")
         assert failure["data"]["uploadID"] == failed and failure["data"]["reason"] == "sha256_mismatch"
         purged = next(b for b in bodies.values() if b["type"] == "case.purged")
-        assert purged["data"]["caseNumber"] == server.case and purged["data"]["itemsPurged"] == 2
+        assert purged["data"]["caseNumber"] == server.case and purged["data"]["itemsPurged"] == 4
         wait_for(lambda: all(e["state"] == "delivered" and e["attempts"] == 4 for e in outbox(server).values()))
-        # The outbox as the metrics show it: all four delivered, none pending or dead.
+        # The outbox as the metrics show it: all seven delivered, none pending or dead.
         samples = scrape(f"http://127.0.0.1:{metrics_port}")
         assert [value(samples, "casefiles_webhook_events", state=state) for state in ("pending", "delivered", "dead")] \
-            == [0, 4, 0]
+            == [0, 7, 0]
     finally:
         receiver.stop()
 
