@@ -53,11 +53,13 @@ public struct BundleIndexService: Service {
     @discardableResult
     public func indexNext(on thread: NIOThreadPool, stopping: NIOLockedValueBox<Bool> = .init(false)) async throws -> Bool {
         guard let upload = try await services.database.nextAttachmentToIndex() else { return false }
-        let reader = try await services.blobs.openForReading(id: upload.id)
         let limits = self.limits
         let now = services.now()
         let result: BundleIndexer.Result
         do {
+            // Opened inside: a blob gone missing (removed by hand, a bad restore) is reported, not retried forever
+            // (it would hold up every attachment after it, which are taken oldest first).
+            let reader = try await services.blobs.openForReading(id: upload.id)
             result = try await thread.runToCompletion {
                 BulkWork.lowerPriority()
                 return try BundleIndexer.index(blob: reader, size: upload.offset, attachmentID: upload.id,
