@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 import CaseFilesCore
@@ -9,23 +10,67 @@ import CaseFilesStorage
 /// Wakes the verifier when a final upload is created (a poll every `ConcatenationVerifierService.interval`
 /// would also find it; this makes it prompt).
 public final class ConcatenationSignal: Sendable {
-    private let stream: AsyncStream<Void>
-    private let continuation: AsyncStream<Void>.Continuation
-
-    public init() {
-        (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    private struct State {
+        /// A wake with nobody waiting: the next `wait` returns at once.
+        var pending = false
+        var waiter: CheckedContinuation<Void, Never>?
     }
 
-    public func wake() { continuation.yield() }
+    // Not an AsyncStream: a task cancelled while it awaits a stream's `next()` finishes the stream, and every
+    // later `next()` then returns nil at once; the verifier's loop waited that way and spun on its query after its
+    // first timeout, a core busy on every server (found with `perf` while measuring issue #16).
+    private let state = NIOLockedValueBox(State())
 
-    /// Returns on the next `wake()` (one buffered wake returns at once), or after `timeout`.
+    public init() {}
+
+    public func wake() {
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.pending = true
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    /// Returns on the next `wake()` (one that came while nobody waited returns at once), or after `timeout`.
     func wait(upTo timeout: Duration) async {
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { [stream] in
-                var iterator = stream.makeAsyncIterator()
-                _ = await iterator.next()
+            group.addTask { [state] in
+                // Cancelled (shutdown, or the group ending), the wait ends at once: a waiter left behind would keep
+                // the group, and the service, from ever finishing.
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { continuation in
+                        let now = state.withLockedValue { state -> Bool in
+                            if state.pending {
+                                state.pending = false
+                                return true
+                            }
+                            if Task.isCancelled { return true }
+                            state.waiter = continuation
+                            return false
+                        }
+                        if now { continuation.resume() }
+                    }
+                } onCancel: {
+                    let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+                        defer { state.waiter = nil }
+                        return state.waiter
+                    }
+                    waiter?.resume()
+                }
             }
-            group.addTask { try? await Task.sleep(for: timeout) }
+            group.addTask { [state] in
+                // Only a timeout that really elapsed resumes the waiter; a cancelled sleep (a wake came) does not.
+                guard (try? await Task.sleep(for: timeout)) != nil else { return }
+                let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+                    defer { state.waiter = nil }
+                    return state.waiter
+                }
+                waiter?.resume()
+            }
             await group.next()
             group.cancelAll()
         }
