@@ -129,28 +129,8 @@ struct EntriesController: Sendable {
             headers[.reprDigest] = "sha-256=:\(Data(digest).base64EncodedString()):"
         }
         headers[.eTag] = etag
-        let rangeHeader = request.headers[.range]
-        var resolution = ByteRange.resolve(rangeHeader, size: size)
-        if let ifRange = request.headers[.ifRange],
-           !AttachmentsController.ifRangeMatches(ifRange, etag: etag, lastModified: lastModified) {
-            resolution = .whole
-        }
-        let range: ByteRange
-        let status: HTTPResponse.Status
-        switch resolution {
-        case .unsatisfiable:
-            throw APIError(.rangeNotSatisfiable, "range_not_satisfiable",
-                           "The requested range is outside the entry's \(size) bytes.",
-                           headers: [.contentRange: "bytes */\(size)", .acceptRanges: "bytes", .eTag: etag])
-        case .whole:
-            range = ByteRange(first: 0, last: size - 1)
-            status = .ok
-        case .partial(let partial):
-            range = partial
-            status = .partialContent
-            headers[.contentRange] = "bytes \(partial.first)-\(partial.last)/\(size)"
-        }
-        headers[.contentLength] = String(max(0, range.count))
+        let (range, status) = try AttachmentsController.selectRange(
+            request, size: size, etag: etag, lastModified: lastModified, of: "entry", headers: &headers)
 
         let reader: BundleEntryReader?
         if range.count > 0 {
@@ -184,7 +164,7 @@ struct EntriesController: Sendable {
         let startedAt = now()
         let logged = Download(
             id: nil, uploadID: upload.id, userID: user.id!, startedAt: startedAt, finishedAt: startedAt, bytesSent: 0,
-            range: rangeHeader.map { String($0.prefix(200)) }, status: Int(status.code), completed: false,
+            range: request.headers[.range].map { String($0.prefix(200)) }, status: Int(status.code), completed: false,
             entryPath: entry.path)
         let channel = context.channel
         let body = ResponseBody(contentLength: Int(max(0, range.count))) { writer in
