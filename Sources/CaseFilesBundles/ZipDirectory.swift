@@ -96,19 +96,8 @@ enum ZipDirectory {
             } else {
                 type = .file
             }
-            var problem: String?
-            if flags & 1 != 0 {
-                problem = "encrypted entry: not readable"
-            } else if method != 0 && method != 8 {
-                problem = "compression method \(method) (\(methodName(method))) is not readable; stored and deflate are"
-            }
-            var entryFlags = BundleEntry.pathFlags(path)
-            if let first = firstWithPath[path] {
-                if !located[first].entry.flags.contains("duplicate_path") { located[first].entry.flags.append("duplicate_path") }
-                entryFlags.append("duplicate_path")
-            } else {
-                firstWithPath[path] = located.count
-            }
+            let problem = unreadable(flags: Int(flags), method: Int(method))
+            let entryFlags = flagsMarkingDuplicates(path, located: &located, firstWithPath: &firstWithPath)
             located.append(Located(
                 entry: BundleEntry(attachmentID: attachmentID, number: located.count + 1, path: path, size: uncompressed,
                                    modifiedAt: dosDate(date: le16(fixed, 14), time: le16(fixed, 12)), type: type,
@@ -159,19 +148,8 @@ enum ZipDirectory {
                     + "gives its sizes only after its data: the listing stops there")
             }
             let path = String(decoding: variable[0..<nameLength], as: UTF8.self)
-            var problem: String?
-            if flags & 1 != 0 {
-                problem = "encrypted entry: not readable"
-            } else if method != 0 && method != 8 {
-                problem = "compression method \(method) (\(methodName(method))) is not readable; stored and deflate are"
-            }
-            var entryFlags = BundleEntry.pathFlags(path)
-            if let first = firstWithPath[path] {
-                if !located[first].entry.flags.contains("duplicate_path") { located[first].entry.flags.append("duplicate_path") }
-                entryFlags.append("duplicate_path")
-            } else {
-                firstWithPath[path] = located.count
-            }
+            let problem = unreadable(flags: Int(flags), method: Int(method))
+            let entryFlags = flagsMarkingDuplicates(path, located: &located, firstWithPath: &firstWithPath)
             located.append(Located(
                 entry: BundleEntry(attachmentID: attachmentID, number: located.count + 1, path: path, size: uncompressed,
                                    modifiedAt: dosDate(date: le16(fixed, 12), time: le16(fixed, 10)),
@@ -240,6 +218,27 @@ enum ZipDirectory {
             located[index].entry.sha256 = digest.finalize().hexString
             if keepTarget { located[index].entry.linkTarget = String(decoding: target, as: UTF8.self) }
         }
+    }
+
+    /// Why an entry cannot be read (encrypted, or a method other than stored and deflate), or nil.
+    static func unreadable(flags: Int, method: Int) -> String? {
+        if flags & 1 != 0 { return "encrypted entry: not readable" }
+        if method != 0 && method != 8 {
+            return "compression method \(method) (\(methodName(method))) is not readable; stored and deflate are"
+        }
+        return nil
+    }
+
+    /// The new entry's path flags; a path seen before marks both entries `duplicate_path` (tar and zip allow it).
+    static func flagsMarkingDuplicates(_ path: String, located: inout [Located], firstWithPath: inout [String: Int]) -> [String] {
+        var flags = BundleEntry.pathFlags(path)
+        if let first = firstWithPath[path] {
+            if !located[first].entry.flags.contains("duplicate_path") { located[first].entry.flags.append("duplicate_path") }
+            flags.append("duplicate_path")
+        } else {
+            firstWithPath[path] = located.count
+        }
+        return flags
     }
 
     static func methodName(_ method: Int) -> String {
