@@ -28,6 +28,10 @@ public struct AppServices: Sendable {
     /// Where each append request's timeline goes (`serve --trace-uploads FILE`); nil: not traced.
     public var uploadTrace: UploadTraceLog?
 
+    /// Who writes each upload and who runs the once-only jobs, across the nodes sharing `database`
+    /// (`SingleNode` on SQLite; set by `serve` on PostgreSQL).
+    public var coordination: any NodeCoordination = SingleNode()
+
     /// Every case transition (HTTP and CLI).
     public var cases: CaseService {
         CaseService(database: database, now: now, maxCommentBytes: security.maxCommentBytes)

@@ -122,6 +122,11 @@ public struct RetentionPurgeService: Service {
     public func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
+                // Once per deployment: several nodes on one database take turns through `NodeCoordination`.
+                guard await services.coordination.runsOnceOnlyJobs() else {
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+                    continue
+                }
                 let run = try await purge.run(asOf: services.now(), trigger: .schedule)
                 if run.itemsPurged > 0 {
                     logger.notice("retention purge", metadata: [

@@ -21,7 +21,8 @@ public struct UploadExpiryService: Service {
 
     public func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            await sweepLogged()
+            // Once per deployment: several nodes on one database take turns through `NodeCoordination`.
+            if await services.coordination.runsOnceOnlyJobs() { await sweepLogged() }
             try? await cancelWhenGracefulShutdown {
                 try await Task.sleep(for: interval)
             }

@@ -108,13 +108,13 @@ import Testing
         let locks = UploadWriterLocks()
         let limits = UploadLimits()
         let started = AsyncStream<Void>.makeStream()
-        async let first = UploadWriter.run("u1", locks: locks, limits: limits, watchesBody: false) { _ in
+        async let first = UploadWriter.run("u1", locks: locks, coordination: SingleNode(), limits: limits, watchesBody: false) { _ in
             started.continuation.yield()
             try await Task.sleep(for: .seconds(30))
             return 1
         }
         for await _ in started.stream { break }
-        let second = await UploadWriter.run("u1", locks: locks, limits: limits, watchesBody: false) { _ in 2 }
+        let second = await UploadWriter.run("u1", locks: locks, coordination: SingleNode(), limits: limits, watchesBody: false) { _ in 2 }
         let stopped = await first
         #expect(try second.result.get() == 2)
         #expect(second.stopReason == nil)
@@ -124,7 +124,7 @@ import Testing
 
     @Test func theWatchdogStopsABodyThatBringsTooLittle() async throws {
         let limits = UploadLimits(minReceiveRate: 1000, stallWindow: 0.2)
-        let finished = await UploadWriter.run("u2", locks: UploadWriterLocks(), limits: limits, watchesBody: true) { writer in
+        let finished = await UploadWriter.run("u2", locks: UploadWriterLocks(), coordination: SingleNode(), limits: limits, watchesBody: true) { writer in
             writer.add(10)  // 10 bytes in 0.2 s: under 1000 bytes/s
             try await Task.sleep(for: .seconds(30))
             return 1
@@ -134,7 +134,7 @@ import Testing
     }
 
     @Test func aWriterThatFinishesReportsNoStop() async throws {
-        let finished = await UploadWriter.run("u3", locks: UploadWriterLocks(), limits: UploadLimits(stallWindow: 0.1),
+        let finished = await UploadWriter.run("u3", locks: UploadWriterLocks(), coordination: SingleNode(), limits: UploadLimits(stallWindow: 0.1),
                                               watchesBody: true) { _ in "done" }
         #expect(finished.stopReason == nil)
         #expect(try finished.result.get() == "done")

@@ -2,6 +2,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import ServiceLifecycle
 import CaseFilesCore
+import CaseFilesDatabase
 
 /// Why a writer stopped before its request body ended. The first reason recorded is the one answered.
 public enum StopReason: Sendable, Equatable, CaseIterable {
@@ -69,14 +70,15 @@ package final class UploadWriter: Sendable {
     }
 
     /// Runs `operation` as the upload's only writer: asks any request already writing it to stop and waits
-    /// for it to let go, then runs `operation` in a task of its own, which a newer request (`.superseded`),
+    /// for it to let go (on this node: `locks`; on the others sharing the database: `coordination`), then runs `operation` in a task of its own, which a newer request (`.superseded`),
     /// the watchdog (`.tooSlow`, only with `watchesBody`), graceful shutdown (`.shutdown`) or the
     /// request's own cancellation (`.clientGone`) stops. Never throws: the result says what happened.
     /// - Parameters:
     ///   - watchesBody: arm the watchdog, which stops a body that brings fewer than `limits.minReceiveRate`
     ///     bytes/s (counted by `add`) over any `limits.stallWindow` seconds.
     package static func run<T: Sendable>(
-        _ uploadID: String, locks: UploadWriterLocks, limits: UploadLimits, watchesBody: Bool,
+        _ uploadID: String, locks: UploadWriterLocks, coordination: any NodeCoordination, limits: UploadLimits,
+        watchesBody: Bool,
         _ operation: @escaping @Sendable (UploadWriter) async throws -> T
     ) async -> Finished<T> {
         let writer = UploadWriter()
@@ -84,7 +86,13 @@ package final class UploadWriter: Sendable {
             // An even newer request came before this one got its turn.
             return Finished(result: .failure(UploadError.superseded), stopReason: nil)
         }
-        let task = Task { try await operation(writer) }
+        let task = Task {
+            // Waiting for another node's writer happens inside the task, so what stops this request (a newer one
+            // here, shutdown, the client leaving) also ends the wait.
+            try await coordination.asOnlyWriter(of: uploadID, onStop: { writer.stop(.superseded) }) {
+                try await operation(writer)
+            }
+        }
         writer.attach { task.cancel() }
         // A client that stops sending, or trickles, is cut off; what it sent and verified is kept.
         let watchdog = watchesBody ? Task { await writer.watch(limits: limits) } : nil

@@ -215,7 +215,8 @@ struct FilesController: Sendable {
     private func asWriter<T: Sendable>(
         _ uploadID: String, context: AppRequestContext, _ operation: @escaping @Sendable (UploadWriter) async throws -> T
     ) async throws -> T {
-        let finished = await UploadWriter.run(uploadID, locks: services.locks, limits: services.limits,
+        let finished = await UploadWriter.run(uploadID, locks: services.locks, coordination: services.coordination,
+                                              limits: services.limits,
                                               watchesBody: true, operation)
         context.observation.bytesIn(finished.bytesReceived)
         if finished.stopReason != nil { await context.closeConnectionAfterResponse() }

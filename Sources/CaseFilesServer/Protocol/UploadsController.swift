@@ -259,7 +259,8 @@ struct UploadsController: Sendable {
         _ uploadID: String, readingBody: Bool, context: AppRequestContext,
         _ operation: @escaping @Sendable (UploadWriter) async throws -> T
     ) async throws -> T {
-        let finished = await UploadWriter.run(uploadID, locks: services.locks, limits: services.limits,
+        let finished = await UploadWriter.run(uploadID, locks: services.locks, coordination: services.coordination,
+                                              limits: services.limits,
                                               watchesBody: readingBody, operation)
         if readingBody { context.observation.bytesIn(finished.bytesReceived) }
         // A body read was stopped part-way: its stream is gone, so the connection cannot be reused.
