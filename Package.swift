@@ -24,6 +24,8 @@ let package = Package(
         // Metrics: the API the engine and server count through, and its Prometheus backend (`serve --metrics-listen`).
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // Metadata on PostgreSQL (`serve --database postgres://…`), in the CaseFilesPostgres target only.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         // Tests only: property-based checks of the header, metadata and range parsers.
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
@@ -64,6 +66,18 @@ let package = Package(
             dependencies: [
                 "CaseFilesCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        // The metadata store on PostgreSQL: the same MetadataStore, schema, migrations by name and transactions as
+        // AppDatabase's. Only the casefiles executable (and the tests) link it; the SQLite-only graph stays clean.
+        .target(
+            name: "CaseFilesPostgres",
+            dependencies: [
+                "CaseFilesCore",
+                "CaseFilesDatabase",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         // The upload engine and the jobs (retention purge, upload expiry): storage and database together,
@@ -129,6 +143,7 @@ let package = Package(
                 "CaseFilesEngine",
                 "CaseFilesServer",
                 "CaseFilesClient",
+                "CaseFilesPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -146,7 +161,9 @@ let package = Package(
                 "CaseFilesEngine",
                 "CaseFilesServer",
                 "CaseFilesClient",
+                "CaseFilesPostgres",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -37,6 +37,9 @@ public struct AppConfiguration: Sendable {
     public var watchesShutdownSignals = false
     /// `--log-format`: how `serve` writes its log lines (the logging backend is chosen once, by `serve`).
     public var logFormat: LogFormat = .logfmt
+    /// `--database postgres://…`: the metadata store's PostgreSQL database, as given (the `casefiles` command opens
+    /// it and hands the store to `buildApplication`); nil: the embedded SQLite file in the storage root.
+    public var database: String?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
@@ -55,15 +58,17 @@ public struct AppConfiguration: Sendable {
 /// Wires everything: storage (opened, migrated and checked on the workers' blocking threads, not on the
 /// caller's), database, routes, middleware and the HTTP server. `workers` belong to the caller, who shuts
 /// them down after the application has stopped.
+/// `metadata`: the metadata store `configuration.database` names, opened by the caller; nil: the storage root's SQLite.
 public func buildApplication(
-    _ configuration: AppConfiguration, workers: WorkerThreads, now: @escaping @Sendable () -> Date = { Date() }
+    _ configuration: AppConfiguration, workers: WorkerThreads, metadata: (any MetadataStore)? = nil,
+    now: @escaping @Sendable () -> Date = { Date() }
 ) async throws -> some ApplicationProtocol {
     // One registry per application, owned here rather than swift-metrics' global MetricsSystem: the engine
     // and the server count through factories made from it, and only the metrics listener reads it.
     let registry = configuration.metricsListen == nil ? nil : PrometheusCollectorRegistry()
     let engineMetrics = registry.map { EngineMetrics(factory: PrometheusMetricsFactory(registry: $0)) } ?? .none
     var services = try await workers.storage.blockingIO {
-        try AppServices.open(storage: configuration.storage, workers: workers, limits: configuration.limits,
+        try AppServices.open(storage: configuration.storage, workers: workers, metadata: metadata, limits: configuration.limits,
                              security: configuration.security, metrics: engineMetrics, now: now)
     }
     if let path = configuration.uploadTracePath { services.uploadTrace = try UploadTraceLog(path: path) }

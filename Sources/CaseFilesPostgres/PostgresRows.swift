@@ -1,0 +1,128 @@
+import CaseFilesCore
+import Foundation
+import PostgresNIO
+
+// How the core's records come out of PostgreSQL rows: each record's column list (the SELECT's order) and its
+// decoder, reading the row's cells in that order. Enums are stored as their raw values.
+
+/// Reads a row's cells left to right.
+struct Cells {
+    private let row: PostgresRandomAccessRow
+    private var index = 0
+
+    init(_ row: PostgresRow) { self.row = row.makeRandomAccess() }
+
+    mutating func next<T: PostgresDecodable>(_: T.Type = T.self) throws -> T {
+        defer { index += 1 }
+        return try row[index].decode(T.self)
+    }
+
+    mutating func date() throws -> Date { try next(PostgresTimestamp.self).date }
+    mutating func optionalDate() throws -> Date? { try next(PostgresTimestamp?.self)?.date }
+
+    /// A raw value the schema's CHECK allows; anything else is a damaged row.
+    mutating func value<T: RawRepresentable>(_: T.Type) throws -> T where T.RawValue == String {
+        let text = try next(String.self)
+        guard let value = T(rawValue: text) else { throw UnknownStoredValue(value: text, type: "\(T.self)") }
+        return value
+    }
+}
+
+/// A stored text that no case of its enum has (the schema's CHECKs should make this impossible).
+struct UnknownStoredValue: Error, CustomStringConvertible {
+    let value: String
+    let type: String
+    var description: String { "stored value \(value) is not a \(type)" }
+}
+
+extension PostgresTimestamp {
+    static func optional(_ date: Date?) -> PostgresTimestamp? { date.map(PostgresTimestamp.init) }
+}
+
+enum RecordColumns {
+    static let user = #"id, name, role, account, tokenHash, createdAt, revokedAt"#
+    static let supportCase = """
+        number, account, subject, requestType, priority, status, subStatus, openedAt, closedAt, updatedAt, legalHold,
+        purgedAt
+        """
+    static let upload = """
+        id, caseNumber, filename, filetype, rawMetadata, length, "offset", state, declaredSHA256, digestState, sha256,
+        createdBy, createdAt, updatedAt, completedAt, purgedAt
+        """
+    static let caseEvent = "id, caseNumber, kind, status, subStatus, actor, comment, at"
+    static let purgeRun = """
+        id, startedAt, finishedAt, asOf, retentionDays, trigger, state, casesPurged, itemsPurged, bytesFreed,
+        casesSkippedForHold, itemsSkippedForHold, errors
+        """
+    static let purgeItem = "id, runID, caseNumber, uploadID, filename, previousState, bytes, at"
+    static let downloadLink = "nonce, uploadID, userID, expiresAt, issuedAt, bytesServed"
+
+    /// The same lists with a table alias in front of each column (for joins).
+    static func qualified(_ columns: String, _ alias: String) -> String {
+        columns.split(separator: ",").map { "\(alias).\($0.trimmingCharacters(in: .whitespacesAndNewlines))" }
+            .joined(separator: ", ")
+    }
+}
+
+extension User {
+    init(_ cells: inout Cells) throws {
+        self.init(id: try cells.next(Int64.self), name: try cells.next(), role: try cells.value(Role.self),
+                  account: try cells.next(), tokenHash: try cells.next(), createdAt: try cells.date(),
+                  revokedAt: try cells.optionalDate())
+    }
+}
+
+extension SupportCase {
+    init(_ cells: inout Cells) throws {
+        self.init(number: try cells.next(), account: try cells.next(), subject: try cells.next(),
+                  requestType: try cells.value(RequestType.self), priority: try cells.value(CasePriority.self),
+                  status: try cells.value(CaseStatus.self), subStatus: try cells.next(), openedAt: try cells.date(),
+                  closedAt: try cells.optionalDate(), updatedAt: try cells.date(), legalHold: try cells.next(),
+                  purgedAt: try cells.optionalDate())
+    }
+}
+
+extension Upload {
+    init(_ cells: inout Cells) throws {
+        self.init(id: try cells.next(), caseNumber: try cells.next(), filename: try cells.next(),
+                  filetype: try cells.next(), rawMetadata: try cells.next(), length: try cells.next(),
+                  offset: try cells.next(), state: try cells.value(UploadState.self),
+                  declaredSHA256: try cells.next(), digestState: try cells.next(Data.self), sha256: try cells.next(),
+                  createdBy: try cells.next(), createdAt: try cells.date(), updatedAt: try cells.date(),
+                  completedAt: try cells.optionalDate(), purgedAt: try cells.optionalDate())
+    }
+}
+
+extension CaseEvent {
+    init(_ cells: inout Cells) throws {
+        self.init(id: try cells.next(Int64.self), caseNumber: try cells.next(), kind: try cells.value(Kind.self),
+                  status: try cells.value(CaseStatus.self), subStatus: try cells.next(), actor: try cells.next(),
+                  comment: try cells.next(), at: try cells.date())
+    }
+}
+
+extension PurgeRun {
+    init(_ cells: inout Cells) throws {
+        self.init(id: try cells.next(Int64.self), startedAt: try cells.date(), finishedAt: try cells.optionalDate(),
+                  asOf: try cells.date(), retentionDays: Int(try cells.next(Int32.self)),
+                  trigger: try cells.value(Trigger.self), state: try cells.value(State.self),
+                  casesPurged: Int(try cells.next(Int32.self)), itemsPurged: Int(try cells.next(Int32.self)),
+                  bytesFreed: try cells.next(), casesSkippedForHold: Int(try cells.next(Int32.self)),
+                  itemsSkippedForHold: Int(try cells.next(Int32.self)), errors: try cells.next())
+    }
+}
+
+extension PurgeItem {
+    init(_ cells: inout Cells) throws {
+        self.init(id: try cells.next(Int64.self), runID: try cells.next(), caseNumber: try cells.next(),
+                  uploadID: try cells.next(), filename: try cells.next(),
+                  previousState: try cells.value(UploadState.self), bytes: try cells.next(), at: try cells.date())
+    }
+}
+
+extension DownloadLink {
+    init(_ cells: inout Cells) throws {
+        self.init(nonce: try cells.next(), uploadID: try cells.next(), userID: try cells.next(),
+                  expiresAt: try cells.date(), issuedAt: try cells.optionalDate(), bytesServed: try cells.next())
+    }
+}
