@@ -1,4 +1,5 @@
 import Foundation
+import NIOSSL
 import PostgresNIO
 
 /// Where a PostgreSQL metadata store lives: `postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=MODE`
@@ -63,6 +64,17 @@ public struct PostgresLocation: Sendable, Equatable {
         case .require: .require(.makeClientConfiguration())
         }
         return PostgresClient.Configuration(
+            host: host, port: port, username: username, password: password, database: database, tls: tls)
+    }
+
+    /// One connection of its own (opening: migrations), failing at once where the pool would retry.
+    func connectionConfiguration() throws -> PostgresConnection.Configuration {
+        let tls: PostgresConnection.Configuration.TLS = switch sslMode {
+        case .disable: .disable
+        case .prefer: .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
+        case .require: .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+        }
+        return PostgresConnection.Configuration(
             host: host, port: port, username: username, password: password, database: database, tls: tls)
     }
 }

@@ -35,19 +35,28 @@ public final class PostgresMetadataStore: MetadataStore {
         }
     }
 
-    /// Connects and applies the migrations this database has not recorded yet.
+    /// Applies the migrations this database has not recorded yet over one connection of its own, then starts the
+    /// pool. That connection fails at once (refused, a wrong password, no such database: `connectTimeout`, 10 s, at
+    /// most), where the pool would retry without end.
     /// - Throws: `PostgresOpenError` when the server cannot be reached, refuses the login or a migration.
     public static func connect(_ location: PostgresLocation, logger: Logger = Logger(label: "casefiles.postgres"))
         async throws -> PostgresMetadataStore {
+        do {
+            let connection = try await PostgresConnection.connect(
+                configuration: try location.connectionConfiguration(), id: 0, logger: logger)
+            do {
+                try await migrate(connection, logger: logger)
+                try await connection.close()
+            } catch {
+                try? await connection.close()
+                throw error
+            }
+        } catch {
+            throw PostgresOpenError(location: location, underlying: error)
+        }
         let (started, continuation) = AsyncStream<Void>.makeStream()
         let store = PostgresMetadataStore(location: location, logger: logger, running: continuation)
         for await _ in started {}
-        do {
-            try await store.migrate()
-        } catch {
-            await store.shutdown()
-            throw PostgresOpenError(location: location, underlying: error)
-        }
         return store
     }
 
@@ -59,9 +68,9 @@ public final class PostgresMetadataStore: MetadataStore {
 
     /// Each pending migration in its own transaction, under an advisory lock: `serve` and a CLI command that start
     /// together apply each one once, and a failed migration leaves the ones before it applied.
-    func migrate() async throws {
+    static func migrate(_ connection: PostgresConnection, logger: Logger) async throws {
         while true {
-            let done: Bool = try await write { connection in
+            let done: Bool = try await transaction(on: connection, logger: logger) { connection in
                 try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresSchema.migrationLock))", logger: logger)
                 try await connection.query(PostgresQuery(unsafeSQL: PostgresSchema.migrationTable), logger: logger)
                 var applied: Set<String> = []
@@ -85,26 +94,33 @@ public final class PostgresMetadataStore: MetadataStore {
 
     // MARK: Running queries
 
-    /// One transaction, the error its body throws passed on as it is (PostgresNIO's `withTransaction` would wrap
-    /// the domain's errors); PostgreSQL's "disk full" (SQLSTATE 53100, postgresql.org/docs/15/errcodes-appendix.html)
-    /// becomes `CaseFilesError.databaseFull`, as SQLITE_FULL does in `AppDatabase`.
+    /// One transaction on a pooled connection (see `transaction(on:)`); PostgreSQL's "disk full" (SQLSTATE 53100,
+    /// postgresql.org/docs/15/errcodes-appendix.html) becomes `CaseFilesError.databaseFull`, as SQLITE_FULL does in
+    /// `AppDatabase`.
     private func write<T: Sendable>(_ begin: PostgresQuery = "BEGIN",
-                                    _ body: (PostgresConnection) async throws -> T) async throws -> T {
+                                    _ body: @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         let logger = self.logger
         do {
             return try await client.withConnection { connection in
-                try await connection.query(begin, logger: logger)
-                do {
-                    let value = try await body(connection)
-                    try await connection.query("COMMIT", logger: logger)
-                    return value
-                } catch {
-                    try? await connection.query("ROLLBACK", logger: logger)
-                    throw error
-                }
+                try await Self.transaction(on: connection, begin: begin, logger: logger, body)
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "53100" {
             throw CaseFilesError.databaseFull
+        }
+    }
+
+    /// `begin`, `body`, COMMIT; on an error ROLLBACK, and the error passed on as it is (PostgresNIO's
+    /// `withTransaction` would wrap the domain's errors).
+    private static func transaction<T>(on connection: PostgresConnection, begin: PostgresQuery = "BEGIN", logger: Logger,
+                                       _ body: @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await connection.query(begin, logger: logger)
+        do {
+            let value = try await body(connection)
+            try await connection.query("COMMIT", logger: logger)
+            return value
+        } catch {
+            try? await connection.query("ROLLBACK", logger: logger)
+            throw error
         }
     }
 
