@@ -76,6 +76,8 @@ let package = Package(
                 "CaseFilesCore",
                 "CaseFilesDatabase",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                // The pool's own error type (a lease cancelled with its task), which PostgresClient throws as is.
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -3,6 +3,7 @@ import CaseFilesDatabase
 import Foundation
 import Logging
 import PostgresNIO
+import _ConnectionPoolModule
 
 /// The PostgreSQL `MetadataStore` (`serve --database postgres://…`): the schema of `PostgresSchema` (AppDatabase's
 /// migrations by name) and every query `AppDatabase` makes, each in one transaction with the same guards.
@@ -94,18 +95,28 @@ public final class PostgresMetadataStore: MetadataStore {
 
     // MARK: Running queries
 
-    /// One transaction on a pooled connection (see `transaction(on:)`); PostgreSQL's "disk full" (SQLSTATE 53100,
-    /// postgresql.org/docs/15/errcodes-appendix.html) becomes `CaseFilesError.databaseFull`, as SQLITE_FULL does in
-    /// `AppDatabase`.
+    /// One transaction on a pooled connection (see `transaction(on:)`).
     private func write<T: Sendable>(_ begin: PostgresQuery = "BEGIN",
                                     _ body: @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         let logger = self.logger
-        do {
-            return try await client.withConnection { connection in
+        return try await Self.mappingErrors {
+            try await client.withConnection { connection in
                 try await Self.transaction(on: connection, begin: begin, logger: logger, body)
             }
+        }
+    }
+
+    /// The errors callers act on, in the terms `AppDatabase` uses: PostgreSQL's "disk full" (SQLSTATE 53100,
+    /// postgresql.org/docs/15/errcodes-appendix.html) becomes `CaseFilesError.databaseFull`, as SQLITE_FULL does; a
+    /// wait for a pooled connection cut short by the task's cancellation (a superseded or stopped upload request)
+    /// becomes `CancellationError`, which the upload engine answers with the stop's reason (`UploadWriter`).
+    private static func mappingErrors<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "53100" {
             throw CaseFilesError.databaseFull
+        } catch let error as ConnectionPoolError where error == .requestCancelled {
+            throw CancellationError()
         }
     }
 
@@ -126,11 +137,7 @@ public final class PostgresMetadataStore: MetadataStore {
 
     /// The rows of one statement outside a transaction (a read, or a write that is one statement), each decoded.
     private func rows<T: Sendable>(_ query: PostgresQuery, _ decode: (inout Cells) throws -> T) async throws -> [T] {
-        do {
-            return try await Self.rows(query, on: client, logger: logger, decode)
-        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "53100" {
-            throw CaseFilesError.databaseFull
-        }
+        try await Self.mappingErrors { try await Self.rows(query, on: client, logger: logger, decode) }
     }
 
     private static func rows<T>(_ query: PostgresQuery, on client: PostgresClient, logger: Logger,
