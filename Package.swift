@@ -26,6 +26,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         // Metadata on PostgreSQL (`serve --database postgres://…`), in the CaseFilesPostgres target only.
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        // Structured Fields (RFC 9651, was 8941): Repr-Digest, Content-Digest, Want-*-Digest (RFC 9530), and the
+        // IETF resumable-upload draft's fields (Upload-Complete, Upload-Limit...).
+        .package(url: "https://github.com/apple/swift-http-structured-headers.git", from: "1.7.0"),
         // Tests only: property-based checks of the header, metadata and range parsers.
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
@@ -47,6 +50,7 @@ let package = Package(
             name: "CaseFilesCore",
             dependencies: [
                 "COpenSSL",
+                .product(name: "RawStructuredFieldValues", package: "swift-http-structured-headers"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
@@ -58,6 +62,16 @@ let package = Package(
                 "CLinuxIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // Support bundles read in place: zip, tar, tar.gz and gzip indexed in one pass over the blob, and an
+        // entry's bytes read from it (gzip through inflate checkpoints). No HTTP, no SQL.
+        .target(
+            name: "CaseFilesBundles",
+            dependencies: [
+                "CaseFilesCore",
+                "CaseFilesStorage",
+                "CZlib",
             ]
         ),
         // The metadata store: the schema (named GRDB migrations) and every query. Knows nothing of HTTP.
@@ -91,7 +105,9 @@ let package = Package(
                 "CaseFilesCore",
                 "CaseFilesStorage",
                 "CaseFilesDatabase",
+                "CaseFilesBundles",
                 "CLinuxIO",
+                "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -108,6 +124,7 @@ let package = Package(
                 "CaseFilesStorage",
                 "CaseFilesDatabase",
                 "CaseFilesEngine",
+                "CaseFilesBundles",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -123,6 +140,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "StructuredFieldValues", package: "swift-http-structured-headers"),
             ],
             resources: [.copy("Web/static")]
         ),
@@ -131,10 +149,25 @@ let package = Package(
             name: "CaseFilesClient",
             dependencies: [
                 "CaseFilesCore",
+                "CZlib",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ]
+        ),
+        // Outbound HTTP of the service itself: webhook delivery from the event outbox (AsyncHTTPClient). `casefiles
+        // serve` runs it beside the server, which does not link it.
+        .target(
+            name: "CaseFilesOutbound",
+            dependencies: [
+                "CaseFilesCore",
+                "CaseFilesDatabase",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(
@@ -147,6 +180,9 @@ let package = Package(
                 "CaseFilesServer",
                 "CaseFilesClient",
                 "CaseFilesPostgres",
+                "CaseFilesOutbound",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -159,6 +195,7 @@ let package = Package(
             name: "CaseFilesTests",
             dependencies: [
                 "CaseFilesCore",
+                "CaseFilesBundles",
                 "CaseFilesStorage",
                 "CaseFilesDatabase",
                 "CaseFilesEngine",

@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -22,6 +23,11 @@ BINARY = sys.argv[1]
 # `Scripts/bench --baseline OTHER_BINARY`: the chunk loops and the 10 GiB upload are also measured with another
 # build (the parent commit's, say), interleaved with this one's in the same run, and the ratio reported.
 BASELINE = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else None
+# `Scripts/bench --throttle-disk MBPS`: the whole run (dd, nginx, CaseFiles) in a cgroup-v1 blkio group whose writes
+# to the storage device are throttled to MBPS (1e6 bytes/s): a slower disk on demand, to see whether the service
+# keeps up with the disk it has (issue #16). Direct and synchronous writes are throttled; buffered writeback only
+# partly (cgroup v1 charges it to the flusher), which is why the dd rows include oflag=direct.
+THROTTLE = float(sys.argv[sys.argv.index("--throttle-disk") + 1]) if "--throttle-disk" in sys.argv else None
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 MiB = 1 << 20
 GiB = 1 << 30
@@ -32,6 +38,21 @@ notes: list[str] = []
 def row(name, value, unit, detail=""):
     rows.append({"benchmark": name, "value": round(value, 2), "unit": unit, "detail": detail})
     print(f"  {name:<58} {value:>10.2f} {unit:<8} {detail}", flush=True)
+
+
+LIMITS: dict[str, float] = {}  # the machine's own limits measured in this run: dd, direct, nginx (MB/s)
+
+
+def ratio_row(name, value, limit, target, direction):
+    """A ratio against a limit of this run, with the limits printed beside it (issue #16: keep the bench honest)."""
+    met = value / limit >= target if direction == "at least" else value / limit <= target
+    limits = ", ".join(f"{k} {v:.0f} MB/s" for k, v in LIMITS.items())
+    row(name, value / limit, "x", f"target {direction} {target}: {'met' if met else 'NOT met'}; {value:.1f} against "
+        f"{limit:.1f}; this run's limits: {limits}")
+
+
+def proc_minor_faults(pid):
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def quiet_disk():
@@ -170,11 +191,27 @@ def main():
     work = ROOT / ".bench" / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    if "--only" in sys.argv and sys.argv[sys.argv.index("--only") + 1] == "compression":
+        print(f"CaseFiles benchmark, compressed uploads only, medians of {RUNS} runs")
+        bench_compression(work)
+        return finish(work, 0)
+    if os.environ.get("BENCH_ONLY") == "bundles":
+        print("11. support bundles read in place")
+        bench_bundles(work)
+        return finish(work, 0)
     free = shutil.disk_usage(work).free
     size = 2 * GiB
     if free < 10 * GiB:
         size = max(256 * MiB, (free - 2 * GiB) // 5 // (64 * MiB) * 64 * MiB)
         notes.append(f"only {free / GiB:.1f} GiB free: file size scaled down to {size / MiB:.0f} MiB")
+    if THROTTLE:
+        device = os.stat(work).st_dev
+        group = Path("/sys/fs/cgroup/blkio/casefiles-bench")
+        group.mkdir(exist_ok=True)
+        (group / "blkio.throttle.write_bps_device").write_text(
+            f"{os.major(device)}:{os.minor(device)} {int(THROTTLE * 1e6)}")
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+        notes.append(f"writes to the storage device throttled to {THROTTLE:.0f} MB/s (blkio cgroup)")
     print(f"CaseFiles benchmark: {size / MiB:.0f} MiB file, medians of {RUNS} runs, storage {work}")
     source = work / "source.bin"
     with open(source, "wb") as f:
@@ -196,14 +233,30 @@ def main():
         dd_rates.append(size / (time.monotonic() - started) / 1e6)
         (work / "dd.bin").unlink()
     disk = statistics.median(dd_rates)
-    row("dd conv=fdatasync to the storage filesystem", disk, "MB/s")
+    row("dd conv=fdatasync to the storage filesystem", disk, "MB/s", "runs: " + ", ".join(f"{r:.0f}" for r in dd_rates))
+    direct_rates = []
+    for _ in range(RUNS):
+        (work / "dd.bin").write_bytes(b"")
+        started = time.monotonic()
+        subprocess.run(["dd", "if=/dev/zero", f"of={work / 'dd.bin'}", "bs=1M", f"count={size // MiB}",
+                        "oflag=direct", "conv=fdatasync"], capture_output=True, check=True)
+        direct_rates.append(size / (time.monotonic() - started) / 1e6)
+        (work / "dd.bin").unlink()
+    row("dd oflag=direct bs=1M to the storage filesystem", statistics.median(direct_rates), "MB/s",
+        "what CaseFiles' O_DIRECT writes can reach; runs: " + ", ".join(f"{r:.0f}" for r in direct_rates))
+    LIMITS.update(dd=disk, direct=statistics.median(direct_rates))
 
     print("2. reference server: nginx WebDAV PUT (no hashing, no fsync)")
     nginx_rate = bench_nginx(work, source, size)
+    LIMITS.update(nginx=nginx_rate)
 
     print("3./4. tus servers, same curl chunk loop, Upload-Checksum: sha256 on every PATCH")
     results = {}
-    casefiles = CaseFiles(work / "casefiles")
+    # `BENCH_TRACE=FILE Scripts/bench`: the main CaseFiles also writes its upload timeline (`--trace-uploads`); a
+    # copy taken right after the 64 MiB loops, FILE.loops, holds the chunk loops (and the CLI's chunks, which group
+    # under their own sizes but for its first two, 8 MiB each): `Scripts/upload-timeline FILE.loops`.
+    trace = os.environ.get("BENCH_TRACE")
+    casefiles = CaseFiles(work / "casefiles", extra_args=["--trace-uploads", trace] if trace else [])
     casefiles.start()
     baseline = None
     if BASELINE:
@@ -213,12 +266,14 @@ def main():
     tuspy = start_tuspyserver(work, tuspy_port)
     for chunk_size in (8 * MiB, 64 * MiB):
         chunks = split_chunks(source, chunk_size, work / f"chunks-{chunk_size // MiB}")
-        ours, cpu, theirs, base = [], [], [], []
+        ours, cpu, theirs, base, faults = [], [], [], [], []
         reset_peak_rss(casefiles.process.pid)
         for _ in range(RUNS):
             cpu_before = proc_cpu_seconds(casefiles.process.pid)
+            faults_before = proc_minor_faults(casefiles.process.pid)
             ours.append(size / chunk_loop(lambda: casefiles.create(size, source_sha), chunks, casefiles.auth()) / 1e6)
             cpu.append((proc_cpu_seconds(casefiles.process.pid) - cpu_before) / (size / GiB))
+            faults.append((proc_minor_faults(casefiles.process.pid) - faults_before) / (size / MiB))
             clear_blobs(casefiles.storage)
             if baseline:
                 base.append(size / chunk_loop(lambda: baseline.create(size, source_sha), chunks, baseline.auth()) / 1e6)
@@ -228,30 +283,47 @@ def main():
             (work / "tuspy-files").mkdir()
         results[chunk_size] = (statistics.median(ours), statistics.median(theirs))
         row(f"CaseFiles, {chunk_size // MiB} MiB chunks (chunk + file SHA-256, fsync)", results[chunk_size][0], "MB/s",
-            f"{statistics.median(cpu):.2f} CPU s/GiB")
+            f"{statistics.median(cpu):.2f} CPU s/GiB; {statistics.median(faults):.1f} minor page faults per MiB; "
+            f"runs: " + ", ".join(f"{r:.0f}" for r in ours))
+        ratio_row(f"{chunk_size // MiB} MiB chunk loop / min(nginx, dd)", results[chunk_size][0],
+                  min(nginx_rate, disk), 0.9 if chunk_size == 64 * MiB else 0.8, "at least")
         if baseline:
             row(f"baseline build, {chunk_size // MiB} MiB chunks (same loop, interleaved)", statistics.median(base), "MB/s",
                 f"this build / baseline: {results[chunk_size][0] / statistics.median(base):.2f}x")
         row(f"tuspyserver, {chunk_size // MiB} MiB chunks (ignores Upload-Checksum)", results[chunk_size][1], "MB/s",
             f"CaseFiles is {results[chunk_size][0] / results[chunk_size][1]:.1f}x")
         if chunk_size == 8 * MiB:
-            client_rates = []
+            client_rates, client_cpu, server_cpu = [], [], []
             for _ in range(RUNS):
                 quiet_disk()
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
+                server_before = proc_cpu_seconds(casefiles.process.pid)
                 started = time.monotonic()
                 subprocess.run([BINARY, "upload", "--server", casefiles.url, "--token", casefiles.token, "--case",
-                                casefiles.case, "--chunk-size", "8MiB", "--quiet", str(source)],
+                                casefiles.case, "--quiet", str(source)],
                                check=True, capture_output=True, env={**os.environ, "XDG_STATE_HOME": str(work / "xdg")})
                 client_rates.append(size / (time.monotonic() - started) / 1e6)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                client_cpu.append((after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / (size / GiB))
+                server_cpu.append((proc_cpu_seconds(casefiles.process.pid) - server_before) / (size / GiB))
                 clear_blobs(casefiles.storage)
-            row("casefiles upload, 8 MiB chunks (hashes while sending)", statistics.median(client_rates),
-                "MB/s", f"curl chunk loop: {results[chunk_size][0]:.0f} MB/s")
+            row("casefiles upload, default settings (chunk size from the measured rate)", statistics.median(client_rates),
+                "MB/s", f"curl 8 MiB loop: {results[chunk_size][0]:.0f} MB/s; runs: "
+                + ", ".join(f"{r:.0f}" for r in client_rates))
+            # The client hashes every byte twice (the chunk's Upload-Checksum, the whole file's SHA-256) and the
+            # server twice more, on the same two cores: the CPU they need together bounds the rate.
+            cpu_per_gib = statistics.median(client_cpu) + statistics.median(server_cpu)
+            row("casefiles upload: client + server CPU s/GiB", cpu_per_gib, "s/GiB",
+                f"client {statistics.median(client_cpu):.2f}, server {statistics.median(server_cpu):.2f}; "
+                f"{os.cpu_count()} cores cap the rate at {os.cpu_count() / cpu_per_gib * GiB / 1e6:.0f} MB/s")
+            ratio_row("casefiles upload / min(nginx, dd)", statistics.median(client_rates), min(nginx_rate, disk), 0.8,
+                      "at least")
         if chunk_size == 64 * MiB:
             peak = proc_peak_rss_mib(casefiles.process.pid)
-            best = min(nginx_rate, disk)
-            row("CaseFiles single stream 64 MiB chunks vs min(nginx, dd)", results[chunk_size][0] / best, "x",
-                f"target >= 0.8; server peak RSS {peak:.1f} MiB")
             row("CaseFiles server peak RSS, 64 MiB chunk loops", peak, "MiB")
+            if trace:
+                shutil.copy(trace, trace + ".loops")
+            bench_through_nginx(casefiles, work, chunks, size, source_sha, results[chunk_size][0])
         shutil.rmtree(work / f"chunks-{chunk_size // MiB}")
     tuspy.terminate()
     tuspy.wait(10)
@@ -269,11 +341,24 @@ def main():
 
     print("8. one 10 GiB upload: peak RSS, CPU per GiB as the file grows")
     ours = bench_large(work)
+    ratio_row("one large PATCH / dd", ours, LIMITS["dd"], 0.95, "at least")
     if BASELINE:
         theirs = bench_large(work, BASELINE, "baseline build: ")
         row("one large PATCH, this build / baseline", ours / theirs, "x")
 
+    print("9. compressed uploads of a text log through a 100 Mbit/s link")
+    bench_compression(work)
+    print("10. one upload over N streams (tus concatenation), loopback and a delaying proxy")
+    bench_parallel(work / "parallel", size)
+
+    print("11. support bundles read in place")
+    bench_bundles(work)
+
     source.unlink()
+    finish(work, size)
+
+
+def finish(work: Path, size: int):
     shutil.rmtree(work, ignore_errors=True)
     report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "file_bytes": size, "runs": RUNS,
               "rows": rows, "notes": notes}
@@ -316,6 +401,45 @@ http {{
 }}
 """)
     return subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)]), port, root
+
+
+def bench_through_nginx(casefiles, work: Path, chunks, size: int, sha: str, direct: float):
+    """The 64 MiB chunk loop through nginx configured by the committed template (Scripts/nginx), against the
+    same loop straight to CaseFiles (issue #18: what the reverse proxy costs)."""
+    port = free_port()
+    template = (ROOT / "Scripts" / "nginx" / "casefiles.conf.template").read_text()
+    site = template.replace("{{listen}}", f"127.0.0.1:{port}").replace("{{upstream}}", f"127.0.0.1:{casefiles.port}")
+    (work / "proxy-tmp").mkdir(exist_ok=True)
+    conf = work / "proxy.conf"
+    conf.write_text(f"""
+user root;
+worker_processes 1;
+daemon off;
+pid {work}/proxy.pid;
+error_log {work}/proxy-error.log;
+events {{ }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/proxy-tmp;
+    {site}
+}}
+""")
+    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)])
+    try:
+        wait_http(port, "/healthz")
+        proxied = casefiles.url.replace(f":{casefiles.port}", f":{port}")
+        rates = []
+        for _ in range(RUNS):
+            def create_via_proxy():
+                return proxied + casefiles.create(size, sha)[len(casefiles.url):]
+            rates.append(size / chunk_loop(create_via_proxy, chunks, casefiles.auth()) / 1e6)
+            clear_blobs(casefiles.storage)
+        rate = statistics.median(rates)
+        row("64 MiB chunk loop through nginx (Scripts/nginx template)", rate, "MB/s",
+            f"straight to CaseFiles: {direct:.0f} MB/s ({rate / direct:.2f}x); runs: " + ", ".join(f"{r:.0f}" for r in rates))
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
 
 
 def bench_nginx(work: Path, source: Path, size: int):
@@ -454,6 +578,7 @@ def bench_concurrency(casefiles, source, work):
     latencies = [seconds * 1000 for status, seconds in results]
     assert all(status == 204 for status, _ in results), results
     row("32 concurrent 64 MiB uploads, aggregate", 32 * 64 * MiB / elapsed / 1e6, "MB/s")
+    ratio_row("32 concurrent uploads / dd", 32 * 64 * MiB / elapsed / 1e6, LIMITS["dd"], 0.9, "at least")
     row("32 concurrent uploads: PATCH latency p50", percentile(latencies, 50), "ms")
     row("32 concurrent uploads: PATCH latency p99", percentile(latencies, 99), "ms")
     if busy:
@@ -468,6 +593,8 @@ def bench_concurrency(casefiles, source, work):
             "ms")
         row(f"HEAD to a second CaseFiles without uploads, same load ({len(unloaded)}) p99", percentile(unloaded, 99),
             "ms", "the stack's own floor on shared CPUs")
+        ratio_row("HEAD p99 under the 32 uploads / the second CaseFiles' p99", percentile(busy, 99),
+                  percentile(unloaded, 99), 1.5, "at most")
     clear_blobs(casefiles.storage)
     chunk.unlink()
 
@@ -552,5 +679,293 @@ def bench_large(work, binary=None, label=""):
     return total / elapsed / 1e6
 
 
+class DelayingProxy:
+    """A TCP proxy of the bench's own, since this kernel has no netem: it emulates a long, slightly lossy link
+    (50 ms round trip, 0.5% loss) between the client and the server.
+
+    What it emulates: latency (each direction delivers what it read 25 ms later); a bounded TCP window per
+    connection and direction (`window` bytes in flight, so one connection moves at most window / RTT, as a real
+    one does); and loss as a retransmission timeout: with probability `loss` per 64 KiB segment read, that
+    direction of that connection stalls for 200 ms (an RTO), delaying everything behind it (head-of-line blocking).
+    What it does not: real segment loss and retransmission, congestion-window growth and halving (slow start,
+    Reno/CUBIC), reordering, a bandwidth cap shared by the connections, or loss at a finer grain than 64 KiB."""
+
+    def __init__(self, upstream_port, delay=0.025, loss=0.005, stall=0.2, window=1 << 20, seed=1):
+        import asyncio
+        import random
+        self.asyncio, self.random = asyncio, random.Random(seed)
+        self.upstream_port, self.delay, self.loss, self.stall, self.window = upstream_port, delay, loss, stall, window
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stalls = 0
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
+        ready.wait(10)
+
+    def _run(self, ready):
+        asyncio = self.asyncio
+        asyncio.set_event_loop(self.loop)
+
+        async def pump(reader, writer):
+            queue = asyncio.Queue()
+            room = asyncio.Condition()
+            in_flight = 0
+            stalled_until = 0.0
+
+            async def deliver():
+                nonlocal in_flight
+                while True:
+                    due, data = await queue.get()
+                    if data is None:
+                        break
+                    wait = due - self.loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    writer.write(data)
+                    await writer.drain()
+                    async with room:
+                        in_flight -= len(data)
+                        room.notify_all()
+                try:
+                    writer.close()
+                except OSError:
+                    pass
+
+            sender = asyncio.ensure_future(deliver())
+            try:
+                while True:
+                    data = await reader.read(64 * 1024)
+                    if not data:
+                        break
+                    now = self.loop.time()
+                    if self.random.random() < self.loss:
+                        stalled_until = max(stalled_until, now) + self.stall
+                        self.stalls += 1
+                    async with room:
+                        await room.wait_for(lambda: in_flight < self.window)
+                        in_flight += len(data)
+                    queue.put_nowait((max(now + self.delay, stalled_until), data))
+            except OSError:
+                pass
+            queue.put_nowait((0, None))
+            await sender
+
+        async def handle(client_reader, client_writer):
+            try:
+                server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            except OSError:
+                client_writer.close()
+                return
+            await asyncio.gather(pump(client_reader, server_writer), pump(server_reader, client_writer),
+                                 return_exceptions=True)
+
+        async def serve():
+            self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            ready.set()
+            await self.server.serve_forever()
+
+        try:
+            self.loop.run_until_complete(serve())
+        except BaseException:
+            pass
+
+    def close(self):
+        self.loop.call_soon_threadsafe(lambda: [task.cancel() for task in self.asyncio.all_tasks(self.loop)])
+
+
+def bench_parallel(work, size=None, streams=(1, 4, 8)):
+    """`casefiles upload --parallel N` (tus concatenation) against one stream: on loopback, and through the
+    `DelayingProxy` (50 ms round trip, 0.5% loss). The time runs from the command's start to its end: parts sent,
+    final created, the server's verification waited for."""
+    size = size or int(os.environ.get("BENCH_PARALLEL_SIZE", 2 * GiB))
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / "parallel.bin"
+    with open(source, "wb") as f:
+        block = os.urandom(MiB)
+        for _ in range(size // MiB):
+            f.write(block)
+    casefiles = CaseFiles(work / "parallel-storage")
+    casefiles.start()
+    proxy = DelayingProxy(casefiles.port)
+    results = {}
+    try:
+        for link, url in (("loopback", casefiles.url), ("50 ms RTT, 0.5% loss", proxy.url)):
+            for n in streams:
+                state = work / f"state-{n}-{time.time_ns()}"
+                env = {**os.environ, "CASEFILES_TOKEN": casefiles.token, "CASEFILES_SERVER": url, "XDG_STATE_HOME": str(state)}
+                quiet_disk()
+                started = time.monotonic()
+                subprocess.run([casefiles.binary, "upload", "--case", casefiles.case, "--parallel", str(n), "--quiet",
+                                str(source)], check=True, capture_output=True, env=env)
+                elapsed = time.monotonic() - started
+                results[(link, n)] = size / elapsed / 1e6
+                row(f"upload --parallel {n}, {size / MiB:.0f} MiB, {link}", results[(link, n)], "MB/s",
+                    f"{elapsed:.1f} s" + (f", ratio to 1 stream {results[(link, n)] / results[(link, 1)]:.2f}" if n > 1 else ""))
+        notes.append(f"parallel: the delaying proxy stalled {proxy.stalls} times (emulated RTOs)")
+    finally:
+        proxy.close()
+        casefiles.stop()
+        shutil.rmtree(casefiles.storage, ignore_errors=True)
+        source.unlink(missing_ok=True)
+    return results
+
+
+class RateLimitedProxy:
+    """The bench's own TCP proxy on loopback that holds the client-to-server direction to `rate` bytes/s (a token
+    bucket refilled by the clock, 64 KiB reads), as a customer's uplink would; answers pass unthrottled. It counts
+    the bytes it forwards upstream. Runs its asyncio loop in a thread of this process, so the server's CPU figures
+    never include it."""
+
+    def __init__(self, target_port: int, rate: float):
+        import asyncio
+        self.asyncio = asyncio
+        self.target_port, self.rate, self.bytes_up = target_port, rate, 0
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        self.ready.wait(5)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    def _run(self):
+        self.asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(self.asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        self.ready.set()
+        self.loop.run_forever()
+        server.close()
+
+    async def _handle(self, client_reader, client_writer):
+        upstream_reader, upstream_writer = await self.asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pump(reader, writer, throttled):
+            started, passed = time.monotonic(), 0
+            try:
+                while data := await reader.read(65536):
+                    if throttled:
+                        passed += len(data)
+                        self.bytes_up += len(data)
+                        ahead = passed / self.rate - (time.monotonic() - started)
+                        if ahead > 0:
+                            await self.asyncio.sleep(ahead)
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        await self.asyncio.gather(pump(client_reader, upstream_writer, True), pump(upstream_reader, client_writer, False))
+
+
+def bench_compression(work: Path):
+    """`casefiles upload --compress off|on` of the fixed-seed text log (Tests/e2e/loggen.py) through a 100 Mbit/s
+    uplink: the effective rate in ORIGINAL bytes/s, the bytes on the wire, and the server's CPU per decoded GiB."""
+    sys.path.insert(0, str(ROOT / "Tests" / "e2e"))
+    from loggen import generate
+    size = int(os.environ.get("BENCH_LOG_MIB", "256")) * MiB
+    log = work / "dialer.log"
+    generate(str(log), size)
+    gzip_bytes = len(subprocess.run(["gzip", "-1", "-c", str(log)], capture_output=True, check=True).stdout)
+    casefiles = CaseFiles(work / "compression")
+    casefiles.start()
+    rate = 100e6 / 8  # 100 Mbit/s
+    results = {}
+    for mode in ("off", "on"):
+        rates, cpus, sent = [], [], []
+        for _ in range(RUNS):
+            with RateLimitedProxy(casefiles.port, rate) as proxy:
+                cpu_before = proc_cpu_seconds(casefiles.process.pid)
+                started = time.monotonic()
+                subprocess.run([BINARY, "upload", "--server", proxy.url, "--token", casefiles.token, "--case",
+                                casefiles.case, "--compress", mode, "--quiet", str(log)],
+                               check=True, capture_output=True, env={**os.environ, "XDG_STATE_HOME": str(work / "xdg")})
+                rates.append(size / (time.monotonic() - started) / 1e6)
+                cpus.append((proc_cpu_seconds(casefiles.process.pid) - cpu_before) / (size / GiB))
+                sent.append(proxy.bytes_up)
+            clear_blobs(casefiles.storage)
+        results[mode] = (statistics.median(rates), statistics.median(cpus), statistics.median(sent))
+        row(f"upload --compress {mode}, {size // MiB} MiB text log, 100 Mbit/s link", results[mode][0], "MB/s",
+            f"original bytes/s; {results[mode][2] / MiB:.1f} MiB on the wire (gzip -1: {gzip_bytes / MiB:.1f} MiB)")
+        row(f"server CPU per decoded GiB, --compress {mode}", results[mode][1], "CPU s/GiB")
+    row("compressed / uncompressed effective rate, 100 Mbit/s", results["on"][0] / results["off"][0], "x",
+        f"wire bytes / gzip -1: {results['on'][2] / gzip_bytes:.3f}")
+    casefiles.stop()
+    shutil.rmtree(casefiles.storage, ignore_errors=True)
+    log.unlink()
+
+
+def bench_bundles(work):
+    """Issue #21: a fixed-seed .tar.gz of logs (Scripts/make-log-bundle; BENCH_BUNDLE_MIB uncompressed, 4 GiB by
+    default): the index build rate against `gzip -dc`, the first byte of a deep entry against downloading the
+    whole archive, and the median of 10 first-page listings."""
+    mib = int(os.environ.get("BENCH_BUNDLE_MIB", "4096"))
+    tgz = work / "bundle.tar.gz"
+    deep = subprocess.run([str(ROOT / "Scripts" / "make-log-bundle"), str(tgz), "--mib", str(mib)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    size = tgz.stat().st_size
+    started = time.monotonic()
+    subprocess.run(f"gzip -dc {tgz} > /dev/null", shell=True, check=True)
+    gunzip = size / (time.monotonic() - started) / 1e6
+    casefiles = CaseFiles(work / "bundles")
+    casefiles.start()
+    url = casefiles.create(size)
+    attachment = url.rsplit("/", 1)[1]
+    subprocess.run(["curl", "-sS", "-o", "/dev/null", "-X", "PATCH", "--data-binary", f"@{tgz}",
+                    *[arg for k, v in {**casefiles.headers(), "Upload-Offset": "0",
+                                       "Content-Type": "application/offset+octet-stream"}.items()
+                      for arg in ("-H", f"{k}: {v}")], url], check=True)
+    listing = f"/api/v1/attachments/{attachment}/entries"
+    started = time.monotonic()
+    while True:  # the indexer polls every second: up to 1 s of this is waiting for it to look
+        c = http.client.HTTPConnection("127.0.0.1", casefiles.port)
+        c.request("GET", listing + "?limit=1", headers=casefiles.auth())
+        state = json.loads(c.getresponse().read())["state"]
+        if state != "pending":
+            break
+        time.sleep(0.05)
+    indexed = time.monotonic() - started
+    row(f"bundle index build, {mib} MiB tar.gz of logs ({size / MiB:.0f} MiB)", size / indexed / 1e6, "MB/s",
+        f"gzip -dc > /dev/null: {gunzip:.0f} MB/s; state {state}")
+
+    def first_byte(path):
+        c = http.client.HTTPConnection("127.0.0.1", casefiles.port)
+        begun = time.monotonic()
+        c.request("GET", path, headers=casefiles.auth())
+        r = c.getresponse()
+        r.read(1)
+        first = (time.monotonic() - begun) * 1000
+        while r.read(MiB):
+            pass
+        return first, (time.monotonic() - begun) * 1000
+    deep_first, deep_all = first_byte(listing + "/" + deep.replace("/", "%2F"))
+    _, whole = first_byte(f"/api/v1/attachments/{attachment}/content")
+    row("bundle: first byte of a deep 1 MiB entry", deep_first, "ms", f"whole entry {deep_all:.0f} ms")
+    row("bundle: download of the whole archive instead", whole, "ms")
+    times = []
+    for _ in range(10):
+        begun = time.monotonic()
+        c = http.client.HTTPConnection("127.0.0.1", casefiles.port)
+        c.request("GET", listing, headers=casefiles.auth())
+        c.getresponse().read()
+        times.append((time.monotonic() - begun) * 1000)
+    row("bundle: first page of the listing (100 entries), median of 10", statistics.median(times), "ms", "target <= 100")
+    casefiles.stop()
+
+
 if __name__ == "__main__":
-    main()
+    if "--only" in sys.argv and sys.argv[sys.argv.index("--only") + 1] == "parallel":
+        # `Scripts/bench --only parallel` (BENCH_PARALLEL_SIZE=268435456 for a quicker run).
+        bench_parallel(ROOT / ".bench" / "parallel")
+        for note in notes:
+            print("  note:", note)
+    else:
+        main()

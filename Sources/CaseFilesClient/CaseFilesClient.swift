@@ -94,8 +94,19 @@ public final class CaseFilesClient: Sendable {
     public typealias Attachment = AttachmentRepresentation
     public typealias AttachmentList = AttachmentListRepresentation
 
+    /// The case's whole listing: its pages, fetched in turn by following each page's `next` (`after=NEXT`, the
+    /// server's page size), joined in order; the result has no `next`.
     public func attachments(caseNumber: String) async throws -> AttachmentList {
-        try await json(AttachmentList.self, "listing case \(caseNumber)", "/api/v1/cases/\(caseNumber)/attachments")
+        let path = "/api/v1/cases/\(caseNumber)/attachments"
+        var list = try await json(AttachmentList.self, "listing case \(caseNumber)", path)
+        while let next = list.next {
+            let cursor = next.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? next
+            let page = try await json(AttachmentList.self, "listing case \(caseNumber) after \(next)", path + "?after=\(cursor)")
+            list.attachments += page.attachments
+            list.uploads += page.uploads
+            list.next = page.next
+        }
+        return list
     }
 
     public func attachment(id: String) async throws -> Attachment {

@@ -20,7 +20,8 @@ public final class TransferProgress: @unchecked Sendable {
         self.startOffset = offset
     }
 
-    public func update(_ done: Int64, force: Bool = false) {
+    /// - Parameters: done: bytes of the file read and sent; sent: bytes on the wire when they differ (compressed).
+    public func update(_ done: Int64, sent: Int64? = nil, force: Bool = false) {
         guard !quiet else { return }
         lock.withLock {
             let now = Date()
@@ -31,8 +32,9 @@ public final class TransferProgress: @unchecked Sendable {
             let rate = Double(done - startOffset) / elapsed
             let percent = total > 0 ? Double(done) * 100 / Double(total) : 100
             let eta = rate > 0 ? Double(total - done) / rate : 0
-            let text = String(format: "%@ %5.1f%%  %@ / %@  %@/s  ETA %@", label, percent, Self.bytes(done),
+            var text = String(format: "%@ %5.1f%%  %@ / %@  %@/s  ETA %@", label, percent, Self.bytes(done),
                               Self.bytes(total), Self.bytes(Int64(rate)), Self.duration(eta))
+            if let sent { text += "  sent \(Self.bytes(sent)) compressed" }
             if isTerminal {
                 let width = 24
                 let filled = total > 0 ? Int(Double(width) * Double(done) / Double(total)) : width

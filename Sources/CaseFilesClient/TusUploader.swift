@@ -14,11 +14,15 @@ public struct TusUploader: Sendable {
     public let chunkSizer: ChunkSizer
     public let store: UploadStateStore
     public let quiet: Bool
+    /// Whether chunks go gzip-compressed (`Content-Encoding: gzip`, the server's `casefiles-content-encoding`).
+    public let compress: CompressMode
 
-    /// - Parameter chunkSizer: `.adaptive` (the default) or `.fixed(bytes)`.
+    /// - Parameter chunkSizer: `.adaptive` (the default) or `.fixed(bytes)`; compress: `.auto` decides from the
+    ///   file's first 64 KiB (`ChunkCompression.looksCompressible`).
     public init(client: CaseFilesClient, chunkSizer: ChunkSizer = .adaptive, store: UploadStateStore = .init(),
-                quiet: Bool = false) {
+                quiet: Bool = false, compress: CompressMode = .off) {
         self.client = client
+        self.compress = compress
         self.chunkSizer = chunkSizer
         self.store = store
         self.quiet = quiet
@@ -29,7 +33,11 @@ public struct TusUploader: Sendable {
         public var sha256: String
         public var size: Int64
         public var resumedFrom: Int64
+        /// Bytes of the file sent (read and sent, resent chunks included).
         public var bytesSent: Int64
+        /// Bytes of request bodies sent: `bytesSent` after compression.
+        public var bodyBytesSent: Int64
+        public var compressed: Bool
     }
 
     package struct FileIdentity: Equatable {
@@ -60,7 +68,8 @@ public struct TusUploader: Sendable {
         defer { try? handle.close() }
 
         var entry = store.load(server: client.server, caseNumber: caseNumber, path: path)
-        if let known = entry, known.size != identity.size || known.modifiedNanoseconds != identity.modifiedNanoseconds {
+        if let known = entry, known.size != identity.size || known.modifiedNanoseconds != identity.modifiedNanoseconds
+            || known.partURLs != nil {  // an upload in parallel partials (`upload(path:caseNumber:streams:)`)
             say("\(rawPath) changed since the last attempt (size or modification time differ): starting a new upload")
             store.remove(server: client.server, caseNumber: caseNumber, path: path)
             entry = nil
@@ -137,7 +146,7 @@ public struct TusUploader: Sendable {
 
     /// Asks first, so that a bad token, an unknown case or a closed case is reported before a large file
     /// has been read end to end for its digest.
-    private func checkCaseAcceptsUploads(_ caseNumber: String) async throws {
+    func checkCaseAcceptsUploads(_ caseNumber: String) async throws {
         struct CaseState: Decodable {
             var number: String
             var status: String
@@ -150,7 +159,7 @@ public struct TusUploader: Sendable {
     }
 
     /// The committed offset (HEAD), or nil if the server no longer has the upload.
-    private func serverOffset(_ url: String) async throws -> Int64? {
+    func serverOffset(_ url: String) async throws -> Int64? {
         let reply = try await client.send("asking for the offset") { client.request(url, method: .HEAD, tus: true) }
         switch reply.status {
         case 200:
@@ -167,12 +176,18 @@ public struct TusUploader: Sendable {
     /// is on its way.
     struct PreparedChunk: Sendable {
         var offset: Int64
+        /// The file's bytes (what the server stores, and the whole-file digest covers).
         var bytes: ByteBuffer
+        /// The request body: `bytes`, or their gzip stream when `coding` is set.
+        var body: ByteBuffer
+        var coding: ContentCoding?
+        /// `Upload-Checksum`, over `body` (the bytes as sent).
         var checksum: String
     }
 
-    /// Reads `count` bytes at `offset` (pread: no shared file position) into a buffer and hashes them.
-    private static func prepare(fd: Int32, offset: Int64, count: Int, path: String) throws -> PreparedChunk {
+    /// Reads `count` bytes at `offset` (pread: no shared file position) into a buffer, compresses them
+    /// when `compress` says so and the chunk stays under `ChunkCompression.maxRatio`, and hashes the body.
+    static func prepare(fd: Int32, offset: Int64, count: Int, path: String, compress: Bool = false) throws -> PreparedChunk {
         var bytes = ByteBufferAllocator().buffer(capacity: count)
         let read = try bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target -> Int in
             var done = 0
@@ -188,12 +203,22 @@ public struct TusUploader: Sendable {
             return done
         }
         guard read == count else { throw ClientFailure(.localFile, "\(path) is shorter than expected") }
-        let checksum = bytes.withUnsafeReadableBytes { raw -> String in
+        var body = bytes
+        var coding: ContentCoding?
+        if compress && count > 0 {
+            let encoded = bytes.withUnsafeReadableBytes { ChunkCompression.compress($0, coding: .gzip) }
+            // Worth sending only if smaller, and never past the ratio the server refuses as a bomb.
+            if encoded.readableBytes < count && encoded.readableBytes * ChunkCompression.maxRatio >= count {
+                body = encoded
+                coding = .gzip
+            }
+        }
+        let checksum = body.withUnsafeReadableBytes { raw -> String in
             var digest = SHA256Digest()
             digest.update(raw)
             return "sha256 " + Data(digest.finalize()).base64EncodedString()
         }
-        return PreparedChunk(offset: offset, bytes: bytes, checksum: checksum)
+        return PreparedChunk(offset: offset, bytes: bytes, body: body, coding: coding, checksum: checksum)
     }
 
     /// Sends the file from `start`, one PATCH at a time (tus appends are sequential), keeping the disk, both
@@ -203,6 +228,8 @@ public struct TusUploader: Sendable {
                       rawPath: String) async throws -> Result {
         var offset = start
         var sent: Int64 = 0
+        var bodySent: Int64 = 0
+        let compressing = try decideCompression(fd: handle.fileDescriptor, size: identity.size, path: rawPath)
         var checksumFailures = 0
         var whole = RunningDigest()
         var fileSHA256 = entry.sha256
@@ -212,7 +239,7 @@ public struct TusUploader: Sendable {
         progress.update(offset, force: true)
         func prepare(at offset: Int64, size: Int) -> Task<PreparedChunk, any Error> {
             let count = Int(min(Int64(size), identity.size - offset))
-            return Task { try Self.prepare(fd: fd, offset: offset, count: count, path: rawPath) }
+            return Task { try Self.prepare(fd: fd, offset: offset, count: count, path: rawPath, compress: compressing) }
         }
         var upcoming: Task<PreparedChunk, any Error>?
         do {
@@ -231,6 +258,7 @@ public struct TusUploader: Sendable {
             let count = Int64(chunk.bytes.readableBytes)
             var headers = [("Upload-Offset", String(offset)), ("Content-Type", TusProtocol.contentType),
                            ("Upload-Checksum", chunk.checksum)]
+            if let coding = chunk.coding { headers.append(("Content-Encoding", coding.rawValue)) }
             let isLast = offset + count == identity.size
             if entry.sha256 == nil && isLast {
                 // The last chunk declares the whole file's SHA-256: the server completes the upload only if
@@ -242,7 +270,7 @@ public struct TusUploader: Sendable {
             }
             if !isLast { upcoming = prepare(at: offset + count, size: sizer.size) }
             let at = offset
-            let (fields, body) = (headers, chunk.bytes)
+            let (fields, body) = (headers, chunk.body)
             let sendStarted = ContinuousClock.now
             async let answer = client.send("sending bytes \(at)-\(at + count - 1)") {
                 var request = client.request(entry.uploadURL, method: .PATCH, headers: fields, tus: true)
@@ -253,6 +281,7 @@ public struct TusUploader: Sendable {
             if entry.sha256 == nil && !isLast { whole.extend(with: chunk) }
             let reply = try await answer
             sent += count
+            bodySent += Int64(chunk.body.readableBytes)
             switch reply.status {
             case 204:
                 guard let next = reply.headers.first(name: "Upload-Offset").flatMap(WireFormat.parseCount), next > offset else {
@@ -282,14 +311,14 @@ public struct TusUploader: Sendable {
                 }
                 throw ClientFailure(.refused, "the server refused the upload: \(reply.errorText)")
             }
-            progress.update(offset)
+            progress.update(offset, sent: compressing ? bodySent : nil)
         }
         } catch {
             // The next chunk's read must be over before the caller closes the file it reads.
             _ = try? await upcoming?.value
             throw error
         }
-        progress.update(offset, force: true)
+        progress.update(offset, sent: compressing ? bodySent : nil, force: true)
         progress.finish()
         let id = String(entry.uploadURL.split(separator: "/").last ?? "")
         let attachment = try await client.attachment(id: id)
@@ -300,6 +329,22 @@ public struct TusUploader: Sendable {
         guard let sha256 = fileSHA256, attachment.sha256 == sha256 else {
             throw ClientFailure(.integrity, "the server recorded SHA-256 \(attachment.sha256 ?? "none"), the file's is \(fileSHA256 ?? "unknown")")
         }
-        return Result(attachmentID: id, sha256: sha256, size: identity.size, resumedFrom: start, bytesSent: sent)
+        return Result(attachmentID: id, sha256: sha256, size: identity.size, resumedFrom: start, bytesSent: sent,
+                      bodyBytesSent: bodySent, compressed: compressing)
+    }
+
+    /// `--compress`: on, off, or (auto) whether the file's first `ChunkCompression.sampleSize` bytes look
+    /// compressible (not a compressed format's signature, low byte entropy).
+    private func decideCompression(fd: Int32, size: Int64, path: String) throws -> Bool {
+        switch compress {
+        case .on: return true
+        case .off: return false
+        case .auto:
+            let count = Int(min(Int64(ChunkCompression.sampleSize), size))
+            var sample = [UInt8](repeating: 0, count: count)
+            let read = sample.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, 0) }
+            guard read >= 0 else { throw ClientFailure(.localFile, "cannot read \(path): \(String(cString: strerror(errno)))") }
+            return sample.withUnsafeBytes { ChunkCompression.looksCompressible(UnsafeRawBufferPointer(rebasing: $0[0..<read])) }
+        }
     }
 }

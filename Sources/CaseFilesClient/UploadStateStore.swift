@@ -15,6 +15,9 @@ public struct UploadStateStore: Sendable {
         /// with the last chunk (`Repr-Digest`), so the file is read once.
         public var sha256: String?
         public var uploadURL: String
+        /// With `upload --parallel N`: the N partial uploads' URLs, in file order (tus concatenation); each resumes
+        /// on its own. `uploadURL` is then the final upload's, once created (empty before).
+        public var partURLs: [String]? = nil
     }
 
     public let directory: URL

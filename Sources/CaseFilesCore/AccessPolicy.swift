@@ -22,6 +22,9 @@ public enum AccessPolicy {
         case holdCase
         /// Read the retention purge's audit log.
         case readPurgeLog
+        /// Create, list and revoke a case's drop credentials (issue #20): staff only. A drop credential lets
+        /// anyone holding it upload into the case, so it is handed out by the support side, never self-served.
+        case manageDropTokens
     }
 
     public enum Decision: Sendable, Equatable {
@@ -51,9 +54,20 @@ public enum AccessPolicy {
             return .hidden
         case (.customer, .readCase), (.customer, .useOwnUpload), (.customer, .closeOrReopenCase):
             return .allow
-        case (.customer, .modifyOthersUpload), (.customer, .changeCaseStatus), (.customer, .holdCase):
+        case (.customer, .modifyOthersUpload), (.customer, .changeCaseStatus), (.customer, .holdCase),
+             (.customer, .manageDropTokens):
             return .forbidden
         }
+    }
+
+    /// A drop credential (issue #20) is bound to one case: there it may create uploads and use the ones it created
+    /// (`useOwnUpload`: HEAD, PATCH, PUT, DELETE), and nothing else (403); any other case is hidden from it (404),
+    /// as from a customer of another account. Routes that take no case (lists, attachments by id) are refused
+    /// as `forbidden`: pass `caseNumber: nil`.
+    /// - Parameters: boundCase: the credential's case; caseNumber: the case the request names (eight digits).
+    public static func decide(dropCredentialFor boundCase: String, caseNumber: String?, action: Action?) -> Decision {
+        if let caseNumber, caseNumber != boundCase { return .hidden }
+        return caseNumber != nil && action == .useOwnUpload ? .allow : .forbidden
     }
 
     public static func decide(user: User, caseAccount: String?, action: Action) -> Decision {

@@ -79,24 +79,66 @@ public struct SHA1Digest: Sendable {
     }
 }
 
-/// The algorithms a client may name in `Upload-Checksum` (tus checksum extension).
+/// Incremental SHA-512, for RFC 9530 `Content-Digest: sha-512=:...:`. The low-level `SHA512_CTX`, like
+/// `SHA256Digest`'s: a plain value, so a `ChunkDigest` needs no allocation or cleanup on the upload path.
+public struct SHA512Digest: Sendable {
+    private var context = SHA512_CTX()
+
+    public static let byteCount = Int(SHA512_DIGEST_LENGTH)
+
+    public init() {
+        SHA512_Init(&context)
+    }
+
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+        SHA512_Update(&context, base, bytes.count)
+    }
+
+    public func finalize() -> [UInt8] {
+        var copy = context
+        var out = [UInt8](repeating: 0, count: Self.byteCount)
+        SHA512_Final(&out, &copy)
+        return out
+    }
+}
+
+/// The digests a request may declare of its own content: `Upload-Checksum` (tus checksum extension:
+/// `sha1`, `sha256`) or RFC 9530 `Content-Digest` (`sha-256`, `sha-512`). Raw values are the tus names.
 public enum ChecksumAlgorithm: String, Sendable, CaseIterable {
     case sha1
     case sha256
+    case sha512
+
+    /// What `Upload-Checksum` accepts (and OPTIONS advertises in `Tus-Checksum-Algorithm`).
+    public static let tusChecksum: [ChecksumAlgorithm] = [.sha1, .sha256]
+    /// What `Content-Digest` accepts, strongest first (RFC 9530 §5 registry keys in `digestFieldKey`).
+    public static let contentDigest: [ChecksumAlgorithm] = [.sha512, .sha256]
+
+    /// The key in the HTTP Digest Algorithm Values registry (RFC 9530 §7.2); nil: not usable there.
+    public var digestFieldKey: String? {
+        switch self {
+        case .sha1: nil  // RFC 9530 registers only the deprecated "sha" (SHA-1 is broken): not accepted
+        case .sha256: "sha-256"
+        case .sha512: "sha-512"
+        }
+    }
 
     public var digestLength: Int {
         switch self {
         case .sha1: Int(SHA_DIGEST_LENGTH)
         case .sha256: SHA256Digest.byteCount
+        case .sha512: SHA512Digest.byteCount
         }
     }
 }
 
-/// A running digest of one request body, for checking `Upload-Checksum`.
+/// A running digest of one request body, for checking `Upload-Checksum` or `Content-Digest`.
 public struct ChunkDigest: Sendable {
     private enum State: Sendable {
         case sha1(SHA1Digest)
         case sha256(SHA256Digest)
+        case sha512(SHA512Digest)
     }
 
     private var state: State
@@ -105,6 +147,7 @@ public struct ChunkDigest: Sendable {
         switch algorithm {
         case .sha1: state = .sha1(SHA1Digest())
         case .sha256: state = .sha256(SHA256Digest())
+        case .sha512: state = .sha512(SHA512Digest())
         }
     }
 
@@ -116,6 +159,9 @@ public struct ChunkDigest: Sendable {
         case .sha256(var digest):
             digest.update(bytes)
             state = .sha256(digest)
+        case .sha512(var digest):
+            digest.update(bytes)
+            state = .sha512(digest)
         }
     }
 
@@ -123,6 +169,7 @@ public struct ChunkDigest: Sendable {
         switch state {
         case .sha1(let digest): digest.finalize()
         case .sha256(let digest): digest.finalize()
+        case .sha512(let digest): digest.finalize()
         }
     }
 }

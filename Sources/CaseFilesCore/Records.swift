@@ -140,16 +140,25 @@ public struct Upload: Codable, Sendable, Equatable {
     public var digestState: Data
     /// The whole file's SHA-256 (hex), set when complete.
     public var sha256: String?
+    /// The user accountable for the upload: its creator, or the engineer whose drop credential created it.
     public var createdBy: Int64
     public var createdAt: Date
     public var updatedAt: Date
     public var completedAt: Date?
     public var purgedAt: Date?
+    /// The drop credential that created it (issue #20), which alone may append to it; nil: created by `createdBy`
+    /// with their own token.
+    public var createdByDropToken: Int64? = nil
+    /// Its part in a tus concatenation (`UploadConcat`), nil for an ordinary upload. A final upload's `offset` and
+    /// `digestState` are its verification's progress over its partials, in order; it has no blob of its own.
+    public var concat: UploadConcat?
 
 
     public var isComplete: Bool { length.map { offset == $0 } ?? false }
 
-    public init(id: String, caseNumber: String, filename: String, filetype: String? = nil, rawMetadata: String, length: Int64? = nil, offset: Int64, state: UploadState, declaredSHA256: String? = nil, digestState: Data, sha256: String? = nil, createdBy: Int64, createdAt: Date, updatedAt: Date, completedAt: Date? = nil, purgedAt: Date? = nil) {
+    public init(id: String, caseNumber: String, filename: String, filetype: String? = nil, rawMetadata: String, length: Int64? = nil, offset: Int64, state: UploadState, declaredSHA256: String? = nil, digestState: Data, sha256: String? = nil, createdBy: Int64, createdAt: Date, updatedAt: Date, completedAt: Date? = nil, purgedAt: Date? = nil, concat: UploadConcat? = nil, createdByDropToken: Int64? = nil) {
+        self.concat = concat
+        self.createdByDropToken = createdByDropToken
         self.id = id
         self.caseNumber = caseNumber
         self.filename = filename
@@ -288,9 +297,11 @@ public struct Download: Codable, Sendable, Equatable {
     public var status: Int
     /// Whether every byte of the response was written.
     public var completed: Bool
+    /// The archive entry downloaded (`GET …/entries/{path}`), nil for the whole attachment.
+    public var entryPath: String?
 
-
-    public init(id: Int64? = nil, uploadID: String, userID: Int64, startedAt: Date, finishedAt: Date, bytesSent: Int64, range: String? = nil, status: Int, completed: Bool) {
+    public init(id: Int64? = nil, uploadID: String, userID: Int64, startedAt: Date, finishedAt: Date, bytesSent: Int64, range: String? = nil, status: Int, completed: Bool, entryPath: String? = nil) {
+        self.entryPath = entryPath
         self.id = id
         self.uploadID = uploadID
         self.userID = userID
@@ -316,9 +327,12 @@ public struct DownloadEntry: Codable, Sendable, Equatable {
     public var range: String?
     public var status: Int
     public var completed: Bool
+    /// The archive entry downloaded, nil for the whole attachment.
+    public var entryPath: String?
 
     public init(id: Int64, attachmentID: String, caseNumber: String, filename: String, user: String, startedAt: Date,
-                finishedAt: Date, bytesSent: Int64, range: String?, status: Int, completed: Bool) {
+                finishedAt: Date, bytesSent: Int64, range: String?, status: Int, completed: Bool, entryPath: String? = nil) {
+        self.entryPath = entryPath
         self.id = id
         self.attachmentID = attachmentID
         self.caseNumber = caseNumber

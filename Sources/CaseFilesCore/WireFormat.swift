@@ -1,4 +1,5 @@
 import Foundation
+import RawStructuredFieldValues
 
 /// tus 1.0 constants both ends share.
 public enum TusProtocol {
@@ -22,6 +23,40 @@ public enum WireFormat {
         return Int64(text)
     }
 
+    /// One member of an RFC 9530 digest field (`Repr-Digest`, `Content-Digest`): the algorithm's registry key
+    /// (`sha-256`) and its value's bytes; nil when the value is not a byte sequence (`:<base64>:`).
+    public struct DigestMember: Sendable, Equatable {
+        public var algorithm: String
+        public var bytes: [UInt8]?
+    }
+
+    /// The members of an RFC 9530 digest field, in order: an RFC 8941 dictionary (§3.2) of algorithm → byte
+    /// sequence. Nil when the text is not a structured-field dictionary. Parameters are ignored (RFC 9530 §2).
+    public static func parseDigestField(_ text: String) -> [DigestMember]? {
+        var parser = StructuredFieldValueParser(Array(text.utf8))
+        guard let dictionary = try? parser.parseDictionaryFieldValue() else { return nil }
+        return dictionary.map { key, value in
+            guard case .item(let item) = value, case .undecodedByteSequence(let base64) = item.rfc9651BareItem,
+                  let bytes = Data(base64Encoded: base64)
+            else { return DigestMember(algorithm: key, bytes: nil) }
+            return DigestMember(algorithm: key, bytes: Array(bytes))
+        }
+    }
+
+    /// The preferences of RFC 9530 §4 `Want-Repr-Digest` / `Want-Content-Digest`: algorithm → 0...10, where 0
+    /// means "not acceptable". Nil when the text is not a dictionary of integers in that range.
+    public static func parseWantDigest(_ text: String) -> [String: Int]? {
+        var parser = StructuredFieldValueParser(Array(text.utf8))
+        guard let dictionary = try? parser.parseDictionaryFieldValue() else { return nil }
+        var preferences: [String: Int] = [:]
+        for (key, value) in dictionary {
+            guard case .item(let item) = value, case .integer(let weight) = item.rfc9651BareItem, (0...10).contains(weight)
+            else { return nil }
+            preferences[key] = Int(weight)
+        }
+        return preferences
+    }
+
     public enum ReprDigestProblem: Error, Equatable {
         /// Not a dictionary of `algorithm=:base64:` members.
         case notADictionary
@@ -34,17 +69,14 @@ public enum WireFormat {
     /// The SHA-256 from RFC 9530 `Repr-Digest: sha-256=:<base64>:`, as lowercase hex. Other algorithms may
     /// come along and are skipped.
     public static func parseReprDigest(_ text: String) -> Result<String, ReprDigestProblem> {
-        for member in text.split(separator: ",") {
-            let trimmed = member.trimmingCharacters(in: .whitespaces)
-            guard let equals = trimmed.firstIndex(of: "=") else { return .failure(.notADictionary) }
-            guard trimmed[..<equals] == "sha-256" else { continue }
-            let value = trimmed[trimmed.index(after: equals)...]
-            guard value.count >= 2, value.first == ":", value.last == ":",
-                  let bytes = Data(base64Encoded: String(value.dropFirst().dropLast())),
-                  bytes.count == SHA256Digest.byteCount
-            else { return .failure(.malformedSHA256) }
-            return .success(Array(bytes).hexString)
-        }
-        return .failure(.noSHA256)
+        guard let members = parseDigestField(text) else { return .failure(.notADictionary) }
+        guard let member = members.first(where: { $0.algorithm == "sha-256" }) else { return .failure(.noSHA256) }
+        guard let bytes = member.bytes, bytes.count == SHA256Digest.byteCount else { return .failure(.malformedSHA256) }
+        return .success(bytes.hexString)
+    }
+
+    /// An RFC 9530 digest field of one SHA-256: `sha-256=:<base64>:`, from the digest's lowercase hex.
+    public static func sha256DigestField(hex: String) -> String? {
+        [UInt8](hex: hex, byteCount: SHA256Digest.byteCount).map { "sha-256=:\(Data($0).base64EncodedString()):" }
     }
 }

@@ -9,7 +9,7 @@ import CaseFilesCore
 /// Every query is `async` and runs on GRDB's queues, except the in-place key lookups (see `readInPlace`);
 /// opening (`open`, migrations) blocks and is `noasync`: callers run it on a blocking thread.
 public struct AppDatabase: MetadataStore {
-    private let writer: any DatabaseWriter
+    let writer: any DatabaseWriter  // internal: AppDatabase+Concatenation.swift queries it too
     /// Connections for synchronous reads only. An asynchronous read keeps its pooled connection until its
     /// task resumes on an executor thread (an event loop in `serve`), so a synchronous read waiting on
     /// those threads for the same pool can block them all while every connection waits for them: the
@@ -225,6 +225,53 @@ public struct AppDatabase: MetadataStore {
             }
             try db.create(index: "downloadLink_on_expiresAt", on: "downloadLink", columns: ["expiresAt"])
         }
+        migrator.registerMigration("v7: backup lease, event outbox") { db in
+            // One row while `casefiles backup` runs: the blob removers (purge, expiry, orphan sweep) check it in
+            // the transaction that decides a removal. It expires, so a crashed backup stops holding them.
+            try db.create(table: "backupLease") { t in
+                t.primaryKey("name", .text).check(sql: "name = 'backup'")
+                t.column("holder", .text).notNull()
+                t.column("expiresAt", .datetime).notNull()
+            }
+            // Events for the case system, written in the transaction of the state change they report.
+            try db.create(table: "outboxEvent") { t in
+                t.primaryKey("id", .text)
+                t.column("type", .text).notNull()
+                t.column("body", .text).notNull()
+                t.column("createdAt", .datetime).notNull()
+                t.column("state", .text).notNull().check(sql: "state IN ('pending', 'delivered', 'dead')")
+                t.column("attempts", .integer).notNull().defaults(to: 0)
+                t.column("nextAttemptAt", .datetime).notNull()
+                t.column("lastError", .text)
+                t.column("deliveredTo", .text).notNull().defaults(to: "")
+                t.column("finishedAt", .datetime)
+            }
+            try db.create(index: "outboxEvent_due", on: "outboxEvent", columns: ["state", "nextAttemptAt"])
+        }
+        migrator.registerMigration("v8: drop credentials, and uploads they create") { db in
+            // Issue #20: per-case credentials for plain tools. The secret's SHA-256 only, like user tokens.
+            try db.create(table: "dropToken") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("caseNumber", .text).notNull().indexed().references("supportCase", onDelete: .cascade)
+                t.column("tokenHash", .text).notNull().unique()
+                t.column("createdBy", .integer).notNull().references("user", onDelete: .restrict)
+                t.column("createdAt", .datetime).notNull()
+                t.column("expiresAt", .datetime).notNull()
+                t.column("revokedAt", .datetime)
+                t.column("lastUsedAt", .datetime)
+            }
+            // The credential that created an upload, which alone may append to it ("only the creator appends");
+            // `createdBy` stays the accountable user (the credential's maker).
+            try db.alter(table: "upload") { t in
+                t.add(column: "createdByDropToken", .integer).references("dropToken", onDelete: .restrict)
+            }
+            try db.create(index: "upload_on_dropToken_filename", on: "upload",
+                          columns: ["createdByDropToken", "filename", "state"])
+        }
+        migrator.registerMigration("v9: tus concatenation (partial and final uploads)") { db in
+            try Self.migrateConcatenation(db)
+        }
+        registerBundleMigration(&migrator)
         return migrator
     }
 }
@@ -242,7 +289,7 @@ extension AppDatabase {
 
     /// Every asynchronous write: one transaction on GRDB's writer queue.
     /// - Throws: `CaseFilesError.databaseFull` when SQLite finds the disk full; what `updates` throws.
-    private func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(_ updates: @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await writer.write(updates)
         } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
@@ -266,13 +313,13 @@ extension AppDatabase {
     /// compiling their SQL on every request was half of a HEAD probe's server CPU (870 -> 360-450 us). They use
     /// `syncReader`, never held across a suspension (ARCHITECTURE.md, "The data path": the pool deadlock under
     /// 48 clients). This is the one exception to "no blocking call in async code".
-    private func readInPlace<T>(_ value: (Database) throws -> T) throws -> T {
+    func readInPlace<T>(_ value: (Database) throws -> T) throws -> T {
         try syncReader.read(value)
     }
 
     /// SQLite stores dates to the millisecond (GRDB's "yyyy-MM-dd HH:mm:ss.SSS"), so a bound compared in SQL
     /// is widened by a millisecond: SQL only narrows the candidates, the Core rule decides.
-    private static func sqlUpperBound(_ date: Date) -> Date {
+    static func sqlUpperBound(_ date: Date) -> Date {
         date.addingTimeInterval(0.001)
     }
 }
@@ -366,6 +413,11 @@ extension AppDatabase {
             }
             let next = try transition(current)
             try next.update(db)
+            if next.isClosed && !current.isClosed {
+                // Closing a case revokes its drop credentials at once, in the closing transaction (issue #20).
+                try db.execute(sql: "UPDATE dropToken SET revokedAt = ? WHERE caseNumber = ? AND revokedAt IS NULL",
+                               arguments: [now, number])
+            }
             _ = try CaseEvent(id: nil, caseNumber: number, kind: kind, status: next.status, subStatus: next.subStatus,
                               actor: actor, comment: comment, at: now).inserted(db)
             return next
@@ -413,6 +465,18 @@ extension AppDatabase {
 
     public func createUpload(_ upload: Upload) async throws {
         try await write { db in try upload.insert(db) }
+    }
+
+    /// The usage and the reservations are read on the writer, in the insert's own transaction: no other write
+    /// (another creation among them) can come between the check and the insert.
+    public func createUpload(
+        _ upload: Upload, admitting admit: @Sendable (UploadUsage, _ reservedBytes: Int64) throws -> Void
+    ) async throws {
+        try await write { db in
+            try admit(try Self.uploadUsage(db, caseNumber: upload.caseNumber, userID: upload.createdBy),
+                      try Self.reservedBytes(db))
+            try upload.insert(db)
+        }
     }
 
     public func upload(id: String) async throws -> Upload? {
@@ -470,6 +534,7 @@ extension AppDatabase {
                     sql: "INSERT INTO uploadAppend (uploadID, fromOffset, toOffset, userID, at) VALUES (?, ?, ?, ?, ?)",
                     arguments: [id, expectedOffset, newOffset, sender, date])
             }
+            if completion != nil { try Self.enqueueCompletionEvent(db, uploadID: id, at: date) }
         }
     }
 
@@ -487,26 +552,35 @@ extension AppDatabase {
     }
 
     public func reservedBytes() async throws -> Int64 {
-        try await writer.read { db in
-            try Int64.fetchOne(db, sql: """
-                SELECT COALESCE(SUM(length - offset), 0) FROM upload WHERE state = 'uploading' AND length IS NOT NULL
-                """) ?? 0
-        }
+        try await writer.read { db in try Self.reservedBytes(db) }
     }
 
     public func uploadUsage(caseNumber: String, userID: Int64) async throws -> UploadUsage {
-        try await writer.read { db in
-            let row = try Row.fetchOne(db, sql: """
-                SELECT
-                    (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND createdBy = ?) AS byUser,
-                    (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND caseNumber = ?) AS inCase,
-                    (SELECT COALESCE(SUM(COALESCE(length, offset)), 0) FROM upload
-                     WHERE caseNumber = ? AND state IN ('uploading', 'verified')) AS caseBytes
-                """, arguments: [userID, caseNumber, caseNumber])
-            let byUser: Int = row?["byUser"] ?? 0, inCase: Int = row?["inCase"] ?? 0
-            let caseBytes: Int64 = row?["caseBytes"] ?? 0
-            return UploadUsage(unfinishedByUser: byUser, unfinishedInCase: inCase, caseBytes: caseBytes)
-        }
+        try await writer.read { db in try Self.uploadUsage(db, caseNumber: caseNumber, userID: userID) }
+    }
+
+    /// The one SQL of `reservedBytes`, for a read and for `createUpload(_:admitting:)`'s transaction.
+    static func reservedBytes(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db, sql: """
+            SELECT COALESCE(SUM(length - offset), 0) FROM upload WHERE state = 'uploading' AND length IS NOT NULL
+                AND concat IS NOT 'final'
+            """) ?? 0
+    }
+
+    /// The one SQL of `uploadUsage`, for a read and for `createUpload(_:admitting:)`'s transaction.
+    static func uploadUsage(_ db: Database, caseNumber: String, userID: Int64) throws -> UploadUsage {
+        let row = try Row.fetchOne(db, sql: """
+            SELECT
+                (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND createdBy = ?) AS byUser,
+                (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND caseNumber = ?) AS inCase,
+                (SELECT COALESCE(SUM(COALESCE(length, offset)), 0) FROM upload
+                 WHERE caseNumber = ? AND state IN ('uploading', 'verified') AND concat IS NOT 'final')
+                + (SELECT COALESCE(SUM(b.indexBytes), 0) FROM bundleIndex b JOIN upload u ON u.id = b.attachmentID
+                   WHERE u.caseNumber = ? AND u.state = 'verified') AS caseBytes
+            """, arguments: [userID, caseNumber, caseNumber, caseNumber])
+        let byUser: Int = row?["byUser"] ?? 0, inCase: Int = row?["inCase"] ?? 0
+        let caseBytes: Int64 = row?["caseBytes"] ?? 0
+        return UploadUsage(unfinishedByUser: byUser, unfinishedInCase: inCase, caseBytes: caseBytes)
     }
 
     public func declareSHA256(id: String, sha256: String) async throws {
@@ -525,9 +599,32 @@ extension AppDatabase {
         }
     }
 
+    /// A page of the case's listing: its attachments and unfinished uploads, never partial uploads (tus
+    /// concatenation: they are parts of a final upload, not attachments of their own).
+    public func caseListing(_ caseNumber: String, after: ListingPosition?, limit: Int) async throws -> [Upload] {
+        try await writer.read { db in
+            var arguments: StatementArguments = [caseNumber]
+            var cursor = ""
+            if let after {
+                // Row values (sqlite.org/rowvalue.html): strictly after the cursor's place in the listing's order.
+                // The milliseconds become the stored text ("yyyy-MM-dd HH:mm:ss.SSS", rounded to the millisecond
+                // by SQLite's 'unixepoch'), so the comparison is exact.
+                cursor = "AND (createdAt, id) > (strftime('%Y-%m-%d %H:%M:%f', ? / 1000.0, 'unixepoch'), ?)"
+                arguments += [after.createdAtMilliseconds, after.id]
+            }
+            arguments += [limit]
+            return try Upload.fetchAll(db, sql: """
+                SELECT * FROM upload WHERE caseNumber = ? AND state IN ('verified', 'purged', 'uploading')
+                    AND concat IS NOT 'partial' \(cursor)
+                ORDER BY createdAt, id LIMIT ?
+                """, arguments: arguments)
+        }
+    }
+
     public func uploads(caseNumber: String) async throws -> [Upload] {
         try await writer.read { db in
-            try Upload.filter(Upload.Columns.caseNumber == caseNumber)
+            // Partial uploads are parts of a final upload, never attachments of their own (tus concatenation).
+            try Upload.filter(Upload.Columns.caseNumber == caseNumber).filter(sql: "concat IS NOT 'partial'")
                 .order(Upload.Columns.createdAt, Upload.Columns.id)
                 .fetchAll(db)
         }
@@ -546,17 +643,25 @@ extension AppDatabase {
     public func expireUploads(at now: Date, expiry: TimeInterval) async throws -> [String] {
         let bound = Self.sqlUpperBound(Upload.expiryCandidatesBound(at: now, expiry: expiry))
         return try await write { db in
+            // A backup copying the blobs this names holds off their removal (`backupLease`).
+            if try Self.backupLease(db, at: now) != nil { return [] }
             let candidates = try Row.fetchAll(
-                db, sql: "SELECT id, updatedAt FROM upload WHERE state = ? AND updatedAt <= ?",
-                arguments: [UploadState.uploading, bound])
-            let ids: [String] = candidates.compactMap { row in
-                Upload.isExpired(lastProgress: row["updatedAt"], at: now, expiry: expiry) ? row["id"] : nil
+                db, sql: "SELECT id, caseNumber, filename, length, updatedAt FROM upload WHERE \(Self.expirable) AND updatedAt <= ?",
+                arguments: [bound])
+            let expired = candidates.filter { row in
+                Upload.isExpired(lastProgress: row["updatedAt"], at: now, expiry: expiry)
+            }
+            let ids: [String] = expired.map { $0["id"] }
+            for row in expired {
+                try Self.enqueue(db, .make(.uploadFailed, .init(
+                    caseNumber: row["caseNumber"], uploadID: row["id"], filename: row["filename"], length: row["length"],
+                    reason: "expired"), at: now))
             }
             // In batches: one SQL variable per id, and SQLite caps them (32,766), which a long downtime with
             // many abandoned uploads could pass, failing every sweep after it.
             for start in stride(from: 0, to: ids.count, by: 500) {
                 try Upload.filter(keys: ids[start..<min(start + 500, ids.count)])
-                    .filter(Upload.Columns.state == UploadState.uploading)
+                    .filter(sql: Self.expirable)
                     .updateAll(db, Upload.Columns.state.set(to: UploadState.expired), Upload.Columns.updatedAt.set(to: now))
             }
             return ids
@@ -600,7 +705,7 @@ extension AppDatabase {
             let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
             return try DownloadEntry.fetchAll(db, sql: """
                 SELECT d.id, d.uploadID AS attachmentID, u.caseNumber, u.filename, usr.name AS user, d.startedAt,
-                       d.finishedAt, d.bytesSent, d.range, d.status, d.completed
+                       d.finishedAt, d.bytesSent, d.range, d.status, d.completed, d.entryPath
                 FROM download d JOIN upload u ON u.id = d.uploadID JOIN user usr ON usr.id = d.userID
                 \(filter) ORDER BY d.id DESC LIMIT ?
                 """, arguments: arguments)
@@ -717,9 +822,11 @@ extension AppDatabase {
     /// The blob is removed afterwards: a crash in between leaves an orphan file that the sweep removes.
     public func purgeUpload(_ upload: Upload, runID: Int64, at now: Date) async throws -> Bool {
         try await write { db in
+            if let lease = try Self.backupLease(db, at: now) { throw BackupInProgress(until: lease.expiresAt) }
             let changed = try Upload.filter(key: upload.id).filter(UploadState.blobOwners.contains(Upload.Columns.state))
                 .updateAll(db, Upload.Columns.state.set(to: UploadState.purged), Upload.Columns.purgedAt.set(to: now))
             guard changed == 1 else { return false }
+            try Self.deleteBundleIndex(db, attachmentID: upload.id)
             _ = try PurgeItem(id: nil, runID: runID, caseNumber: upload.caseNumber, uploadID: upload.id,
                               filename: upload.filename, previousState: upload.state, bytes: upload.offset, at: now)
                 .inserted(db)
@@ -731,6 +838,14 @@ extension AppDatabase {
         try await write { db in
             try db.execute(sql: "UPDATE supportCase SET purgedAt = ? WHERE number = ? AND purgedAt IS NULL",
                            arguments: [now, supportCase.number])
+            if db.changesCount == 1 {
+                let totals = try Row.fetchOne(
+                    db, sql: "SELECT COUNT(*) AS items, COALESCE(SUM(bytes), 0) AS bytes FROM purgeItem WHERE caseNumber = ?",
+                    arguments: [supportCase.number])
+                try Self.enqueue(db, .make(.casePurged, .init(
+                    caseNumber: supportCase.number, policy: policy, itemsPurged: totals?["items"],
+                    bytesPurged: totals?["bytes"]), at: now))
+            }
             _ = try CaseEvent(id: nil, caseNumber: supportCase.number, kind: .purged, status: supportCase.status,
                               subStatus: supportCase.subStatus, actor: "retention", comment: policy, at: now).inserted(db)
         }
@@ -743,6 +858,63 @@ extension AppDatabase {
     public func purgeItems(runID: Int64) async throws -> [PurgeItem] {
         try await writer.read { db in
             try PurgeItem.filter(PurgeItem.Columns.runID == runID).order(PurgeItem.Columns.id).fetchAll(db)
+        }
+    }
+}
+
+// MARK: - Drop credentials (issue #20)
+
+extension AppDatabase {
+    public func createDropToken(_ token: DropToken) async throws -> DropToken {
+        try await write { db in try token.inserted(db) }
+    }
+
+    public func dropTokens(caseNumber: String) async throws -> [DropToken] {
+        try await writer.read { db in
+            try DropToken.filter(DropToken.Columns.caseNumber == caseNumber).order(DropToken.Columns.id).fetchAll(db)
+        }
+    }
+
+    public func revokeDropToken(id: Int64, caseNumber: String, at date: Date) async throws -> DropToken? {
+        try await write { db in
+            try db.execute(sql: "UPDATE dropToken SET revokedAt = ? WHERE id = ? AND caseNumber = ? AND revokedAt IS NULL",
+                           arguments: [date, id, caseNumber])
+            return try DropToken.filter(DropToken.Columns.id == id && DropToken.Columns.caseNumber == caseNumber).fetchOne(db)
+        }
+    }
+
+    public func dropToken(tokenHash: String) async throws -> (DropToken, SupportCase)? {
+        try readInPlace { db in
+            guard let token = try DropToken.fetchOne(
+                      db.cachedStatement(sql: "SELECT * FROM dropToken WHERE tokenHash = ?"), arguments: [tokenHash]),
+                  let supportCase = try SupportCase.fetchOne(
+                      db.cachedStatement(sql: "SELECT * FROM supportCase WHERE number = ?"), arguments: [token.caseNumber])
+            else { return nil }
+            return (token, supportCase)
+        }
+    }
+
+    public func markDropTokenUsed(id: Int64, at date: Date) async throws {
+        try await write { db in
+            // The first use also tells the case system, in the same transaction (the outbox: issue #18).
+            let caseNumber = try String.fetchOne(
+                db, sql: "SELECT caseNumber FROM dropToken WHERE id = ? AND lastUsedAt IS NULL", arguments: [id])
+            try db.execute(sql: "UPDATE dropToken SET lastUsedAt = ? WHERE id = ?", arguments: [date, id])
+            if let caseNumber {
+                try Self.enqueue(db, .make(.dropCredentialFirstUsed, .init(caseNumber: caseNumber, dropCredentialID: id),
+                                           at: date))
+            }
+        }
+    }
+
+    public func newestUnfinishedUpload(caseNumber: String, filename: String, createdBy: Int64,
+                                       dropToken: Int64?) async throws -> Upload? {
+        try await writer.read { db in
+            try Upload.fetchOne(db, sql: """
+                SELECT * FROM upload
+                WHERE caseNumber = ? AND filename = ? AND state = 'uploading' AND createdBy = ? AND createdByDropToken IS ?
+                ORDER BY createdAt DESC, rowid DESC LIMIT 1
+                """, arguments: [caseNumber, filename, createdBy, dropToken])
         }
     }
 }

@@ -14,7 +14,7 @@ import Foundation
 /// Errors: `CaseFilesError` for the domain's refusals (a case not found; `.databaseFull` when the disk cannot take
 /// a write), `CaseNumberTaken`, `CaseClosedDuringUpload`, `UploadChangedUnderWriter`, and the implementation's own
 /// errors for anything unexpected (answered as a logged 500).
-public protocol MetadataStore: Sendable {
+public protocol MetadataStore: BackupLeaseStore, EventOutbox {
     /// Takes the write lock in a transaction and rolls it back (`GET /readyz`): throws if the database cannot
     /// be written (read-only, locked past the busy timeout, gone). Changes nothing.
     func probeWrite() async throws
@@ -42,7 +42,8 @@ public protocol MetadataStore: Sendable {
     /// One page of them: at most `limit` cases numbered above `after`, in number order.
     func cases(visibleTo user: User, after: String?, limit: Int) async throws -> [SupportCase]
     func allCases() async throws -> [SupportCase]
-    /// Reads a case, applies `transition` and records the event, all in one transaction.
+    /// Reads a case, applies `transition` and records the event, all in one transaction; a transition that closes
+    /// the case revokes its drop credentials in it.
     /// - Throws: `CaseFilesError.caseNotFound`, or what `transition` throws (nothing is written then).
     func transitionCase(
         _ number: String, kind: CaseEvent.Kind, actor: String, comment: String?, at now: Date,
@@ -58,6 +59,14 @@ public protocol MetadataStore: Sendable {
     /// Runs in place (see above).
     func uploadWithCase(id: String) async throws -> (Upload, SupportCase)?
     func createUpload(_ upload: Upload) async throws
+    /// Inserts an upload if `admit` accepts what the user and the case hold (`UploadUsage`) and the bytes every
+    /// unfinished upload has reserved (as `reservedBytes()`), both read in the insert's own write transaction, so
+    /// that two creations at the same instant are counted one after the other (the quotas and the free-space
+    /// reservations are then exact, not best-effort).
+    /// - Throws: what `admit` throws (nothing is inserted then).
+    func createUpload(
+        _ upload: Upload, admitting admit: @Sendable (UploadUsage, _ reservedBytes: Int64) throws -> Void
+    ) async throws
     func upload(id: String) async throws -> Upload?
     /// Sets a deferred length once (creation-defer-length).
     /// - Throws: `UploadChangedUnderWriter` if it was already set or is below the offset.
@@ -79,6 +88,9 @@ public protocol MetadataStore: Sendable {
     func terminateUpload(id: String, at date: Date) async throws
     /// Verified attachments and unfinished uploads of one case, oldest first.
     func uploads(caseNumber: String) async throws -> [Upload]
+    /// One page of a case's listing (`GET /api/v1/cases/{n}/attachments`): at most `limit` of its verified,
+    /// purged and unfinished uploads, in (createdAt, id) order, after `after`.
+    func caseListing(_ caseNumber: String, after: ListingPosition?, limit: Int) async throws -> [Upload]
     /// Removes an unfinished or failed upload whose creation request failed before its `201`; returns whether a
     /// row was removed (the caller then removes its blob).
     func deleteFailedCreation(id: String) async throws -> Bool
@@ -112,6 +124,24 @@ public protocol MetadataStore: Sendable {
     /// ago (`DownloadLinks.isLive`'s cap). Returns how many.
     func pruneExpiredLinks(at now: Date, maxLifetime: TimeInterval) async throws -> Int
 
+    // MARK: Drop credentials (issue #20)
+
+    /// Inserts a drop credential and returns it with its id.
+    func createDropToken(_ token: DropToken) async throws -> DropToken
+    /// A case's drop credentials, oldest first, revoked and expired ones included.
+    func dropTokens(caseNumber: String) async throws -> [DropToken]
+    /// Revokes one of the case's drop credentials at `date` (a revoked one keeps its first revocation time).
+    /// - Returns: the credential as it now is; nil when the case has none with that id.
+    func revokeDropToken(id: Int64, caseNumber: String, at date: Date) async throws -> DropToken?
+    /// The drop credential with this secret hash and its case, usable or not (`DropToken.isUsable` decides).
+    /// Runs in place (see above).
+    func dropToken(tokenHash: String) async throws -> (DropToken, SupportCase)?
+    /// Records that the credential authenticated a request at `date`.
+    func markDropTokenUsed(id: Int64, at date: Date) async throws
+    /// The newest unfinished upload named `filename` in the case created by this uploader (`createdBy` and the
+    /// drop credential, nil for a user's own token): what the curl front-end's HEAD and `Content-Range` PUT address.
+    func newestUnfinishedUpload(caseNumber: String, filename: String, createdBy: Int64, dropToken: Int64?) async throws -> Upload?
+
     // MARK: Settings
 
     func retentionSettings() async throws -> RetentionSettings
@@ -132,6 +162,41 @@ public protocol MetadataStore: Sendable {
     func markCasePurged(_ supportCase: SupportCase, policy: String, at now: Date) async throws
     func purgeRuns(limit: Int) async throws -> [PurgeRun]
     func purgeItems(runID: Int64) async throws -> [PurgeItem]
+
+    // MARK: tus concatenation (AppDatabase+Concatenation.swift)
+
+    /// Inserts a final upload (`concat` final, state `uploading`, offset 0) and its partials, in order, in one
+    /// transaction, if each is still a complete partial upload no other final uses.
+    /// - Throws: `CaseFilesError.partialAlreadyUsed`, `UploadChangedUnderWriter` (a partial expired or changed).
+    func createFinalUpload(_ final: Upload, partialIDs: [String]) async throws
+    /// A final upload's partial uploads, in order.
+    func finalParts(finalID: String) async throws -> [Upload]
+    /// The final upload a partial upload is part of, if any. Runs in place (see above).
+    func finalUsing(partialID: String) async throws -> String?
+    /// Final uploads whose verification has not finished (after a crash, too), oldest first.
+    func unverifiedFinals() async throws -> [String]
+    /// Records a final upload's verification progress: bytes [0, newOffset) of its partials, in order, read and
+    /// hashed (`digestState`), and on the last byte its outcome; `failed` fails its partials in the same transaction.
+    /// - Throws: `UploadChangedUnderWriter` if the final is not at `expectedOffset` or no longer unverified.
+    func recordFinalVerification(
+        id: String, from expectedOffset: Int64, to newOffset: Int64, digestState: Data, completion: UploadCompletion?,
+        at date: Date
+    ) async throws
+
+    // MARK: Bundle index (issue #21)
+
+    /// The oldest verified attachment without a finished index (none, or one left `pending` by a restart).
+    func nextAttachmentToIndex() async throws -> Upload?
+    /// Replaces the attachment's index with this one, its entries and checkpoints, in one transaction; false
+    /// (and nothing written) when the attachment is no longer verified (purged meanwhile).
+    func saveBundleIndex(_ index: BundleIndex, entries: [BundleEntry], checkpoints: [BundleCheckpoint]) async throws -> Bool
+    func bundleIndex(attachmentID: String) async throws -> BundleIndex?
+    /// One page of entries: at most `limit` numbered above `after`, whose path starts with `prefix` (bytes), by number.
+    func bundleEntries(attachmentID: String, prefix: String?, after: Int?, limit: Int) async throws -> [BundleEntry]
+    /// Every entry with exactly this path (tar allows several), by number.
+    func bundleEntries(attachmentID: String, path: String) async throws -> [BundleEntry]
+    /// The checkpoint with the greatest output offset at or before `outputOffset`, if any.
+    func bundleCheckpoint(attachmentID: String, atOrBefore outputOffset: Int64) async throws -> BundleCheckpoint?
 }
 
 extension MetadataStore {

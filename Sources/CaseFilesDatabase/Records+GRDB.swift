@@ -10,6 +10,7 @@ extension CaseStatus: DatabaseValueConvertible {}
 extension CasePriority: DatabaseValueConvertible {}
 extension RequestType: DatabaseValueConvertible {}
 extension UploadState: DatabaseValueConvertible {}
+extension UploadConcat: DatabaseValueConvertible {}
 extension CaseEvent.Kind: DatabaseValueConvertible {}
 extension PurgeRun.Trigger: DatabaseValueConvertible {}
 extension PurgeRun.State: DatabaseValueConvertible {}
@@ -49,6 +50,7 @@ extension Upload: FetchableRecord, PersistableRecord {
         static let updatedAt = Column("updatedAt")
         static let createdAt = Column("createdAt")
         static let purgedAt = Column("purgedAt")
+        static let concat = Column("concat")
     }
 }
 
@@ -95,3 +97,14 @@ extension DownloadLink: FetchableRecord, PersistableRecord {
 }
 
 extension DownloadEntry: FetchableRecord {}
+
+extension DropToken: FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "dropToken"
+
+    public enum Columns {
+        static let id = Column("id")
+        static let caseNumber = Column("caseNumber")
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}

@@ -23,6 +23,9 @@ public struct AppServices: Sendable {
     /// The domain's counters (`EngineMetrics.none` unless `serve --metrics-listen`).
     public let metrics: EngineMetrics
 
+    /// Wakes the verifier of final uploads (tus concatenation, `ConcatenationVerifierService`).
+    public let concatenation = ConcatenationSignal()
+
     /// Where each append request's timeline goes (`serve --trace-uploads FILE`); nil: not traced.
     public var uploadTrace: UploadTraceLog?
 
@@ -110,6 +113,8 @@ public struct AppServices: Sendable {
     /// Listing and unlinking block on the disk, so they run on the store's blocking threads.
     @discardableResult
     public func sweepOrphanBlobs(unknownOlderThan minimumAge: TimeInterval = 0) async throws -> [String] {
+        // Nothing is removed while a backup holds its lease (`BackupLeaseStore`); the next sweep does it.
+        if try await database.backupLease(at: now()) != nil { return [] }
         let states = try await database.uploadStates()
         let blobs = self.blobs
         return try await blobs.threads.blockingIO {
@@ -174,17 +179,23 @@ public struct UploadLimits: Sendable {
     /// Bytes one case may hold, declared (unfinished uploads) plus stored (attachments) (`serve --max-case-size`);
     /// more: 413.
     public var maxCaseBytes: Int64
+    /// A compressed request body may expand to at most this many decoded bytes per encoded byte, past its
+    /// first MiB (`serve --max-compression-ratio`); more: 413. Logs deflate ~10:1, zeros at most ~1032:1.
+    public var maxCompressionRatio: Int
 
     public static let defaultMaxUnfinishedUploadsPerUser = 100
     public static let defaultMaxUnfinishedUploadsPerCase = 1_000
     public static let defaultMaxCaseBytes: Int64 = 1 << 40  // 1 TiB
+    public static let defaultMaxCompressionRatio = 1_000
 
     public init(maxUploadSize: Int64? = nil, minFreeBytes: Int64 = 256 * 1024 * 1024,
                 uploadExpiry: TimeInterval = 7 * 24 * 3600, minReceiveRate: Double = 1024,
                 stallWindow: TimeInterval = 60,
                 maxUnfinishedUploadsPerUser: Int = defaultMaxUnfinishedUploadsPerUser,
                 maxUnfinishedUploadsPerCase: Int = defaultMaxUnfinishedUploadsPerCase,
-                maxCaseBytes: Int64 = defaultMaxCaseBytes) {
+                maxCaseBytes: Int64 = defaultMaxCaseBytes,
+                maxCompressionRatio: Int = defaultMaxCompressionRatio) {
+        self.maxCompressionRatio = maxCompressionRatio
         self.maxUnfinishedUploadsPerUser = maxUnfinishedUploadsPerUser
         self.maxUnfinishedUploadsPerCase = maxUnfinishedUploadsPerCase
         self.maxCaseBytes = maxCaseBytes

@@ -79,6 +79,16 @@ package final class ChunkSink: @unchecked Sendable {
         }
     }
 
+    /// Takes decoded bytes (a compressed body's output, `DecodingSink`) straight to the whole-file SHA-256 and
+    /// the blob. Runs on the bulk-work thread that inflated them; the chunk's digest covers the encoded bytes
+    /// and is the decoder's, so this sink has none.
+    package func takeDecoded(_ bytes: UnsafeRawBufferPointer) throws {
+        let started = MonotonicClock.nanoseconds()
+        fileDigest.update(bytes)
+        timeline.hashFile += MonotonicClock.since(started)
+        try appender.append(bytes)
+    }
+
     /// The timeline with the storage's part and the commit filled in; call once the request is over.
     package func finishedTimeline(outcome: String) -> AppendTimeline {
         var timeline = self.timeline

@@ -54,7 +54,7 @@ public struct EngineMetrics: Sendable {
         Counter(label: "casefiles_uploads_failed", dimensions: [("reason", reason)], factory: factory).increment()
     }
 
-    /// A chunk refused because its `Upload-Checksum` did not match (`algorithm`: sha1 or sha256).
+    /// A chunk refused because its `Upload-Checksum` or `Content-Digest` did not match (`algorithm`: sha1, sha256, sha512).
     public func checksumMismatch(_ algorithm: ChecksumAlgorithm) {
         Counter(label: "casefiles_checksum_mismatches_total", dimensions: [("algorithm", algorithm.rawValue)],
                 factory: factory).increment()

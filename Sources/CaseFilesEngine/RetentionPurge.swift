@@ -49,6 +49,8 @@ public struct RetentionPurge: Sendable {
     /// Purges everything due at `asOf` and returns the finished audit record.
     public func run(asOf: Date, trigger: PurgeRun.Trigger) async throws -> PurgeRun {
         let database = services.database
+        // A backup is copying the blobs its snapshot names: removal waits for its lease (`BackupLeaseStore`).
+        if let lease = try await database.backupLease(at: services.now()) { throw BackupInProgress(until: lease.expiresAt) }
         let started = ContinuousClock.now
         defer { services.metrics.purgeDuration.record(duration: ContinuousClock.now - started) }
         try await database.closeInterruptedPurgeRuns(at: services.now())
@@ -60,9 +62,19 @@ public struct RetentionPurge: Sendable {
             casesSkippedForHold: plan.held.count, itemsSkippedForHold: plan.held.reduce(0) { $0 + $1.uploads.count },
             errors: nil))
         var errors: [String] = []
-        for planned in plan.due {
+        var pausedForBackup = false
+        cases: for planned in plan.due {
             for upload in planned.uploads {
-                guard try await database.purgeUpload(upload, runID: run.id!, at: services.now()) else { continue }
+                let purged: Bool
+                do {
+                    purged = try await database.purgeUpload(upload, runID: run.id!, at: services.now())
+                } catch let paused as BackupInProgress {
+                    // A backup took its lease after this run began: stop here; the next run goes on.
+                    errors.append("stopped: \(paused)")
+                    pausedForBackup = true
+                    break cases
+                }
+                guard purged else { continue }
                 Failpoint.hit("purge.after-tombstone")
                 do {
                     try await services.blobs.remove(id: upload.id)
@@ -77,10 +89,12 @@ public struct RetentionPurge: Sendable {
             try await database.markCasePurged(planned.supportCase, policy: policy, at: services.now())
             run.casesPurged += 1
         }
-        do {
-            try await services.sweepOrphanBlobs(unknownOlderThan: 600)
-        } catch {
-            errors.append("orphan sweep: \(error)")
+        if !pausedForBackup {
+            do {
+                try await services.sweepOrphanBlobs(unknownOlderThan: 600)
+            } catch {
+                errors.append("orphan sweep: \(error)")
+            }
         }
         run.state = .finished
         run.finishedAt = services.now()
@@ -115,6 +129,8 @@ public struct RetentionPurgeService: Service {
                 }
             } catch is CancellationError {
                 // Shutdown: a purge stopped between items finishes on the next run.
+            } catch let paused as BackupInProgress {
+                logger.notice("retention purge waits for a backup; will retry", metadata: ["reason": "\(paused)"])
             } catch {
                 logger.error("retention purge failed; will retry", metadata: ["error": "\(error)"])
             }

@@ -40,6 +40,17 @@ public struct AppConfiguration: Sendable {
     /// `--database postgres://…`: the metadata store's PostgreSQL database, as given (the `casefiles` command opens
     /// it and hands the store to `buildApplication`); nil: the embedded SQLite file in the storage root.
     public var database: String?
+    /// `--webhook URL` (repeatable), `--webhook-secret-file`, `--webhook-retry-base`: events to the case system,
+    /// delivered by the outbound target (`CaseFilesOutbound`), which `serve` adds as a service (`extraServices`).
+    public var webhooks: [String] = []
+    public var webhookSecretFile: String?
+    public var webhookRetryBase: TimeInterval = 30
+    /// `--cors-origin`: the other origins whose pages may call the API (`CORSPolicy`); none: same-origin only.
+    public var corsOrigins: [String] = []
+    /// The bounds of each archive index (`--bundle-max-entries`; README, "Bundles").
+    public var bundleLimits = BundleLimits()
+    /// How often the bundle indexer looks for verified attachments without an index, when it has none to build.
+    public var bundleIndexInterval: Duration = .seconds(1)
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
@@ -58,10 +69,14 @@ public struct AppConfiguration: Sendable {
 /// Wires everything: storage (opened, migrated and checked on the workers' blocking threads, not on the
 /// caller's), database, routes, middleware and the HTTP server. `workers` belong to the caller, who shuts
 /// them down after the application has stopped.
-/// `metadata`: the metadata store `configuration.database` names, opened by the caller; nil: the storage root's SQLite.
+/// - Parameter metadata: the metadata store `configuration.database` names, opened by the caller; nil: the storage
+///   root's SQLite.
+/// - Parameter extraServices: services to run beside the application, made from its open services (the webhook
+///   delivery, which the server target cannot build: it has no outbound HTTP).
 public func buildApplication(
     _ configuration: AppConfiguration, workers: WorkerThreads, metadata: (any MetadataStore)? = nil,
-    now: @escaping @Sendable () -> Date = { Date() }
+    now: @escaping @Sendable () -> Date = { Date() },
+    extraServices: (AppServices) throws -> [any Service] = { _ in [] }
 ) async throws -> some ApplicationProtocol {
     // One registry per application, owned here rather than swift-metrics' global MetricsSystem: the engine
     // and the server count through factories made from it, and only the metrics listener reads it.
@@ -72,13 +87,15 @@ public func buildApplication(
                              security: configuration.security, metrics: engineMetrics, now: now)
     }
     if let path = configuration.uploadTracePath { services.uploadTrace = try UploadTraceLog(path: path) }
-    return try await buildApplication(configuration, services: services, registry: registry)
+    return try await buildApplication(configuration, services: services, registry: registry,
+                                      extraServices: try extraServices(services))
 }
 
 /// Builds the application around already-open services (tests share them to arrange state). `registry`: the
 /// one `services.metrics` counts into, served by the metrics listener (`configuration.metricsListen`).
 public func buildApplication(_ configuration: AppConfiguration, services: AppServices,
-                             registry: PrometheusCollectorRegistry? = nil) async throws -> some ApplicationProtocol {
+                             registry: PrometheusCollectorRegistry? = nil,
+                             extraServices: [any Service] = []) async throws -> some ApplicationProtocol {
     var logger = Logger(label: "casefiles")
     logger.logLevel = configuration.logLevel
     let orphans = try await services.sweepOrphanBlobs()
@@ -91,8 +108,12 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
     var background: [any Service] = [
         UploadExpiryService(services: services, interval: configuration.expirySweepInterval, logger: logger),
         RetentionPurgeService(services: services, interval: configuration.purgeInterval, logger: logger),
+        ConcatenationVerifierService(services: services, logger: logger),
+        BundleIndexService(services: services, limits: configuration.bundleLimits,
+                           interval: configuration.bundleIndexInterval, logger: logger),
     ]
     if let tls { background.append(TLSReloadService(box: tls, logger: logger)) }
+    background += extraServices
     if configuration.watchesShutdownSignals { background.append(Readiness.SignalWatcher(readiness: readiness)) }
     if let registry, let (host, port) = configuration.metricsListen {
         background.append(MetricsListener(
@@ -106,14 +127,15 @@ public func buildApplication(_ configuration: AppConfiguration, services: AppSer
         services, readiness: readiness,
         forwarded: ForwardedMiddleware(trusted: TrustedProxies(configuration.trustedProxies), scheme: tls == nil ? "http" : "https"))
     return Application(
-        responder: ObservingResponder(wrapped: ResponseHeadersResponder(wrapped: MethodOverrideResponder(
-            wrapped: MethodNotAllowedResponder(wrapped: router.buildResponder(), routes: router.routes, tusRoutes: tusRoutes))),
+        responder: ObservingResponder(wrapped: ResponseHeadersResponder(wrapped: CORSResponder(wrapped: MethodOverrideResponder(
+            wrapped: MethodNotAllowedResponder(wrapped: router.buildResponder(), routes: router.routes, tusRoutes: tusRoutes)),
+            policy: CORSPolicy(origins: configuration.corsOrigins))),
             metrics: serverMetrics, logger: requestLogger),
         server: .guardedHTTP1(
             limits: configuration.connections,
             registry: connections,
             tls: tls,
-            additionalChannelHandlers: { [LargeReadsHandler(), ExpectContinueHandler()] }),
+            additionalChannelHandlers: { [LargeReadsHandler(), InterimResponseHandler(), ExpectContinueHandler()] }),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "CaseFiles"),
         services: background,
         logger: logger)
@@ -134,15 +156,24 @@ func buildRouter(
     try WebController().addRoutes(to: router)
 
     let limiter = SharedRateLimiter(perMinute: services.security.rateLimitPerMinute, now: services.now)
-    let tus = router.group("api/v1").add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database))
+    // The IETF resumable-upload draft shares the tus routes; its requests are answered before TusMiddleware.
+    let ietf = ResumableUploadMiddleware(
+        controller: ResumableUploadController(services: services), auth: AuthMiddleware(database: services.database, now: services.now),
+        rateLimit: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.tusStateChanging))
+    let tus = router.group("api/v1").add(middleware: ietf).add(middleware: TusMiddleware()).add(middleware: AuthMiddleware(database: services.database, now: services.now))
         .add(middleware: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.tusStateChanging))
     let beforeTus = router.routes.count
     UploadsController(services: services).addRoutes(to: tus)
     let tusRoutes = Array(router.routes[beforeTus...])
 
-    let api = router.group("api/v1").add(middleware: AuthMiddleware(database: services.database))
+    let api = router.group("api/v1").add(middleware: AuthMiddleware(database: services.database, now: services.now))
         .add(middleware: RateLimitMiddleware(limiter: limiter, countedMethods: RateLimitMiddleware.stateChanging))
     CasesController(services: services).addRoutes(to: api)
+    DropTokensController(services: services).addRoutes(to: api)
     try AttachmentsController(services: services).addRoutes(to: api)
+    // The curl front-end (issue #20): no tus headers, and like tus PATCH a data route, so not rate-limited.
+    FilesController(services: services).addRoutes(
+        to: router.group("api/v1").add(middleware: AuthMiddleware(database: services.database, now: services.now)))
+    EntriesController(services: services).addRoutes(to: api)
     return (router, tusRoutes)
 }

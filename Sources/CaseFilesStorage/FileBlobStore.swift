@@ -343,4 +343,16 @@ public final class BlobReader: @unchecked Sendable {
         }
         return buffer
     }
+
+    /// Reads up to `target.count` bytes at `offset` into `target`, for readers that keep their own buffer (the
+    /// bundle index's single pass); returns how many, fewer only at end of file.
+    @available(*, noasync, message: "pread can wait on the disk: run it on a blocking thread")
+    public func read(at offset: Int64, into target: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard let base = target.baseAddress, target.count > 0 else { return 0 }
+        while true {
+            let n = pread(fd, base, target.count, off_t(offset))
+            if n >= 0 { return n }
+            if errno != EINTR { throw StorageError.from("read", errno: errno) }
+        }
+    }
 }

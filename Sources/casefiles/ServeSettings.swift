@@ -32,13 +32,19 @@ enum ServeSettings {
         .optionalPath("tls-cert", \.tls.certificatePath, help: "Serve HTTPS with this PEM certificate chain (with tls-key; reloaded on SIGHUP)"),
         .optionalPath("tls-key", \.tls.privateKeyPath, help: "The PEM private key of tls-cert"),
         .cidrs("trusted-proxy", \.trustedProxies, help: "A proxy (CIDR, repeatable) whose Forwarded / X-Forwarded-* headers are believed"),
+        .origins("cors-origin", \.corsOrigins, help: "An origin (repeatable) whose pages may call the API from a browser, e.g. https://portal.example (none: same-origin only)"),
         .count("max-unfinished-uploads-per-user", \.limits.maxUnfinishedUploadsPerUser, help: "Unfinished uploads one user may have at once; more: 429"),
         .count("max-unfinished-uploads-per-case", \.limits.maxUnfinishedUploadsPerCase, help: "Unfinished uploads one case may have at once; more: 429"),
         .bytes("max-case-size", \.limits.maxCaseBytes, help: "Bytes one case may hold, declared plus stored; more: 413 (default 1 TiB)"),
+        .count("max-compression-ratio", \.limits.maxCompressionRatio, help: "A compressed upload body (Content-Encoding: gzip/deflate) may expand to this many bytes per byte sent, past its first MiB; more: 413"),
         .count("max-comment-size", \.security.maxCommentBytes, help: "Longest comment on a case transition, in bytes; longer: 400"),
         .countOrZero("rate-limit", \.security.rateLimitPerMinute, help: "State-changing requests per user per minute, other than upload data (PATCH, HEAD); more: 429 with Retry-After; 0 turns it off"),
         .address("metrics-listen", \.metricsListen, help: "Serve GET /metrics (Prometheus) and /readyz on this separate HOST:PORT, e.g. 127.0.0.1:9090 (none: off)"),
         .logFormat("log-format", \.logFormat, help: "Log line format: logfmt or json"),
+        .urls("webhook", \.webhooks, help: "POST a signed JSON event to this URL (repeatable) when an attachment is verified, an upload fails or a case's data is purged"),
+        .optionalPath("webhook-secret-file", \.webhookSecretFile, help: "The shared secret events are signed with (HMAC-SHA-256); created 0600 if missing (none: <storage>/webhook.secret)"),
+        .seconds("webhook-retry-base", \.webhookRetryBase, help: "Wait before the first retry of a refused event, doubled for each next one up to 1 hour, for 24 hours"),
+        .count("bundle-max-entries", \.bundleLimits.maxEntries, help: "Entries one archive's index lists at most; past it the index is marked truncated"),
         .optionalPath("trace-uploads", \.uploadTracePath, help: "Append each upload request's timeline (where its time went, from the server's clock) to this file as JSON lines; Scripts/upload-timeline sums it up"),
     ]
 
@@ -154,6 +160,26 @@ struct ServeSetting: @unchecked Sendable {  // the closures capture only key pat
     static func flag(_ name: String, _ path: WritableKeyPath<AppConfiguration, Bool>, help: String) -> ServeSetting {
         single(name, path, arity: .flag, expected: "true or false", help: help,
                parse: { ["true": true, "false": false][$0.lowercased()] }, show: { "\($0)" })
+    }
+    static func urls(_ name: String, _ path: WritableKeyPath<AppConfiguration, [String]>, help: String) -> ServeSetting {
+        ServeSetting(name: name, arity: .list, help: help, expected: "absolute http:// or https:// URLs",
+                     apply: { texts, configuration in
+            let valid = texts.allSatisfy { text in
+                URL(string: text).map { ["http", "https"].contains($0.scheme?.lowercased() ?? "") && $0.host != nil } ?? false
+            }
+            guard valid else { return false }
+            configuration[keyPath: path] = texts
+            return true
+        }, show: { $0[keyPath: path].isEmpty ? "none" : $0[keyPath: path].joined(separator: ",") })
+    }
+    static func origins(_ name: String, _ path: WritableKeyPath<AppConfiguration, [String]>, help: String) -> ServeSetting {
+        ServeSetting(name: name, arity: .list, help: help, expected: "origins such as https://portal.example or http://localhost:3000 (scheme, host, optional port; no path)",
+                     apply: { texts, configuration in
+            let origins = texts.compactMap(CORSPolicy.origin(parsing:))
+            guard origins.count == texts.count else { return false }
+            configuration[keyPath: path] = origins
+            return true
+        }, show: { $0[keyPath: path].isEmpty ? "none" : $0[keyPath: path].joined(separator: ",") })
     }
     static func cidrs(_ name: String, _ path: WritableKeyPath<AppConfiguration, [CIDR]>, help: String) -> ServeSetting {
         ServeSetting(name: name, arity: .list, help: help, expected: "IP addresses or CIDR ranges such as 10.0.0.0/8 or ::1",

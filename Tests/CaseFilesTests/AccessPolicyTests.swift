@@ -21,6 +21,7 @@ import Testing
         (.closeOrReopenCase, [.allow, .hidden, .allow, .allow]),
         (.holdCase, [.forbidden, .hidden, .forbidden, .allow]),
         (.readPurgeLog, [.forbidden, .forbidden, .forbidden, .allow]),
+        (.manageDropTokens, [.forbidden, .hidden, .allow, .allow]),
     ]
 
     @Test func everyCellOfTheTable() {
@@ -33,6 +34,25 @@ import Testing
                 AccessPolicy.decide(role: .admin, ownAccount: false, action: action),
             ]
             #expect(actual == expected, "row \(action)")
+        }
+    }
+
+    /// A drop credential (issue #20): its own case and its own uploads only; another case hidden.
+    @Test func aDropCredentialUploadsIntoItsCaseOnly() {
+        for action in AccessPolicy.Action.allCases {
+            #expect(AccessPolicy.decide(dropCredentialFor: "00001413", caseNumber: "00001413", action: action)
+                    == (action == .useOwnUpload ? .allow : .forbidden), "own case, \(action)")
+            #expect(AccessPolicy.decide(dropCredentialFor: "00001413", caseNumber: "00001414", action: action) == .hidden,
+                    "other case, \(action)")
+        }
+        #expect(AccessPolicy.decide(dropCredentialFor: "00001413", caseNumber: nil, action: nil) == .forbidden)
+    }
+
+    @Test func contentRangeAsCurlSendsIt() throws {
+        #expect(try ContentRange.parse("bytes 100000-299999/300000") == ContentRange(first: 100000, last: 299999, complete: 300000))
+        #expect(try ContentRange.parse("bytes 0-0/1").count == 1)
+        for bad in ["bytes 5-4/10", "bytes 0-10/10", "bytes */10", "bytes 0-1/*", "items 0-1/2", "bytes 00-1/2", "bytes -1-2/3", ""] {
+            #expect(throws: APIError.self, "\(bad)") { try ContentRange.parse(bad) }
         }
     }
 }

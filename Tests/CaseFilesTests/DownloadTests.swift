@@ -230,7 +230,7 @@ import Testing
             let options = try await client.execute(uri: "/api/v1/uploads/x", method: .options)
             #expect(options.status == .noContent)
             #expect(options.headers[HTTPField.Name("Tus-Extension")!]
-                    == "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration")
+                    == "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation,casefiles-content-encoding")
             #expect(options.headers[HTTPField.Name("Tus-Checksum-Algorithm")!] == "sha1,sha256")
             #expect(options.headers[HTTPField.Name("Tus-Max-Size")!] == "1000")
             let tooBig = try await client.execute(

@@ -60,6 +60,30 @@ def rate_limit_off() -> list[str]:
     return ["--rate-limit", "0"] if _RATE_LIMIT_FLAG else []
 
 
+# Every credential the suite makes or is handed, and every server log it writes (issue #18: no bearer token,
+# signed-link signature or drop credential may appear in any log line). `test_zz_log_secrets.py` runs last and
+# greps every log of the run for every one of them.
+SECRETS: set[str] = set()
+LOGS: list[Path] = []
+_LINK_SIGNATURE = __import__("re").compile(r"[?&]sig=([0-9a-f]{64})")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _collect_link_signatures():
+    """Records the signature of every signed link a response of the run hands out (from any JSON body)."""
+    original = requests.Session.request
+
+    def request(self, *args, **kwargs):
+        response = original(self, *args, **kwargs)
+        if "json" in response.headers.get("Content-Type", "") and len(response.content) < 1 << 20:
+            SECRETS.update(_LINK_SIGNATURE.findall(response.text))
+        return response
+
+    requests.Session.request = request
+    yield
+    requests.Session.request = original
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,6 +100,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
         self.log = open(storage.parent / "server.log", "ab")
+        LOGS.append(storage.parent / "server.log")
 
     def storage_args(self) -> list[str]:
         """Where a server-side command finds the data: `--storage`, and `--database` on PostgreSQL."""
@@ -84,6 +109,8 @@ class Server:
     def cli(self, *args: str) -> str:
         result = subprocess.run([str(BINARY), *args, *self.storage_args()],
                                 check=True, capture_output=True, text=True, timeout=60)
+        if args[:2] == ("users", "create") and result.stdout.strip():
+            SECRETS.add(result.stdout.strip())
         return result.stdout.strip()
 
     def query(self, sql: str) -> list[tuple]:

@@ -56,6 +56,19 @@ class World:
         assert response.status_code == 201, response.text
         return response.headers["Location"].rsplit("/", 1)[1]
 
+    def drop_token(self, case: str | None = None) -> dict:
+        """A fresh drop credential (issue #20) for `case` (the server's case by default), made by the engineer."""
+        return self.as_admin("POST", f"/api/v1/cases/{case or self.server.case}/drop-tokens").json()
+
+    def partial_put(self, creator: str) -> str:
+        """The curl front-end's URL of an unfinished upload `creator` made (2 of 4 bytes arrived)."""
+        self.partials = getattr(self, "partials", 0) + 1
+        path = f"/api/v1/cases/{self.server.case}/files/partial-{self.partials}.log"
+        response = requests.put(self.server.url + path, data=b"da", timeout=10, headers={
+            "Authorization": f"Bearer {self.tokens[creator]}", "Content-Range": "bytes 0-1/4"})
+        assert response.status_code == 200, response.text
+        return path
+
     def attachment(self) -> str:
         upload_id = self.upload("admin")  # only an upload's creator sends its bytes
         data = b"data"
@@ -75,6 +88,7 @@ MATRIX = [
     ("/cases/:number", "GET", lambda w: f"/cases/{w.server.case}", {}, [200, 200, 200, 200, 200, 200]),
     ("/static/app.js", "GET", lambda w: "/static/app.js", {}, [200, 200, 200, 200, 200, 200]),
     ("/static/app.css", "GET", lambda w: "/static/app.css", {}, [200, 200, 200, 200, 200, 200]),
+    ("/static/bundles.js", "GET", lambda w: "/static/bundles.js", {}, [200, 200, 200, 200, 200, 200]),
     ("/api/v1/openapi.json", "GET", lambda w: "/api/v1/openapi.json", {}, [200, 200, 200, 200, 200, 200]),
     ("/api/v1/cases", "GET", lambda w: "/api/v1/cases", {}, [401, 401, 200, 200, 200, 200]),
     ("/api/v1/cases", "POST", lambda w: "/api/v1/cases", {"json": {"account": "ACME", "subject": "new"}},
@@ -120,6 +134,18 @@ MATRIX = [
      [401, 401, 200, 404, 200, 200]),
     ("/api/v1/uploads/:id", "DELETE", lambda w: f"/api/v1/uploads/{w.upload('admin')}", {},
      [401, 401, 403, 404, 204, 204]),
+    # Drop credentials (issue #20): made, listed and revoked by staff only.
+    ("/api/v1/cases/:number/drop-tokens", "POST", lambda w: f"/api/v1/cases/{w.server.case}/drop-tokens", {},
+     [401, 401, 403, 404, 201, 201]),
+    ("/api/v1/cases/:number/drop-tokens", "GET", lambda w: f"/api/v1/cases/{w.server.case}/drop-tokens", {},
+     [401, 401, 403, 404, 200, 200]),
+    ("/api/v1/cases/:number/drop-tokens/:tokenID", "DELETE",
+     lambda w: f"/api/v1/cases/{w.server.case}/drop-tokens/{w.drop_token()['id']}", {}, [401, 401, 403, 404, 204, 204]),
+    # The curl front-end: a PUT is a new attachment for anyone who may upload; HEAD finds only the caller's own
+    # unfinished upload of that name (here the customer's).
+    ("/api/v1/cases/:number/files/:filename", "PUT", lambda w: f"/api/v1/cases/{w.server.case}/files/m.log",
+     {"data": b"data"}, [401, 401, 201, 404, 201, 201]),
+    ("/api/v1/cases/:number/files/:filename", "HEAD", lambda w: w.partial_put("own"), {}, [401, 401, 200, 404, 404, 404]),
     ("/api/v1/attachments/:id", "GET", lambda w: f"/api/v1/attachments/{w.attachment()}", {},
      [401, 401, 200, 404, 200, 200]),
     ("/api/v1/attachments/:id/link", "POST", lambda w: f"/api/v1/attachments/{w.attachment()}/link", {},
@@ -128,6 +154,11 @@ MATRIX = [
      [401, 401, 200, 404, 200, 200]),
     ("/api/v1/attachments/:id/content", "HEAD", lambda w: f"/api/v1/attachments/{w.attachment()}/content", {},
      [401, 401, 200, 404, 200, 200]),
+    # The attachment is 4 bytes of text: listed as not an archive (200, or pending), its entries refused with 409.
+    ("/api/v1/attachments/:id/entries", "GET", lambda w: f"/api/v1/attachments/{w.attachment()}/entries", {},
+     [401, 401, 200, 404, 200, 200]),
+    ("/api/v1/attachments/:id/entries/**", "GET", lambda w: f"/api/v1/attachments/{w.attachment()}/entries/a.log", {},
+     [401, 401, 409, 404, 409, 409]),
 ]
 
 
@@ -138,7 +169,7 @@ def router_routes() -> set[tuple[str, str]]:
     prefix = {"router": "", "group": "/api/v1"}
     for source in (ROOT / "Sources").rglob("*.swift"):
         text = source.read_text()
-        for receiver, method, path in re.findall(r'\b(router|group)\.(get|post|patch|delete|head)\("([^"]*)"', text):
+        for receiver, method, path in re.findall(r'\b(router|group)\.(get|post|put|patch|delete|head)\("([^"]*)"', text):
             found.add((prefix[receiver] + "/" + path.strip("/"), method.upper()))
         for receiver, path, method in re.findall(r'\b(router|group)\.on\("([^"]*)", method: \.(\w+)', text):
             found.add((prefix[receiver] + "/" + path.strip("/"), method.upper()))
@@ -179,3 +210,74 @@ def test_every_route_against_every_caller(server):
     assert checked == len(MATRIX) * len(CALLERS)
     SUMMARY["access-matrix cells checked (route x caller)"] += checked
     SUMMARY["statuses and error codes checked"] += checked
+
+
+# A drop credential (issue #20) for the server's case, as `curl -u 00001413:TOKEN` sends it: it uploads into its case
+# and sees its own uploads; anything else in its case is 403, another case 404 (as for a customer of another account);
+# an expired, revoked or closed-case credential is 401. (description, method, path, extras, credential, status, code)
+OTHER_CASE = {"account": "GLOBEX", "subject": "another account's case"}
+DROP_ROWS = [
+    ("read an attachment", "GET", lambda w: f"/api/v1/attachments/{w.attachment()}", {}, "live", 403, "drop_credential_upload_only"),
+    ("download an attachment", "GET", lambda w: f"/api/v1/attachments/{w.attachment()}/content", {}, "live", 403,
+     "drop_credential_upload_only"),
+    ("link an attachment", "POST", lambda w: f"/api/v1/attachments/{w.attachment()}/link", {}, "live", 403,
+     "drop_credential_upload_only"),
+    ("list the cases", "GET", lambda w: "/api/v1/cases", {}, "live", 403, "drop_credential_upload_only"),
+    ("read its case", "GET", lambda w: f"/api/v1/cases/{w.server.case}", {}, "live", 403, "drop_credential_upload_only"),
+    ("list its case's attachments", "GET", lambda w: f"/api/v1/cases/{w.server.case}/attachments", {}, "live", 403,
+     "drop_credential_upload_only"),
+    ("make another drop credential", "POST", lambda w: f"/api/v1/cases/{w.server.case}/drop-tokens", {}, "live", 403,
+     "drop_credential_upload_only"),
+    ("close its case", "POST", lambda w: f"/api/v1/cases/{w.server.case}/close", {"json": {"subStatus": "Resolved"}}, "live",
+     403, "drop_credential_upload_only"),
+    ("read another case", "GET", lambda w: f"/api/v1/cases/{w.new_case()}", {}, "live", 404, "case_not_found"),
+    ("list another case's attachments", "GET", lambda w: f"/api/v1/cases/{w.new_case()}/attachments", {}, "live", 404,
+     "case_not_found"),
+    ("PUT into another case", "PUT", lambda w: f"/api/v1/cases/{w.new_case()}/files/x.log", {"data": b"x"}, "live", 404,
+     "case_not_found"),
+    ("tus-create in another case", "POST", lambda w: f"/api/v1/cases/{w.new_case()}/uploads", {"headers": UPLOAD}, "live",
+     404, "case_not_found"),
+    ("HEAD another user's upload in its case", "HEAD", lambda w: f"/api/v1/uploads/{w.upload('own')}", {}, "live", 403, None),
+    ("append to another user's upload in its case", "PATCH", lambda w: f"/api/v1/uploads/{w.upload('own')}",
+     {"data": b"da", "headers": CHUNK}, "live", 403, "not_upload_creator"),
+    ("PUT into its case", "PUT", lambda w: f"/api/v1/cases/{w.server.case}/files/x.log", {"data": b"x"}, "live", 201, None),
+    ("tus-create in its case", "POST", lambda w: f"/api/v1/cases/{w.server.case}/uploads", {"headers": UPLOAD}, "live", 201,
+     None),
+    ("PUT with an expired credential", "PUT", lambda w: f"/api/v1/cases/{w.server.case}/files/x.log", {"data": b"x"},
+     "expired", 401, "invalid_token"),
+    ("PUT with a revoked credential", "PUT", lambda w: f"/api/v1/cases/{w.server.case}/files/x.log", {"data": b"x"},
+     "revoked", 401, "invalid_token"),
+    ("tus-create with a closed case's credential", "POST", lambda w: f"/api/v1/cases/{w.closed_drop_case}/uploads",
+     {"headers": UPLOAD}, "closed", 401, "invalid_token"),
+    ("read an attachment with a revoked credential", "GET", lambda w: f"/api/v1/attachments/{w.attachment()}", {},
+     "revoked", 401, "invalid_token"),
+]
+
+
+def test_drop_credential_rows(server):
+    import sqlite3
+    world = World(server)
+    live = world.drop_token()
+    expired = world.drop_token()
+    with sqlite3.connect(server.storage / "casefiles.sqlite", timeout=10) as db:
+        db.execute("UPDATE dropToken SET expiresAt = '2001-01-01 00:00:00.000' WHERE id = ?", (expired["id"],))
+    revoked = world.drop_token()
+    world.as_admin("DELETE", f"/api/v1/cases/{server.case}/drop-tokens/{revoked['id']}")
+    world.closed_drop_case = world.new_case()
+    closed = world.drop_token(world.closed_drop_case)
+    world.as_admin("POST", f"/api/v1/cases/{world.closed_drop_case}/close", json={"subStatus": "Resolved"})
+    credentials = {"live": (server.case, live), "expired": (server.case, expired), "revoked": (server.case, revoked),
+                   "closed": (world.closed_drop_case, closed)}
+    failures = []
+    for what, method, make_path, extras, credential, status, code in DROP_ROWS:
+        kwargs = dict(extras)
+        headers = {**TUS, **kwargs.pop("headers", {})}
+        number, token = credentials[credential]
+        response = requests.request(method, server.url + make_path(world), headers=headers, timeout=10,
+                                    auth=(number, token["token"]), **kwargs)
+        got_code = response.json().get("error") if method != "HEAD" and response.status_code >= 400 else None
+        if (response.status_code, got_code) != (status, code):
+            failures.append(f"{what} ({credential}): {response.status_code} {got_code}, expected {status} {code}")
+    assert not failures, "\n".join(failures)
+    SUMMARY["access-matrix cells checked (route x caller)"] += len(DROP_ROWS)
+    SUMMARY["statuses and error codes checked"] += len(DROP_ROWS)

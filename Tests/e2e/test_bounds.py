@@ -10,7 +10,7 @@ import requests
 
 from conftest import Server
 from helpers import auth, b64, pattern
-from test_uploads import MiB, create, head_offset, patch
+from test_uploads import MiB, attachments, create, head_offset, patch
 
 CHUNK = {"Content-Type": "application/offset+octet-stream"}
 
@@ -68,7 +68,8 @@ def test_declared_bytes_are_reserved_and_released_and_a_507_does_not_tell_the_fr
     assert not re.search(r"\d{3,}", third.json()["message"]), third.json()["message"]
     assert "retry later" in third.json()["message"].lower()
     log = (server.storage.parent / "server.log").read_text(errors="replace")
-    assert re.search(r"warning .*availableBytes=\d+ .*requestedBytes=31457280 .*not enough free space for an upload", log), log[-2000:]
+    assert re.search(r'level=warning .*msg="not enough free space for an upload" .*availableBytes=\d+ .*requestedBytes=31457280',
+                     log), log[-2000:]
 
     # A deferred length is checked as its bytes arrive, against the free space less every reservation:
     # about 19 MiB are left, so 25 MiB are refused, with a Content-Length before the body and chunked as they come.
@@ -204,8 +205,7 @@ def test_state_changing_calls_are_rate_limited_per_user(server):
     # The data routes and reads are not counted; other users have their own budget.
     url = create(server, 2, token=server.engineer)
     assert patch_as(server, server.engineer, url, 0, b"ab").status_code == 204
-    mine = server.url + requests.get(f"{server.url}/api/v1/cases/{server.case}/attachments", headers=auth(server.customer),
-                                     timeout=10).json()["uploads"][0]["id"].join(["/api/v1/uploads/", ""])
+    mine = server.url + attachments(server, server.customer)["uploads"][0]["id"].join(["/api/v1/uploads/", ""])
     for _ in range(10):
         assert requests.head(mine, headers=auth(server.customer), timeout=10).status_code == 200
         assert requests.get(f"{server.url}/api/v1/cases", headers=auth(server.customer), timeout=10).status_code == 200

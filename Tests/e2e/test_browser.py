@@ -13,7 +13,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import ROOT
 from helpers import auth, pattern
-from test_uploads import MiB
+from test_uploads import MiB, attachments
 
 ARTIFACTS = ROOT / "Tests" / "artifacts"
 
@@ -44,8 +44,7 @@ def sign_in(driver, server, token):
 
 
 def unfinished(server) -> list[dict]:
-    response = requests.get(f"{server.url}/api/v1/cases/{server.case}/attachments", headers=auth(server.engineer), timeout=10)
-    return response.json()["uploads"]
+    return attachments(server)["uploads"]
 
 
 def test_upload_reload_resume_verify_and_download(server, browser, tmp_path):
@@ -81,8 +80,7 @@ def test_upload_reload_resume_verify_and_download(server, browser, tmp_path):
     assert received < len(data) - settled["offset"] + 9 * MiB, (received, settled)
 
     WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#attachments button")))
-    rows = requests.get(f"{server.url}/api/v1/cases/{server.case}/attachments", headers=auth(server.engineer),
-                        timeout=10).json()
+    rows = attachments(server)
     assert [a["id"] for a in rows["attachments"]] == [settled["id"]], "the same upload finished; none was restarted"
     assert rows["attachments"][0]["sha256"] == hashlib.sha256(data).hexdigest()
     browser.save_screenshot(str(ARTIFACTS / "case-page-verified.png"))
@@ -113,3 +111,35 @@ def test_a_closed_case_refuses_uploads_in_the_page(server, browser):
     note = WebDriverWait(browser, 20).until(EC.visibility_of_element_located((By.ID, "closed-note")))
     assert "closed" in note.text and "Reopen" in note.text
     assert not browser.find_element(By.ID, "files").is_enabled()
+
+
+def test_a_bundle_is_browsed_and_an_entry_previewed_as_text_never_as_html(server, browser):
+    import gzip
+    import io
+    import tarfile
+    from bundle_helpers import upload_archive, wait_indexed
+    hostile = b"<img src=x onerror=\"document.title='pwned'\"><b>bold?</b>\n" * 2000  # 112 KB: head and tail both shown
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("logs/ic-server/<script>.log")
+        info.size = len(hostile)
+        tar.addfile(info, io.BytesIO(hostile))
+    attachment = upload_archive(server, gzip.compress(raw.getvalue(), mtime=0), "support-bundle.tar.gz")
+    assert wait_indexed(server, attachment)["state"] == "ready"
+
+    sign_in(browser, server, server.engineer)
+    browser.get(f"{server.url}/cases/{server.case}")
+    browse = WebDriverWait(browser, 20).until(EC.element_to_be_clickable(
+        (By.CSS_SELECTOR, "button[aria-label='Browse inside support-bundle.tar.gz']")))
+    browse.click()
+    WebDriverWait(browser, 20).until(EC.text_to_be_present_in_element((By.ID, "bundle-state"), "1 entries"))
+    browser.find_element(By.XPATH, "//ul[@id='bundle-tree']//button[normalize-space()='▸ logs/']").click()
+    browser.find_element(By.XPATH, "//ul[@id='bundle-tree']//button[normalize-space()='▸ ic-server/']").click()
+    browser.find_element(By.XPATH, "//ul[@id='bundle-tree']//button[starts-with(normalize-space(), '<script>.log')]").click()
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "preview-tail").text != "")
+    head = browser.execute_script("return document.getElementById('preview-head').textContent")
+    tail = browser.execute_script("return document.getElementById('preview-tail').textContent")
+    assert head == hostile[:64 * 1024].decode() and tail == hostile[-(len(hostile) - 64 * 1024):].decode()
+    assert browser.find_elements(By.CSS_SELECTOR, "#bundle img, #bundle b, #bundle script") == []
+    assert browser.title != "pwned"
+    browser.save_screenshot(str(ARTIFACTS / "bundle-preview.png"))

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from helpers import SUMMARY, b64, sha256_header
-from test_uploads import create, patch
+from test_uploads import attachments, create, patch
 
 ESCAPE = f"cf-escape-{uuid.uuid4().hex[:12]}"  # a name no legitimate code path would ever write
 NUMBERS_BAD = ["-1", "-0", "+5", "1e3", "0x10", "1.5", "abc", "", " ", "5 5", "05", "007", "5,5",
@@ -358,8 +358,7 @@ def test_hundreds_of_malformed_requests(server, tmp_path):
         assert answer.status == 200 and answer.getheader("Upload-Offset") == "0"
     # No refused creation left an upload behind: only the two made above are unfinished, and only their
     # blobs and done.log's exist.
-    listing = requests.get(f"{server.url}/api/v1/cases/{server.case}/attachments",
-                           headers={"Authorization": f"Bearer {server.engineer}"}, timeout=10).json()
+    listing = attachments(server)
     assert sorted(u["filename"] for u in listing["uploads"]) == ["deferred.log", "target.log"]
     assert len([p for p in (server.storage / "blobs").rglob("*") if p.is_file()]) == 3
     outside = [p for p in tmp_path.rglob("*") if not p.is_relative_to(server.storage) and p.name != "server.log"]

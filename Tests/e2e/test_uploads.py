@@ -67,11 +67,20 @@ def stream_patch(server, url: str, offset: int, length: int, blocks, pause: floa
     return int(response.getheader("Upload-Offset"))
 
 
-def attachments(server) -> dict:
-    response = requests.get(f"{server.url}/api/v1/cases/{server.case}/attachments",
-                            headers=auth(server.engineer), timeout=10)
-    assert response.status_code == 200
-    return response.json()
+def attachments(server, token=None) -> dict:
+    """The case's whole listing: every page, following `next`, joined."""
+    listing = {"attachments": [], "uploads": []}
+    query = ""
+    while True:
+        response = requests.get(f"{server.url}/api/v1/cases/{server.case}/attachments{query}",
+                                headers=auth(token or server.engineer), timeout=10)
+        assert response.status_code == 200
+        page = response.json()
+        listing["attachments"] += page["attachments"]
+        listing["uploads"] += page["uploads"]
+        if "next" not in page:
+            return listing
+        query = f"?after={page['next']}"
 
 
 def blob_bytes(server, upload_id: str) -> bytes:

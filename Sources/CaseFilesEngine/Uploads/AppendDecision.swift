@@ -27,6 +27,8 @@ package enum AppendRefusal: Sendable, Equatable {
     case checksumMismatch(ChecksumAlgorithm)
     /// The body ran past the room the upload had left.
     case overran
+    /// A compressed body that is not one complete stream (400), or that expands past the ratio (413).
+    case undecodable(UploadError)
     /// A write failed (a full disk): the running digest may already cover bytes the disk refused.
     case writeFailed
 }
@@ -45,6 +47,9 @@ package enum AppendDecision: Sendable, Equatable {
         // A failed write first: the digests may cover bytes that never reached the disk.
         if outcome.writeFailure != nil { return .discard(.writeFailed) }
         if outcome.overran { return .discard(.overran) }
+        // A broken stream is refused whole, checksum or not: zlib checks gzip's CRC-32 only at the end, so
+        // the bytes it decoded before the fault are not known to be the sender's.
+        if let failure = outcome.decodingFailure { return .discard(.undecodable(failure)) }
         switch (outcome.stopReason, checksum) {
         case (let stop?, .absent):
             return .commit(then: .stopped(stop))  // without a checksum, what arrived before a cut is kept

@@ -12,6 +12,8 @@ import CaseFilesStorage
 package struct UploadAppend: Sendable {
     package let upload: Upload
     private let sink: ChunkSink
+    /// The body's decoder, for a body with a content coding (nil: the bytes go to `sink` as they are).
+    private let decoder: DecodingSink?
     private let room: UploadRoom?
     /// The user whose bytes these are (recorded with the offset).
     private let sender: Int64
@@ -22,33 +24,43 @@ package struct UploadAppend: Sendable {
     /// Checks the room for `contentLength`, restores the whole-file digest and opens the blob at the
     /// committed offset (bytes past it, from a request cut before its commit, are dropped).
     /// - Parameters: sender: the user id sending the bytes (only the creator may: the caller checks);
-    ///   contentLength: the body's declared size in bytes (nil: not declared); checksum: the request's
-    ///   `Upload-Checksum` (algorithm, digest).
+    ///   contentLength: the body's declared size in bytes (nil: not declared); checksum: the digest the
+    ///   request declared of its own bytes (tus `Upload-Checksum` or RFC 9530 `Content-Digest`: algorithm, digest); coding: the body's `Content-Encoding` (nil: none): then
+    ///   `contentLength` counts encoded bytes, says nothing of the decoded size and is not checked against
+    ///   the room; the decoded bytes are, as they inflate (`DecodingSink`).
     /// - Throws: `UploadError.bodyExceedsLength` / `.uploadTooLarge` / `.insufficientSpace` /
     ///   `.caseStorageQuota` for a body declared past the room;
     ///   storage errors.
     ///   requestStarted: `MonotonicClock.nanoseconds()` when the front-end took the request (the timeline's start).
     package static func prepare(
         _ upload: Upload, by sender: Int64, contentLength: Int64?, checksum: (ChecksumAlgorithm, [UInt8])?,
-        services: AppServices, requestStarted: UInt64 = MonotonicClock.nanoseconds()
+        coding: ContentCoding? = nil, services: AppServices, requestStarted: UInt64 = MonotonicClock.nanoseconds()
     ) async throws -> UploadAppend {
         var room = UploadRoom(length: upload.length, offset: upload.offset, maxUploadSize: services.limits.maxUploadSize)
         if upload.length == nil {
             // A deferred length promised nothing: its bytes are checked as they arrive, against the maximum size,
             // the free space less every reservation, and the case's quota.
-            room = try await SpaceReservations.deferredRoom(room, upload: upload, contentLength: contentLength,
+            room = try await SpaceReservations.deferredRoom(room, upload: upload,
+                                                            contentLength: coding == nil ? contentLength : nil,
                                                             services: services)
         }
-        try room?.check(contentLength)
+        if coding == nil { try room?.check(contentLength) }
         guard let restored = SHA256Digest(savedState: upload.digestState) else {
             throw StorageError.io(operation: "restore digest state", errno: 0)
         }
         let appender = try await services.blobs.openForAppend(id: upload.id, at: upload.offset)
+        let chunkDigest = checksum.map { ChunkDigest($0.0) }
+        // With a coding, the chunk's digest covers the encoded bytes: the decoder keeps it, the sink has none.
+        let sink = ChunkSink(chunkDigest: coding == nil ? chunkDigest : nil, fileDigest: restored, appender: appender,
+                             bulkWork: services.bulkWork,
+                             timeline: AppendTimeline(upload: upload.id, offset: upload.offset, started: requestStarted))
+        let decoder = try coding.map {
+            try DecodingSink($0, into: sink, chunkDigest: chunkDigest, room: room?.bytes,
+                             maxRatio: services.limits.maxCompressionRatio, bulkWork: services.bulkWork,
+                             offset: upload.offset)
+        }
         return UploadAppend(
-            upload: upload,
-            sink: ChunkSink(chunkDigest: checksum.map { ChunkDigest($0.0) }, fileDigest: restored, appender: appender,
-                           bulkWork: services.bulkWork,
-                           timeline: AppendTimeline(upload: upload.id, offset: upload.offset, started: requestStarted)),
+            upload: upload, sink: sink, decoder: decoder,
             room: room, sender: sender, contentLength: contentLength, checksum: checksum, services: services)
     }
 
@@ -81,7 +93,11 @@ package struct UploadAppend: Sendable {
 
     private func append<Body: AsyncSequence>(_ body: Body?, writer: UploadWriter?, logger: Logger) async throws -> Upload
     where Body.Element == ByteBuffer {
-        let outcome = await BodyReceiver.receive(body, into: sink, room: room, contentLength: contentLength, writer: writer)
+        let outcome = if let body, let decoder {
+            await BodyReceiver.receive(body, decoding: decoder, contentLength: contentLength, writer: writer)
+        } else {
+            await BodyReceiver.receive(body, into: sink, room: room, contentLength: contentLength, writer: writer)
+        }
         switch AppendDecision.decide(outcome, checksum: ChecksumVerdict(expected: checksum, computed: outcome.chunkDigest)) {
         case .discard(let refusal):
             if refusal == .writeFailed {
@@ -130,6 +146,7 @@ package struct UploadAppend: Sendable {
         case .checksumMismatch(let algorithm): UploadError.checksumMismatch(algorithm, offset: upload.offset)
         case .overran: room?.refusal ?? UploadError.bodyExceedsLength(length: upload.length ?? 0)
         case .writeFailed: await domainError(outcome.writeFailure ?? StorageError.noSpace)
+        case .undecodable(let failure): failure
         }
     }
 

@@ -18,6 +18,12 @@ public enum UploadError: Error, Sendable, Equatable {
     case bodyExceedsLength(length: Int64)
     /// The body runs past the server's maximum upload size (bytes), for a deferred length; nothing was kept.
     case uploadTooLarge(max: Int64)
+    /// A body with `Content-Encoding` that is not one complete stream of it (corrupt, truncated, trailing data
+    /// or a second gzip member); nothing of it was kept. `offset`: where to resend from.
+    case contentEncodingInvalid(ContentCoding, problem: String, offset: Int64)
+    /// A compressed body expanded past `limit` decoded bytes per encoded byte (a decompression bomb, to the
+    /// server); nothing of it was kept.
+    case compressionRatioExceeded(limit: Int)
     /// The whole file's SHA-256 (`computed`, hex) is not the `declared` one: the upload failed for good.
     case wholeFileDigestMismatch(declared: String, computed: String)
     /// A write of this request's bytes failed for lack of space; none of them were kept.

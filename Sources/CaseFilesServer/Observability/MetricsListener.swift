@@ -36,8 +36,8 @@ public struct MetricsListener: Sendable {
                            logger: logger)
     }
 
-    /// The gauges read at scrape time: open connections, the storage file system's free bytes and the
-    /// database's size on disk (the file and its WAL).
+    /// The gauges read at scrape time: open connections, the storage file system's free bytes, the
+    /// database's size on disk (the file and its WAL) and the webhook outbox by state.
     private func sample() async {
         metrics.connectionsOpen.record(connections.count)
         let services = readiness.services
@@ -47,6 +47,9 @@ public struct MetricsListener: Sendable {
             total + ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0)
         }
         metrics.databaseSizeBytes.record(size)
+        if let counts = try? await services.database.eventCounts() {
+            for (state, count) in counts { metrics.webhookEvents(state: state.rawValue).record(count) }
+        }
     }
 
     /// Parses `HOST:PORT` (`[::1]:9090` for IPv6).

@@ -19,6 +19,11 @@ public struct ServerMetrics: Sendable {
     let connectionsOpen: Gauge
     let blobStoreFreeBytes: Gauge
     let databaseSizeBytes: Gauge
+    /// Webhook events in the outbox by state (`pending`, `delivered`, `dead`): a growing `pending` means the
+    /// case system is not taking them.
+    func webhookEvents(state: String) -> Gauge {
+        Gauge(label: "casefiles_webhook_events", dimensions: [("state", state)], factory: factory)
+    }
 
     public init(factory: any MetricsFactory) {
         self.factory = factory

@@ -115,6 +115,32 @@ extension APIError {
 
     static func forbidden(_ what: String) -> APIError { APIError(CaseFilesError.forbidden(what)) }
 
+    /// A drop credential used where only a user's token works (issue #20).
+    static func dropCredentialUploadOnly(_ caseNumber: String) -> APIError {
+        APIError(.forbidden, "drop_credential_upload_only",
+                 "A drop credential can only upload files into case \(caseNumber) (and see the uploads it made); "
+                 + "use a user's own token for anything else.")
+    }
+
+    /// An expired, revoked or closed-case drop credential, or Basic credentials that are not one (issue #20).
+    static func invalidDropCredential() -> APIError {
+        APIError(.unauthorized, "invalid_token",
+                 "The drop credential is unknown, expired or revoked, or its case is closed, or the user name is not "
+                 + "its case number. Ask your support engineer for a new one.",
+                 headers: [.wwwAuthenticate: "Basic realm=\"casefiles\", charset=\"UTF-8\""])
+    }
+
+    static func dropTokenNotFound(_ id: String, caseNumber: String) -> APIError {
+        APIError(.notFound, "drop_token_not_found", "Case \(caseNumber) has no drop credential \(id.prefix(32)).")
+    }
+
+    /// The curl front-end's HEAD or `Content-Range` PUT found nothing to continue (issue #20).
+    static func noUnfinishedUpload(_ filename: String) -> APIError {
+        APIError(.notFound, "no_unfinished_upload",
+                 "You have no unfinished upload named \(filename.prefix(200)) in this case: send a PUT without "
+                 + "Content-Range (curl -T FILE URL) to start one.")
+    }
+
     static func caseNotFound(_ number: String) -> APIError { APIError(CaseFilesError.caseNotFound(number)) }
 
     static func uploadNotFound(_ id: String) -> APIError {
@@ -190,15 +216,52 @@ extension APIError {
 
     static func checksumMismatch(_ algorithm: ChecksumAlgorithm, offset: Int64) -> APIError {
         APIError(HTTPResponse.Status(code: 460, reasonPhrase: "Checksum Mismatch"), "checksum_mismatch",
-                 "The \(algorithm.rawValue) of the request body did not match Upload-Checksum; none of its bytes were "
-                 + "kept. Resend the chunk from offset \(offset).",
+                 "The \(algorithm.rawValue) of the request body did not match its Upload-Checksum or Content-Digest; "
+                 + "none of its bytes were kept. Resend the chunk from offset \(offset).",
                  headers: [.uploadOffset: String(offset)])
+    }
+
+    /// RFC 9530 `Content-Digest` naming only algorithms the server cannot compute (`names`: what it named).
+    static func unsupportedContentDigest(named names: [String]) -> APIError {
+        let named = names.isEmpty ? "no algorithm" : names.prefix(8).map { String($0.prefix(32)) }.joined(separator: ", ")
+        return .badRequest("unsupported_digest_algorithm",
+                           "Content-Digest names \(named), none of which this server verifies; it verifies sha-256 and "
+                           + "sha-512: send `Content-Digest: sha-256=:<base64>:` (or sha-512), or leave the header out.")
+    }
+
+    /// `Upload-Checksum` and `Content-Digest` on one request: one per-request digest is checked.
+    static func twoContentChecksums() -> APIError {
+        .badRequest("two_content_checksums",
+                    "Send either Upload-Checksum or Content-Digest for a request's bytes, not both.")
     }
 
     static func wholeFileDigestMismatch(declared: String, computed: String) -> APIError {
         APIError(HTTPResponse.Status(code: 422, reasonPhrase: "Unprocessable Content"), "whole_file_digest_mismatch",
                  "The file's SHA-256 is \(computed) but \(declared) was declared, so it was not attached. "
                  + "Check the file and upload it again.")
+    }
+
+    /// A `Content-Encoding` other than gzip, deflate or identity (RFC 9110 §15.5.16; §12.5.3: the 415 lists
+    /// the codings that are accepted in `Accept-Encoding`).
+    static func unsupportedContentEncoding(_ value: String) -> APIError {
+        APIError(.unsupportedMediaType, "unsupported_content_encoding",
+                 "Content-Encoding \(value) is not supported: send the body as it is, or as one complete stream of "
+                 + "one of: \(ContentCoding.supportedList).",
+                 headers: [.acceptEncoding: ContentCoding.supportedList])
+    }
+
+    /// A compressed body that is not one complete stream of its coding (`casefiles-content-encoding`).
+    static func contentEncodingInvalid(_ coding: ContentCoding, problem: String, offset: Int64) -> APIError {
+        APIError(.badRequest, "invalid_content_encoding",
+                 "The request body is not one complete \(coding.rawValue) stream: \(problem). None of its bytes were "
+                 + "kept. Resend the chunk from offset \(offset), compressed as one whole stream per request.",
+                 headers: [.uploadOffset: String(offset)])
+    }
+
+    static func compressionRatioExceeded(limit: Int) -> APIError {
+        APIError(.contentTooLarge, "compression_ratio_exceeded",
+                 "The compressed request body expands to more than \(limit) bytes per byte sent, more than this server "
+                 + "accepts; none of its bytes were kept. Send this data without Content-Encoding.")
     }
 
     static func bodyExceedsLength(_ length: Int64) -> APIError {
@@ -260,6 +323,39 @@ extension APIError {
         APIError(.requestTimeout, "body_timeout",
                  "The request body did not arrive within \(timeout.components.seconds) s; the connection is closed. "
                  + "Send the whole request at once and retry.")
+    }
+
+    // MARK: Archive entries (EntriesController)
+
+    static func entryNotFound(_ path: String) -> APIError {
+        APIError(.notFound, "entry_not_found",
+                 "The archive has no entry \(path.prefix(200)); list them with GET …/entries?prefix=.")
+    }
+
+    /// A path several tar entries share: the client picks one with `?n=`.
+    static func ambiguousEntry(_ path: String, numbers: [Int]) -> APIError {
+        APIError(.conflict, "ambiguous_entry",
+                 "\(numbers.count) entries are named \(path.prefix(200)) (numbers \(numbers.map(String.init).joined(separator: ", "))); "
+                 + "pick one with ?n=NUMBER.")
+    }
+
+    static func entryNotReadable(_ number: Int, _ why: String) -> APIError {
+        APIError(.conflict, "entry_not_readable", "Entry \(number) cannot be read: \(why).")
+    }
+
+    /// The index is not there (yet, or at all) for this attachment.
+    static func indexNotReady(_ state: BundleIndexState, reason: String?) -> APIError {
+        switch state {
+        case .pending:
+            APIError(.conflict, "index_pending", "The archive is still being indexed; try again in a moment.",
+                     headers: [.retryAfter: "5"])
+        case .notAnArchive:
+            APIError(.conflict, "not_an_archive",
+                     "This attachment is not an archive the service reads (zip, tar, tar.gz, gzip); download it whole.")
+        case .unreadable, .ready:
+            APIError(.conflict, "archive_unreadable",
+                     "The archive cannot be read in place: \(reason ?? "unknown reason"); download it whole.")
+        }
     }
 
     static func badRequest(_ code: String, _ message: String) -> APIError {

@@ -7,6 +7,9 @@ import CaseFilesCore
 public struct AppRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var user: User?
+    /// The drop credential that authenticated the request (issue #20), with `user` nil: it may only upload into its
+    /// case (`requireUploader`); every other route refuses it (`requireUser`).
+    public var dropCredential: DropToken?
     let channel: any Channel
     /// The client's IP address for logs: the connection's peer, or, when the peer is a trusted proxy
     /// (`--trusted-proxy`), the address it reports (`ForwardedMiddleware`). nil for a Unix socket.
@@ -26,10 +29,26 @@ public struct AppRequestContext: RequestContext {
     /// JSON request bodies (case creation and the like) are small; anything bigger is refused.
     public var maxUploadSize: Int { 64 * 1024 }
 
-    /// The authenticated user; routes behind `AuthMiddleware` always have one.
+    /// The authenticated user. Routes behind `AuthMiddleware` have one, or a drop credential, which only upload
+    /// routes take: anywhere else it gets what `AccessPolicy` says for it, 404 for a route naming another case
+    /// (which it must not learn exists) and 403 `drop_credential_upload_only` otherwise.
     func requireUser() throws -> User {
-        guard let user else { throw APIError.missingToken() }
-        return user
+        if let user { return user }
+        if let dropCredential {
+            let named = parameters.get("number").map { CaseNumber.normalise($0) ?? $0 }
+            if AccessPolicy.decide(dropCredentialFor: dropCredential.caseNumber, caseNumber: named, action: nil) == .hidden {
+                throw APIError.caseNotFound(named ?? "")
+            }
+            throw APIError.dropCredentialUploadOnly(dropCredential.caseNumber)
+        }
+        throw APIError.missingToken()
+    }
+
+    /// Who uploads: the user, or the drop credential (upload routes only).
+    func requireUploader() throws -> Uploader {
+        if let user { return .user(user) }
+        if let dropCredential { return .dropCredential(dropCredential) }
+        throw APIError.missingToken()
     }
 
     /// Answers `Expect: 100-continue` (RFC 9110 §10.1.1). Call it right before reading the body, once every

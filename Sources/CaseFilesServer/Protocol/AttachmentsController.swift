@@ -135,32 +135,18 @@ struct AttachmentsController: Sendable {
             .cacheControl: "private, no-cache",
         ]
 
-        let rangeHeader = request.headers[.range]
-        var resolution = ByteRange.resolve(rangeHeader, size: size)
-        if let ifRange = request.headers[.ifRange], !Self.ifRangeMatches(ifRange, etag: etag, lastModified: lastModified) {
-            resolution = .whole  // the client's partial copy is stale: send the whole new representation
+        let (range, status) = try Self.selectRange(request, size: size, etag: etag, lastModified: lastModified,
+                                                    of: "file", headers: &headers)
+        // RFC 9530 §4 `Want-Content-Digest`: a whole 200 without content coding is the representation itself, so
+        // its Content-Digest is the Repr-Digest (sent always); a 206's part would need a pass of its own: omitted.
+        if status == .ok, DigestFields.wants(.wantContentDigest, in: request.headers) {
+            headers[.contentDigest] = headers[.reprDigest]
         }
-        let range: ByteRange
-        let status: HTTPResponse.Status
-        switch resolution {
-        case .unsatisfiable:
-            throw APIError(.rangeNotSatisfiable, "range_not_satisfiable",
-                           "The requested range is outside the file's \(size) bytes.",
-                           headers: [.contentRange: "bytes */\(size)", .acceptRanges: "bytes", .eTag: etag])
-        case .whole:
-            range = ByteRange(first: 0, last: size - 1)
-            status = .ok
-        case .partial(let partial):
-            range = partial
-            status = .partialContent
-            headers[.contentRange] = "bytes \(partial.first)-\(partial.last)/\(size)"
-        }
-        headers[.contentLength] = String(max(0, range.count))
         if request.method == .head {
             return Response(status: status, headers: headers)
         }
 
-        let reader = try await services.blobs.openForReading(id: upload.id)
+        let reader = try await AttachmentContent.open(upload, services: services)  // a final: its partials in order
         let database = services.database
         // A link pays for the whole response before a byte is sent, in one transaction, so concurrent
         // requests on one link cannot together pass its budget; what was not sent is refunded at the end.
@@ -176,7 +162,7 @@ struct AttachmentsController: Sendable {
         let startedAt = now()
         let logged = Download(
             id: nil, uploadID: upload.id, userID: user.id!, startedAt: startedAt, finishedAt: startedAt, bytesSent: 0,
-            range: rangeHeader.map { String($0.prefix(200)) }, status: Int(status.code), completed: false)
+            range: request.headers[.range].map { String($0.prefix(200)) }, status: Int(status.code), completed: false)
         let channel = context.channel
         let body = ResponseBody(contentLength: Int(max(0, range.count))) { writer in
             var position = range.first
@@ -213,6 +199,36 @@ struct AttachmentsController: Sendable {
         return Response(status: status, headers: headers, body: body)
     }
 
+
+    /// The part of a `size`-byte representation a GET answers (RFC 9110 §14: `Range`, and `If-Range` with a stale
+    /// validator meaning the whole): the range and status, with `Content-Range` and `Content-Length` set in
+    /// `headers`. Downloads and archive entries (`EntriesController`) alike.
+    /// - Throws: 416 `range_not_satisfiable` naming `what` ("file", "entry").
+    static func selectRange(
+        _ request: Request, size: Int64, etag: String, lastModified: Date, of what: String, headers: inout HTTPFields
+    ) throws -> (ByteRange, HTTPResponse.Status) {
+        var resolution = ByteRange.resolve(request.headers[.range], size: size)
+        if let ifRange = request.headers[.ifRange], !ifRangeMatches(ifRange, etag: etag, lastModified: lastModified) {
+            resolution = .whole  // the client's partial copy is stale: send the whole new representation
+        }
+        let range: ByteRange
+        let status: HTTPResponse.Status
+        switch resolution {
+        case .unsatisfiable:
+            throw APIError(.rangeNotSatisfiable, "range_not_satisfiable",
+                           "The requested range is outside the \(what)'s \(size) bytes.",
+                           headers: [.contentRange: "bytes */\(size)", .acceptRanges: "bytes", .eTag: etag])
+        case .whole:
+            range = ByteRange(first: 0, last: size - 1)
+            status = .ok
+        case .partial(let partial):
+            range = partial
+            status = .partialContent
+            headers[.contentRange] = "bytes \(partial.first)-\(partial.last)/\(size)"
+        }
+        headers[.contentLength] = String(max(0, range.count))
+        return (range, status)
+    }
     /// RFC 9110 §13.1.5: a strong ETag must match exactly; a date must equal Last-Modified.
     static func ifRangeMatches(_ value: String, etag: String, lastModified: Date) -> Bool {
         let value = value.trimmingCharacters(in: .whitespaces)
@@ -224,14 +240,21 @@ struct AttachmentsController: Sendable {
 
     /// The attachment named in the path, if the caller may read its case and it verified.
     private func verifiedAttachment(_ context: AppRequestContext, user: User) async throws -> Upload {
+        try await Self.verifiedAttachment(context, user: user, database: services.database)
+    }
+
+    /// The same, for the other readers of an attachment (`EntriesController`): one rule for who may read what.
+    static func verifiedAttachment(_ context: AppRequestContext, user: User, database: any MetadataStore) async throws -> Upload {
         let id = context.parameters.get("id") ?? ""
         guard SecureRandom.isIdentifier(id),
-              let (upload, supportCase) = try await services.database.uploadWithCase(id: id),
+              let (upload, supportCase) = try await database.uploadWithCase(id: id),
               AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: .readCase) == .allow
         else {
             throw APIError(.notFound, "attachment_not_found", "No attachment \(id.prefix(64)) is visible to you.")
         }
         switch upload.state {
+        case .verified where upload.concat == .partial:  // a part of a final upload, never an attachment
+            throw APIError(.notFound, "attachment_not_found", "No attachment \(id.prefix(64)) is visible to you.")
         case .verified:
             return upload
         case .uploading:

@@ -87,14 +87,30 @@ struct CasesController: Sendable {
         return EditedResponse(status: .created, headers: [.location: "/api/v1/cases/\(created.number)"], response: CaseJSON(created))
     }
 
-    @Sendable func attachments(_ request: Request, context: AppRequestContext) async throws -> AttachmentListRepresentation {
-        let supportCase = try await visibleCase(context)
-        let uploads = try await database.uploads(caseNumber: supportCase.number)
+    /// One page of the case's attachments and unfinished uploads, oldest first (`PageQuery`; the cursor is a
+    /// `ListingPosition`). A page's rows are split between `attachments` and `uploads` as they come.
+    @Sendable func attachments(_ request: Request, context: AppRequestContext) async throws
+        -> EditedResponse<AttachmentListRepresentation>
+    {
+        let number = try await visibleCase(context).number
+        let query = try PageQuery(request) { ListingPosition(cursor: $0) != nil }
+        let rows = try await database.caseListing(number, after: query.after.flatMap(ListingPosition.init(cursor:)),
+                                                  limit: query.limit + 1)
+        let (uploads, next) = query.page(rows) { ListingPosition($0).cursor }
         let names = try await database.userNames(ids: Set(uploads.map(\.createdBy)))
-        return AttachmentListRepresentation(
-            attachments: uploads.filter { $0.state == .verified || $0.state == .purged }
-                .map { AttachmentRepresentation($0, uploadedBy: names[$0.createdBy]) },
-            uploads: uploads.filter { $0.state == .uploading }.map(AttachmentListRepresentation.Unfinished.init))
+        return EditedResponse(
+            headers: query.headers(path: "/api/v1/cases/\(number)/attachments", next: next),
+            response: AttachmentListRepresentation(
+                attachments: uploads.filter { $0.state == .verified || $0.state == .purged }
+                    .map { AttachmentRepresentation($0, uploadedBy: Self.uploader($0, names: names)) },
+                uploads: uploads.filter { $0.state == .uploading }.map(AttachmentListRepresentation.Unfinished.init),
+                next: next))
+    }
+
+    /// Who uploaded: the user's name, or the drop credential and who made it (issue #20).
+    static func uploader(_ upload: Upload, names: [Int64: String]) -> String? {
+        guard let token = upload.createdByDropToken else { return names[upload.createdBy] }
+        return "drop credential \(token) (made by \(names[upload.createdBy] ?? "unknown"))"
     }
 
     // MARK: - Lifecycle (handbook: Closing Cases, Reopening Cases)
@@ -188,7 +204,7 @@ struct CasesController: Sendable {
     }
 
     /// The one way this API reads a JSON body: the right Content-Type, then a message naming what was expected.
-    private func decodeJSON<T: Decodable>(
+    func decodeJSON<T: Decodable>(
         _ type: T.Type, _ request: Request, _ context: AppRequestContext, expected: String
     ) async throws -> T {
         let mediaType = request.headers[.contentType]?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces)

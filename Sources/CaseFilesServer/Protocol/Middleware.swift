@@ -77,6 +77,9 @@ extension APIError {
         case .uploadTooLarge(let max): .uploadTooLarge(max: max)
         case .wholeFileDigestMismatch(let declared, let computed):
             .wholeFileDigestMismatch(declared: declared, computed: computed)
+        case .contentEncodingInvalid(let coding, let problem, let offset):
+            .contentEncodingInvalid(coding, problem: problem, offset: offset)
+        case .compressionRatioExceeded(let limit): .compressionRatioExceeded(limit: limit)
         case .diskFull: .insufficientStorage("the disk filled while writing")
         case .notFound(let id): .uploadNotFound(String(id.prefix(64)))
         case .gone(let upload): .uploadGone(upload)
@@ -121,10 +124,13 @@ extension APIError {
     }
 }
 
-/// Bearer-token authentication for everything but `OPTIONS` (tus discovery must work anonymously).
+/// Authentication for everything but `OPTIONS` (tus discovery must work anonymously): a user's bearer token, or a
+/// drop credential (issue #20) as a bearer token or as HTTP Basic with the case number as the user name
+/// (`curl -u 00001413:TOKEN`, RFC 7617). A drop credential sets `context.dropCredential` and no user.
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
     let database: any MetadataStore
+    let now: @Sendable () -> Date
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if request.method == .options { return try await next(request, context) }
@@ -135,15 +141,45 @@ struct AuthMiddleware: RouterMiddleware {
         }
         guard let header = request.headers[.authorization] else { throw APIError.missingToken() }
         let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw APIError.missingToken() }
-        guard let user = try await database.activeUser(tokenHash: AccessToken.hash(String(parts[1]))) else {
-            throw APIError.invalidToken()
-        }
+        guard parts.count == 2 else { throw APIError.missingToken() }
         var context = context
-        context.user = user
-        context.logger[metadataKey: "user"] = "\(user.name)"
-        context.observation.user(user)
+        switch parts[0].lowercased() {
+        case "bearer" where DropToken.isDropToken(String(parts[1])):
+            context.dropCredential = try await dropCredential(String(parts[1]), caseNumber: nil)
+        case "bearer":
+            guard let user = try await database.activeUser(tokenHash: AccessToken.hash(String(parts[1]))) else {
+                throw APIError.invalidToken()
+            }
+            context.user = user
+            context.logger[metadataKey: "user"] = "\(user.name)"
+            context.observation.user(user)
+        case "basic":
+            // RFC 7617 §2: base64 of `user-id:password`; the user id is the case number, the password the secret.
+            guard let decoded = Data(base64Encoded: String(parts[1])).flatMap({ String(data: $0, encoding: .utf8) }),
+                  let colon = decoded.firstIndex(of: ":")
+            else { throw APIError.invalidDropCredential() }
+            let number = CaseNumber.normalise(String(decoded[..<colon]))
+            guard let number else { throw APIError.invalidDropCredential() }
+            context.dropCredential = try await dropCredential(String(decoded[decoded.index(after: colon)...]),
+                                                              caseNumber: number)
+        default:
+            throw APIError.missingToken()
+        }
         return try await next(request, context)
+    }
+
+    /// The usable drop credential with this secret (bound to `caseNumber` when the client named one), its use
+    /// recorded at most once a minute. - Throws: 401 `invalid_token` otherwise.
+    private func dropCredential(_ secret: String, caseNumber: String?) async throws -> DropToken {
+        let at = now()
+        guard DropToken.isDropToken(secret), let (token, supportCase) = try await database.dropToken(tokenHash: DropToken.hash(secret)),
+              caseNumber == nil || caseNumber == token.caseNumber,
+              token.isUsable(at: at, caseIsClosed: supportCase.isClosed)
+        else { throw APIError.invalidDropCredential() }
+        if token.lastUsedAt.map({ at.timeIntervalSince($0) >= DropToken.lastUsedGranularity }) ?? true {
+            try await database.markDropTokenUsed(id: token.id!, at: at)
+        }
+        return token
     }
 }
 

@@ -2,10 +2,10 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 
-/// Listings that grow with use (cases, a case's history) come in pages: `?limit=N&after=CURSOR`. The answer's
-/// JSON says `next` (the cursor for the following page, absent on the last) and a `Link: <…>; rel="next"` header
-/// says the same (RFC 8288). Cursors are keys (an event id, a case number), so a page never repeats or skips a
-/// row when rows are added meanwhile.
+/// Listings that grow with use (cases, a case's history, a case's attachments) come in pages:
+/// `?limit=N&after=CURSOR`. The answer's JSON says `next` (the cursor for the following page, absent on the last)
+/// and a `Link: <…>; rel="next"` header says the same (RFC 8288). Cursors are keys (an event id, a case number, an
+/// upload's creation time and id), so a page never repeats or skips a row when rows are added meanwhile.
 struct PageQuery: Sendable {
     /// Rows per page when `limit` is not given.
     static let defaultLimit = 100
@@ -14,6 +14,10 @@ struct PageQuery: Sendable {
 
     var limit: Int
     var after: String?
+
+    /// RFC 3986 §2.3's unreserved characters: a cursor made of them goes into the `Link` URL as it is.
+    private static let unreserved = CharacterSet(
+        charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
     /// - Parameter validCursor: whether a given `after` is a cursor of this listing.
     /// - Throws: `APIError` 400 `invalid_limit` or `invalid_cursor`.
@@ -47,7 +51,7 @@ struct PageQuery: Sendable {
     /// `Link: <path?limit=N&after=next>; rel="next"` for `path`, or no header on the last page.
     func headers(path: String, next: String?) -> HTTPFields {
         guard let next else { return [:] }
-        let cursor = next.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? next
+        let cursor = next.addingPercentEncoding(withAllowedCharacters: Self.unreserved) ?? next
         return [.link: "<\(path)?limit=\(limit)&after=\(cursor)>; rel=\"next\""]
     }
 }

@@ -51,7 +51,9 @@ public enum TusHeaders {
         guard parts.count == 2, !parts[0].isEmpty else {
             throw APIError.invalidHeader(.uploadChecksum, "must be `<algorithm> <base64 digest>`")
         }
-        guard let algorithm = ChecksumAlgorithm(rawValue: String(parts[0])) else {
+        guard let algorithm = ChecksumAlgorithm(rawValue: String(parts[0])),
+              ChecksumAlgorithm.tusChecksum.contains(algorithm)
+        else {
             throw APIError.badRequest(
                 "unsupported_checksum_algorithm",
                 "Upload-Checksum algorithm \(parts[0].prefix(32)) is not supported; use sha1 or sha256.")
@@ -80,6 +82,17 @@ public enum TusHeaders {
             throw APIError.badRequest("unsupported_digest_algorithm",
                                       "Repr-Digest has no sha-256 member, and SHA-256 is the only digest this server verifies: "
                                       + "send `Repr-Digest: sha-256=:<base64>:` or leave the header out.")
+        }
+    }
+
+    /// The body's content coding (`casefiles-content-encoding`): nil without one.
+    /// - Throws: 415 `unsupported_content_encoding` for any coding but gzip, deflate and identity.
+    static func contentCoding(in fields: HTTPFields) throws -> ContentCoding? {
+        let values = fields[values: .contentEncoding]
+        // Several fields are one list (RFC 9110 §5.3): `gzip` twice is two codings, which is refused.
+        switch ContentCoding.parse(values.isEmpty ? nil : values.joined(separator: ",")) {
+        case .success(let coding): return coding
+        case .failure(.unsupported(let value)): throw APIError.unsupportedContentEncoding(value)
         }
     }
 

@@ -13,7 +13,9 @@ import CaseFilesStorage
 struct UploadsController: Sendable {
     let services: AppServices
 
-    static let extensions = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
+    /// tus 1.0's extensions, and ours: `casefiles-content-encoding` (README, "Compressed uploads").
+    static let extensions = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation,"
+        + ContentCoding.tusExtension
 
     func addRoutes(to group: RouterGroup<AppRequestContext>) {
         group.post("cases/:number/uploads", use: create)
@@ -41,8 +43,12 @@ struct UploadsController: Sendable {
     // MARK: - POST (creation, creation-with-upload, creation-defer-length)
 
     @Sendable func create(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let user = try context.requireUser()
+        let uploader = try context.requireUploader()
         let fields = request.headers
+        let concat = try ConcatenationFront.concatField(in: fields)
+        if case .final(let partialIDs) = concat {
+            return try await ConcatenationFront(services: services).createFinal(partialIDs, request: request, context: context)
+        }
 
         // Guard clauses in the order of the spec: length, metadata, digests, then the case.
         let length = try TusHeaders.count(.uploadLength, in: fields)
@@ -65,32 +71,30 @@ struct UploadsController: Sendable {
         if fields[.contentType] != nil && !carriesData && (request.headers[.contentLength] ?? "0") != "0" {
             throw APIError.wrongContentType()
         }
-        let checksum = carriesData ? try TusHeaders.checksum(in: fields) : nil
-        let contentLength = try TusHeaders.count(.contentLength, in: fields)
+        let checksum = carriesData ? try DigestFields.requestDigest(in: fields) : nil
+        let coding = carriesData ? try TusHeaders.contentCoding(in: fields) : nil
+        // A compressed body's Content-Length counts encoded bytes: it says nothing of the room it takes.
+        let contentLength = coding == nil ? try TusHeaders.count(.contentLength, in: fields) : nil
 
         guard let number = CaseNumber.normalise(context.parameters.get("number") ?? "") else {
             throw APIError.caseNotFound(context.parameters.get("number") ?? "")
         }
-        let supportCase = try await authorizedCase(number, user: user, action: .useOwnUpload)
+        let supportCase = try await authorizedCase(number, uploader: uploader, action: .useOwnUpload)
         guard !supportCase.isClosed else { throw await services.cases.closedCaseError(supportCase.number) }
         // Everything the headers decide is decided before anything is created (tus creation-with-upload):
         // a request refused here leaves nothing behind, and gets its answer before `100 Continue`.
         let bodyLength = carriesData || length == 0 ? contentLength : nil  // any other body is not read
         try checkBodyFits(bodyLength, length: length, offset: 0)
-        try await UploadQuotas.checkCreation(caseNumber: supportCase.number, userID: user.id!, length: length,
-                                             services: services)
-        try await checkFreeSpace(for: length ?? bodyLength ?? 0)
 
         let now = services.now()
         let upload = Upload(
             id: SecureRandom.identifier(), caseNumber: supportCase.number, filename: filename, filetype: filetype,
             rawMetadata: metadata.raw, length: length, offset: 0, state: .uploading, declaredSHA256: declared,
-            digestState: SHA256Digest().savedState, sha256: nil, createdBy: user.id!, createdAt: now,
-            updatedAt: now, completedAt: nil, purgedAt: nil)
-        // Blob first, row second: a crash between them leaves an orphan file the startup sweep removes,
-        // never a row without its file.
-        try await services.blobs.create(id: upload.id)
-        try await database.createUpload(upload)
+            digestState: SHA256Digest().savedState, sha256: nil, createdBy: uploader.accountableUserID, createdAt: now,
+            updatedAt: now, completedAt: nil, purgedAt: nil, concat: concat == .partial ? .partial : nil,
+            createdByDropToken: uploader.dropTokenID)
+        // Blob, then row with the quotas and free space checked in its transaction (`UploadQuotas.create`).
+        try await UploadQuotas.create(upload, reserving: length ?? bodyLength ?? 0, services: services)
         services.metrics.uploadsCreated.increment()
         context.observation.upload(upload.id)
         context.logger.info("upload created", metadata: ["upload": "\(upload.id)", "case": "\(upload.caseNumber)"])
@@ -101,12 +105,12 @@ struct UploadsController: Sendable {
         var current = upload
         do {
             if upload.length == 0 {
-                current = try await appendBody(nil, to: upload, request: request, checksum: nil, writer: nil,
-                                               context: context)
+                current = try await appendBody(nil, to: upload, request: request, checksum: nil, coding: nil,
+                                               writer: nil, context: context)
             } else if carriesData {
                 current = try await asWriter(upload.id, readingBody: true, context: context) { writer in
-                    try await appendBody(request.body, to: upload, request: request, checksum: checksum, writer: writer,
-                                         context: context)
+                    try await appendBody(request.body, to: upload, request: request, checksum: checksum, coding: coding,
+                                         writer: writer, context: context)
                 }
             }
         } catch {
@@ -119,6 +123,7 @@ struct UploadsController: Sendable {
         }
         if carriesData || upload.length == 0 { headers[.uploadOffset] = String(current.offset) }
         if current.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(current)) }
+        headers[.reprDigest] = DigestFields.verifiedReprDigest(of: current)
         return Response(status: .created, headers: headers)
     }
 
@@ -128,7 +133,7 @@ struct UploadsController: Sendable {
     /// row and blob, even when bytes without `Upload-Checksum` were committed before a cut: without the
     /// URL they cannot be resumed. This runs only before the response, so a `201` sent is never undone;
     /// a verified upload is never removed. A blob whose removal fails is left to the orphan sweep.
-    private func removeFailedCreation(_ id: String, context: AppRequestContext) async {
+    func removeFailedCreation(_ id: String, context: AppRequestContext) async {
         let services = self.services
         // A task of its own: the request may have been cancelled (superseded, too slow, shutdown).
         let outcome = await Task { () async -> (any Error)? in
@@ -150,6 +155,7 @@ struct UploadsController: Sendable {
 
     @Sendable func head(_ request: Request, context: AppRequestContext) async throws -> Response {
         let (upload, _) = try await authorizedUpload(context, for: .read)
+        if upload.concat == .final { return try await ConcatenationFront(services: services).head(upload) }
         if upload.state != .verified { try checkWritable(upload) }
         var headers: HTTPFields = [.uploadOffset: String(upload.offset), .cacheControl: "no-store"]
         if let length = upload.length {
@@ -159,6 +165,7 @@ struct UploadsController: Sendable {
         }
         if !upload.rawMetadata.isEmpty { headers[.uploadMetadata] = upload.rawMetadata }
         if upload.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(upload)) }
+        if upload.concat == .partial { headers[.uploadConcat] = "partial" }
         return Response(status: .ok, headers: headers)
     }
 
@@ -170,21 +177,25 @@ struct UploadsController: Sendable {
         guard fields[.contentType].map(Self.isOffsetStream) == true else { throw APIError.wrongContentType() }
         let offset = try TusHeaders.offset(in: fields)
         let newLength = try TusHeaders.count(.uploadLength, in: fields)
-        let checksum = try TusHeaders.checksum(in: fields)
+        let checksum = try DigestFields.requestDigest(in: fields)
+        let coding = try TusHeaders.contentCoding(in: fields)
         let declared = try TusHeaders.reprDigest(in: fields)
         let (found, supportCase) = try await authorizedUpload(context, for: .append)
+        try await ConcatenationFront(services: services).checkChangeable(found)
         guard !supportCase.isClosed else { throw await services.cases.closedCaseError(supportCase.number) }
         try checkWritable(found)
 
+        // A compressed body's Content-Length counts encoded bytes: it says nothing of the room it takes.
         let admission = AppendRequest(offset: offset, newLength: newLength, declaredSHA256: declared,
-                                      contentLength: try TusHeaders.count(.contentLength, in: fields))
+                                      contentLength: coding == nil ? try TusHeaders.count(.contentLength, in: fields) : nil)
         let upload = try await asWriter(found.id, readingBody: true, context: context) { writer async throws -> Upload in
             let upload = try await UploadAdmission.admit(admission, uploadID: found.id, services: services)
-            return try await appendBody(request.body, to: upload, request: request, checksum: checksum, writer: writer,
-                                        context: context, started: started)
+            return try await appendBody(request.body, to: upload, request: request, checksum: checksum, coding: coding,
+                                        writer: writer, context: context, started: started)
         }
         var headers: HTTPFields = [.uploadOffset: String(upload.offset)]
         if upload.state == .uploading { headers[.uploadExpires] = HTTPDate.format(expiresAt(upload)) }
+        headers[.reprDigest] = DigestFields.verifiedReprDigest(of: upload)
         return Response(status: .noContent, headers: headers)
     }
 
@@ -192,6 +203,7 @@ struct UploadsController: Sendable {
 
     @Sendable func delete(_ request: Request, context: AppRequestContext) async throws -> Response {
         let (found, _) = try await authorizedUpload(context, for: .terminate)
+        try await ConcatenationFront(services: services).checkChangeable(found)
         try await asWriter(found.id, readingBody: false, context: context) { _ in
             guard let upload = try await database.upload(id: found.id) else { throw APIError.uploadNotFound(found.id) }
             if upload.state == .uploading { try checkWritable(upload) }
@@ -217,14 +229,16 @@ struct UploadsController: Sendable {
     /// Appends one request body at the upload's committed offset (`UploadAppend`: a body with
     /// `Upload-Checksum` is all-or-nothing; one without keeps whatever arrived before a cut). Returns the
     /// committed upload. The caller holds the upload's writer lock (`asWriter`), unless there is no body.
-    private func appendBody(
+    /// `coding`: the body's `Content-Encoding` (`casefiles-content-encoding`): the engine inflates it.
+    func appendBody(
         _ body: RequestBody?, to upload: Upload, request: Request,
-        checksum: (ChecksumAlgorithm, [UInt8])?, writer: UploadWriter?, context: AppRequestContext,
+        checksum: (ChecksumAlgorithm, [UInt8])?, coding: ContentCoding?, writer: UploadWriter?, context: AppRequestContext,
         started: UInt64 = MonotonicClock.nanoseconds()
     ) async throws -> Upload {
         let contentLength = try TusHeaders.count(.contentLength, in: request.headers)
-        let append = try await UploadAppend.prepare(upload, by: try context.requireUser().id!, contentLength: contentLength,
-                                                    checksum: checksum, services: services, requestStarted: started)
+        let append = try await UploadAppend.prepare(upload, by: try context.requireUploader().accountableUserID, contentLength: contentLength,
+                                                    checksum: checksum, coding: coding, services: services,
+                                                    requestStarted: started)
         // The one place `100 Continue` is sent: every check the headers decide has passed (the offset and
         // length under the writer lock, the room for Content-Length, the case, the permissions). RFC 9110
         // §10.1.1: a final status the headers decide is sent at once, so the client never sends the body.
@@ -241,7 +255,7 @@ struct UploadsController: Sendable {
 
     /// Runs `operation` as the upload's only writer (`UploadWriter`: newest wins, the slow-client watchdog
     /// when it reads a body, shutdown), and answers what stopped it.
-    private func asWriter<T: Sendable>(
+    func asWriter<T: Sendable>(
         _ uploadID: String, readingBody: Bool, context: AppRequestContext,
         _ operation: @escaping @Sendable (UploadWriter) async throws -> T
     ) async throws -> T {
@@ -253,9 +267,9 @@ struct UploadsController: Sendable {
         return try finished.result.get()
     }
 
-    private func authorizedCase(_ number: String, user: User, action: AccessPolicy.Action) async throws -> SupportCase {
+    func authorizedCase(_ number: String, uploader: Uploader, action: AccessPolicy.Action) async throws -> SupportCase {
         guard let supportCase = try await database.supportCase(number: number) else { throw APIError.caseNotFound(number) }
-        switch AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: action) {
+        switch uploader.decide(caseNumber: number, caseAccount: supportCase.account, action: action) {
         case .allow: return supportCase
         case .hidden: throw APIError.caseNotFound(number)
         case .forbidden: throw APIError.forbidden("do this on case \(number)")
@@ -267,19 +281,20 @@ struct UploadsController: Sendable {
 
     /// The upload named in the path, if the caller may see it and `use` it: only its creator appends (403
     /// `not_upload_creator` for anyone else); others terminate it as the permission table says.
-    private func authorizedUpload(_ context: AppRequestContext, for use: UploadUse) async throws -> (Upload, SupportCase) {
-        let user = try context.requireUser()
+    func authorizedUpload(_ context: AppRequestContext, for use: UploadUse) async throws -> (Upload, SupportCase) {
+        let uploader = try context.requireUploader()
         let id = context.parameters.get("id") ?? ""
         guard SecureRandom.isIdentifier(id), let (upload, supportCase) = try await database.uploadWithCase(id: id) else {
             throw APIError.uploadNotFound(String(id.prefix(64)))
         }
-        let own = upload.createdBy == user.id
+        // Its creator: the same user with their own token, or the same drop credential (issue #20).
+        let own = uploader.created(upload)
         let action: AccessPolicy.Action = switch use {
-        case .read: .readCase
+        case .read: own ? .useOwnUpload : .readCase
         case .append: own ? .useOwnUpload : .appendToOthersUpload
         case .terminate: own ? .useOwnUpload : .modifyOthersUpload
         }
-        switch AccessPolicy.decide(user: user, caseAccount: supportCase.account, action: action) {
+        switch uploader.decide(caseNumber: supportCase.number, caseAccount: supportCase.account, action: action) {
         case .allow: return (upload, supportCase)
         case .hidden: throw APIError.uploadNotFound(id)
         case .forbidden where action == .appendToOthersUpload: throw APIError(CaseFilesError.notUploadCreator(id))
@@ -288,11 +303,11 @@ struct UploadsController: Sendable {
     }
 
     /// tus expiration: an unfinished upload lives `uploadExpiry` past its last progress.
-    private func expiresAt(_ upload: Upload) -> Date {
+    func expiresAt(_ upload: Upload) -> Date {
         Upload.expiresAt(lastProgress: upload.updatedAt, expiry: services.limits.uploadExpiry)
     }
 
-    private func checkWritable(_ upload: Upload) throws {
+    func checkWritable(_ upload: Upload) throws {
         try UploadAdmission.checkWritable(upload, now: services.now(), expiry: services.limits.uploadExpiry)
     }
 
@@ -300,10 +315,6 @@ struct UploadsController: Sendable {
     /// read (`UploadRoom`: 413 `body_exceeds_length`, or `upload_too_large` for a deferred length).
     private func checkBodyFits(_ contentLength: Int64?, length: Int64?, offset: Int64) throws {
         try UploadRoom.check(contentLength, length: length, offset: offset, maxUploadSize: services.limits.maxUploadSize)
-    }
-
-    private func checkFreeSpace(for bytes: Int64) async throws {
-        try await UploadAdmission.checkFreeSpace(for: bytes, services: services)
     }
 
     static func isOffsetStream(_ contentType: String) -> Bool {

@@ -31,6 +31,7 @@ struct WebController: Sendable {
         assets = [
             "index.html": try load("index.html", "text/html; charset=utf-8"),
             "app.js": try load("app.js", "text/javascript; charset=utf-8"),
+            "bundles.js": try load("bundles.js", "text/javascript; charset=utf-8"),
             "app.css": try load("app.css", "text/css; charset=utf-8"),
             "openapi.json": try load("openapi.json", "application/json"),
         ]
@@ -51,6 +52,7 @@ struct WebController: Sendable {
         router.get("/") { _, _ in serve("index.html") }
         router.get("/cases/:number") { _, _ in serve("index.html") }
         router.get("/static/app.js") { _, _ in serve("app.js") }
+        router.get("/static/bundles.js") { _, _ in serve("bundles.js") }
         router.get("/static/app.css") { _, _ in serve("app.css") }
         router.get("/api/v1/openapi.json") { _, _ in serve("openapi.json") }
     }

@@ -142,9 +142,17 @@ async function showCase(number) {
 }
 
 async function refreshAttachments() {
-  const response = await api(`/api/v1/cases/${currentCase.number}/attachments`);
-  if (!response.ok) { say(await errorText(response)); return; }
-  const body = await response.json();
+  // The listing comes in pages: follow `next` until the last one.
+  const body = { attachments: [], uploads: [] };
+  for (let after = null; ;) {
+    const response = await api(`/api/v1/cases/${currentCase.number}/attachments` + (after ? `?after=${encodeURIComponent(after)}` : ''));
+    if (!response.ok) { say(await errorText(response)); return; }
+    const page = await response.json();
+    body.attachments.push(...page.attachments);
+    body.uploads.push(...page.uploads);
+    if (!page.next) break;
+    after = page.next;
+  }
   const rows = $('attachments').tBodies[0];
   rows.replaceChildren();
   for (const a of body.attachments) {
@@ -157,6 +165,9 @@ async function refreshAttachments() {
       const button = el('button', 'Download', { type: 'button', 'aria-label': `Download ${a.filename}` });
       button.addEventListener('click', () => download(a.id));
       cell.append(button);
+      const browse = el('button', 'Browse', { type: 'button', 'aria-label': `Browse inside ${a.filename}` });
+      browse.addEventListener('click', () => window.browseBundle(a.id, a.filename));
+      cell.append(browse);
     }
     row.append(cell);
     rows.append(row);
@@ -180,6 +191,27 @@ async function download(id) {
   link.remove();
 }
 
+// MARK: - Compressed chunks (the server's casefiles-content-encoding extension; README "Compressed uploads")
+
+// Text-like files by name or MIME type: logs, traces, configuration, exports. Anything else (archives, images,
+// dumps in a binary format) goes as it is: compressing it again costs CPU and saves nothing.
+const TEXT_NAME = /\.(log|txt|text|out|err|trace|csv|tsv|json|ndjson|xml|ya?ml|ini|conf|cfg|properties|sql|html?|md)(\.\d+)?$/i;
+const TEXT_TYPE = /^text\/|json|xml|yaml|javascript/;
+// A chunk that would expand more than this on the server goes uncompressed: the server refuses bodies past its
+// --max-compression-ratio (default 1000:1) as possible bombs.
+const MAX_RATIO = 500;
+
+function looksLikeText(file) {
+  return typeof CompressionStream === 'function' && (TEXT_TYPE.test(file.type) || TEXT_NAME.test(file.name));
+}
+
+/// The chunk as one complete gzip stream (a Blob): Chromium cannot stream a request body over HTTP/1.1, so each
+/// chunk is compressed whole before it is sent.
+async function gzipChunk(bytes) {
+  const stream = new Blob([bytes]).stream().pipeThrough(new CompressionStream('gzip'));
+  return new Response(stream, { headers: { 'Content-Type': 'application/octet-stream' } }).blob();
+}
+
 // MARK: - Uploads (tus 1.0 with Upload-Checksum: sha256 per chunk)
 
 const remembered = () => JSON.parse(localStorage.getItem(UPLOADS_KEY) || '{}');
@@ -194,6 +226,8 @@ class Transfer {
     this.url = null;
     this.offset = 0;
     this.paused = false;
+    this.compress = looksLikeText(file);
+    this.bodyBytesSent = 0;
     this.render();
   }
 
@@ -214,14 +248,16 @@ class Transfer {
     $('transfers').append(this.row);
   }
 
-  report(sent) {
-    const done = this.offset + sent;
+  /// `sent`: bytes of the current chunk's body on the wire; `scale`: file bytes per body byte (compressed chunks).
+  report(sent, scale = 1) {
+    const done = this.offset + Math.round(sent * scale);
     this.progress.value = done;
     const elapsed = (performance.now() - this.started) / 1000;
     const rate = (done - this.startOffset) / Math.max(elapsed, 0.001);
     const percent = this.file.size ? (done * 100) / this.file.size : 100;
     this.status.textContent = `uploading ${percent.toFixed(1)}% · ${formatBytes(done)} of ${formatBytes(this.file.size)} · `
-      + `${formatBytes(rate)}/s · ETA ${formatDuration((this.file.size - done) / rate)}`;
+      + `${formatBytes(rate)}/s · ETA ${formatDuration((this.file.size - done) / rate)}`
+      + (this.compress ? ` · sent ${formatBytes(this.bodyBytesSent + sent)} compressed` : '');
   }
 
   async start() {
@@ -288,10 +324,18 @@ class Transfer {
     this.chunkSize = this.chunkSize || CHUNK.initial;
     while (this.offset < this.file.size && !this.paused) {
       const bytes = await this.file.slice(this.offset, this.offset + this.chunkSize).arrayBuffer();
-      const checksum = base64(await crypto.subtle.digest('SHA-256', bytes));
+      let body = bytes, encoding = null;
+      if (this.compress) {
+        const packed = await gzipChunk(bytes);
+        if (packed.size < bytes.byteLength && packed.size * MAX_RATIO >= bytes.byteLength) { body = packed; encoding = 'gzip'; }
+      }
+      // Upload-Checksum covers the body as sent (the compressed blob); the server checks the file's SHA-256.
+      const checksum = base64(await crypto.subtle.digest('SHA-256', body instanceof Blob ? await body.arrayBuffer() : body));
       const sent = performance.now();
-      const result = await this.patch(bytes, checksum);
+      const bodySize = body instanceof Blob ? body.size : body.byteLength;
+      const result = await this.patch(body, checksum, encoding, bytes.byteLength / Math.max(1, bodySize));
       if (this.paused) return;
+      this.bodyBytesSent += bodySize;
       if (result.status === 204) {
         const observed = bytes.byteLength / Math.max(0.001, (performance.now() - sent) / 1000);
         this.rate = this.rate ? (this.rate + observed) / 2 : observed;
@@ -321,7 +365,7 @@ class Transfer {
     if (this.offset >= this.file.size && !this.paused) this.finish();
   }
 
-  patch(bytes, checksum) {
+  patch(bytes, checksum, encoding = null, scale = 1) {
     return new Promise((resolve) => {
       const xhr = new XMLHttpRequest();
       this.xhr = xhr;
@@ -331,7 +375,8 @@ class Transfer {
       xhr.setRequestHeader('Upload-Offset', String(this.offset));
       xhr.setRequestHeader('Content-Type', 'application/offset+octet-stream');
       xhr.setRequestHeader('Upload-Checksum', `sha256 ${checksum}`);
-      xhr.upload.onprogress = (event) => this.report(event.loaded);
+      if (encoding) xhr.setRequestHeader('Content-Encoding', encoding);
+      xhr.upload.onprogress = (event) => this.report(event.loaded, scale);
       xhr.onload = () => {
         let message = `The server answered ${xhr.status}.`;
         try { const body = JSON.parse(xhr.responseText); message = HUMAN[body.error] || body.message; } catch { /* empty body */ }
@@ -406,6 +451,10 @@ document.addEventListener('DOMContentLoaded', () => {
   drop.addEventListener('dragover', (event) => { event.preventDefault(); drop.classList.add('over'); });
   drop.addEventListener('dragleave', () => drop.classList.remove('over'));
   drop.addEventListener('drop', (event) => { event.preventDefault(); drop.classList.remove('over'); addFiles(event.dataTransfer.files); });
+  $('drop-token').addEventListener('click', () => makeDropToken().catch((error) => {
+    if (error.message !== 'signed out') say(error.message);
+  }));
+  $('drop-token-copy').addEventListener('click', () => navigator.clipboard.writeText($('drop-token-curl').textContent));
   route();
 });
 
@@ -413,4 +462,16 @@ function route() {
   if (!token()) { showSignIn(''); return; }
   const match = location.pathname.match(/^\/cases\/([0-9]{1,8})$/);
   (match ? showCase(match[1]) : showCases()).catch((error) => { if (error.message !== 'signed out') say(error.message); });
+}
+
+// A drop credential for the case (issue #20): POST /api/v1/cases/{n}/drop-tokens (engineers, admins), shown once
+// as the curl command the customer runs on their server.
+async function makeDropToken() {
+  const response = await api(`/api/v1/cases/${currentCase.number}/drop-tokens`, { method: 'POST' });
+  if (!response.ok) { say(await errorText(response)); return; }
+  const created = await response.json();
+  const url = `${location.origin}${created.uploadPath}`;
+  $('drop-token-curl').textContent = `curl -fsS -T FILE -u ${created.caseNumber}:${created.token} ${url}`;
+  $('drop-token-result').hidden = false;
+  say(`Drop credential ${created.id} made; it expires ${new Date(created.expiresAt).toLocaleString()}.`);
 }
