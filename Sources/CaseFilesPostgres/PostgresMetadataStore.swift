@@ -19,9 +19,9 @@ import _ConnectionPoolModule
 /// in `shutdown()`; it is not a `Service` of the server's group, so it outlives the graceful shutdown in which
 /// in-flight uploads still commit.
 public final class PostgresMetadataStore: MetadataStore {
-    private let client: PostgresClient
+    let client: PostgresClient
     private let running: Task<Void, Never>
-    private let logger: Logger
+    let logger: Logger
     public let location: PostgresLocation
 
     /// `running` once the pool runs: a lease asked for before `run()` is queued (and logged as a warning).
@@ -96,7 +96,7 @@ public final class PostgresMetadataStore: MetadataStore {
     // MARK: Running queries
 
     /// One transaction on a pooled connection (see `transaction(on:)`).
-    private func write<T: Sendable>(_ begin: PostgresQuery = "BEGIN",
+    func write<T: Sendable>(_ begin: PostgresQuery = "BEGIN",
                                     _ body: @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         let logger = self.logger
         return try await Self.mappingErrors {
@@ -110,7 +110,7 @@ public final class PostgresMetadataStore: MetadataStore {
     /// postgresql.org/docs/15/errcodes-appendix.html) becomes `CaseFilesError.databaseFull`, as SQLITE_FULL does; a
     /// wait for a pooled connection cut short by the task's cancellation (a superseded or stopped upload request)
     /// becomes `CancellationError`, which the upload engine answers with the stop's reason (`UploadWriter`).
-    private static func mappingErrors<T>(_ body: () async throws -> T) async throws -> T {
+    static func mappingErrors<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "53100" {
@@ -122,7 +122,7 @@ public final class PostgresMetadataStore: MetadataStore {
 
     /// `begin`, `body`, COMMIT; on an error ROLLBACK, and the error passed on as it is (PostgresNIO's
     /// `withTransaction` would wrap the domain's errors).
-    private static func transaction<T>(on connection: PostgresConnection, begin: PostgresQuery = "BEGIN", logger: Logger,
+    static func transaction<T>(on connection: PostgresConnection, begin: PostgresQuery = "BEGIN", logger: Logger,
                                        _ body: @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         try await connection.query(begin, logger: logger)
         do {
@@ -136,11 +136,11 @@ public final class PostgresMetadataStore: MetadataStore {
     }
 
     /// The rows of one statement outside a transaction (a read, or a write that is one statement), each decoded.
-    private func rows<T: Sendable>(_ query: PostgresQuery, _ decode: (inout Cells) throws -> T) async throws -> [T] {
+    func rows<T: Sendable>(_ query: PostgresQuery, _ decode: (inout Cells) throws -> T) async throws -> [T] {
         try await Self.mappingErrors { try await Self.rows(query, on: client, logger: logger, decode) }
     }
 
-    private static func rows<T>(_ query: PostgresQuery, on client: PostgresClient, logger: Logger,
+    static func rows<T>(_ query: PostgresQuery, on client: PostgresClient, logger: Logger,
                                 _ decode: (inout Cells) throws -> T) async throws -> [T] {
         try await client.query(query, logger: logger).collect().map { row in
             var cells = Cells(row)
@@ -148,7 +148,7 @@ public final class PostgresMetadataStore: MetadataStore {
         }
     }
 
-    private static func rows<T>(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger,
+    static func rows<T>(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger,
                                 _ decode: (inout Cells) throws -> T) async throws -> [T] {
         try await connection.query(query, logger: logger).collect().map { row in
             var cells = Cells(row)
@@ -157,13 +157,13 @@ public final class PostgresMetadataStore: MetadataStore {
     }
 
     /// How many rows a statement with `RETURNING 1` touched (PostgresNIO does not surface the command tag's count).
-    private static func count(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws -> Int {
+    static func count(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws -> Int {
         try await connection.query(query, logger: logger).collect().count
     }
 
     /// SQL narrows, the Core rule decides: dates are kept to the millisecond (`PostgresTimestamp`), so a bound
     /// compared in SQL is widened by one, as `AppDatabase` does.
-    private static func sqlUpperBound(_ date: Date) -> PostgresTimestamp {
+    static func sqlUpperBound(_ date: Date) -> PostgresTimestamp {
         PostgresTimestamp(date.addingTimeInterval(0.001))
     }
 
@@ -302,6 +302,12 @@ extension PostgresMetadataStore {
                     purgedAt = \(PostgresTimestamp.optional(next.purgedAt))
                 WHERE number = \(number)
                 """, logger: logger)
+            if next.isClosed && !current.isClosed {
+                // Closing a case revokes its drop credentials at once, in the closing transaction (issue #20).
+                try await connection.query("""
+                    UPDATE dropToken SET revokedAt = \(PostgresTimestamp(now)) WHERE caseNumber = \(number) AND revokedAt IS NULL
+                    """, logger: logger)
+            }
             try await Self.insertEvent(CaseEvent(caseNumber: number, kind: kind, status: next.status,
                                                  subStatus: next.subStatus, actor: actor, comment: comment, at: now),
                                        on: connection, logger: logger)
@@ -309,7 +315,7 @@ extension PostgresMetadataStore {
         }
     }
 
-    private static func insertEvent(_ event: CaseEvent, on connection: PostgresConnection, logger: Logger) async throws {
+    static func insertEvent(_ event: CaseEvent, on connection: PostgresConnection, logger: Logger) async throws {
         try await connection.query("""
             INSERT INTO caseEvent (caseNumber, kind, status, subStatus, actor, comment, at)
             VALUES (\(event.caseNumber), \(event.kind.rawValue), \(event.status.rawValue), \(event.subStatus),
@@ -343,14 +349,46 @@ extension PostgresMetadataStore {
     }
 
     public func createUpload(_ upload: Upload) async throws {
-        let u = upload
-        _ = try await rows("""
+        let logger = self.logger
+        try await write { connection in try await Self.insertUpload(upload, on: connection, logger: logger) }
+    }
+
+    static func insertUpload(_ u: Upload, on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.query("""
             INSERT INTO upload (\(unescaped: RecordColumns.upload))
             VALUES (\(u.id), \(u.caseNumber), \(u.filename), \(u.filetype), \(u.rawMetadata), \(u.length), \(u.offset),
                     \(u.state.rawValue), \(u.declaredSHA256), \(u.digestState), \(u.sha256), \(u.createdBy),
                     \(PostgresTimestamp(u.createdAt)), \(PostgresTimestamp(u.updatedAt)),
-                    \(PostgresTimestamp.optional(u.completedAt)), \(PostgresTimestamp.optional(u.purgedAt)))
-            """) { _ in () }
+                    \(PostgresTimestamp.optional(u.completedAt)), \(PostgresTimestamp.optional(u.purgedAt)),
+                    \(u.concat?.rawValue), \(u.createdByDropToken))
+            """, logger: logger)
+    }
+
+    /// `pg_advisory_xact_lock`'s key for the transactions that decide from several uploads' rows at once: a
+    /// creation checked against the quotas and the reservations, a final upload's creation and the expiry sweep.
+    /// SQLite's one writer ran them one after another; here this lock does, so two creations at the same instant
+    /// are counted one after the other (READ COMMITTED: each statement after the lock sees every creation committed
+    /// before it), and a partial upload cannot expire while a final upload takes it. Appends, completions and
+    /// terminations only lower what is counted, so they do not take it. Any fixed number ("uploads!" in ASCII).
+    static let uploadSetLock: Int64 = 0x7570_6C6F_6164_7321
+
+    static func lockUploadSet(on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.query("SELECT pg_advisory_xact_lock(\(uploadSetLock))", logger: logger)
+    }
+
+    /// The usage and the reservations are read in the insert's own transaction, after `uploadSetLock`: no other
+    /// creation can come between the check and the insert (AppDatabase's are on SQLite's one writer).
+    public func createUpload(
+        _ upload: Upload, admitting admit: @Sendable (UploadUsage, _ reservedBytes: Int64) throws -> Void
+    ) async throws {
+        let logger = self.logger
+        try await write { connection in
+            try await Self.lockUploadSet(on: connection, logger: logger)
+            try admit(try await Self.uploadUsage(caseNumber: upload.caseNumber, userID: upload.createdBy,
+                                                 on: connection, logger: logger),
+                      try await Self.reservedBytes(on: connection, logger: logger))
+            try await Self.insertUpload(upload, on: connection, logger: logger)
+        }
     }
 
     public func upload(id: String) async throws -> Upload? {
@@ -409,6 +447,7 @@ extension PostgresMetadataStore {
                     VALUES (\(id), \(expectedOffset), \(newOffset), \(sender), \(at))
                     """, logger: logger)
             }
+            if completion != nil { try await Self.enqueueCompletionEvent(uploadID: id, at: date, on: connection, logger: logger) }
         }
     }
 
@@ -423,19 +462,45 @@ extension PostgresMetadataStore {
     }
 
     public func reservedBytes() async throws -> Int64 {
-        try await rows("""
-            SELECT COALESCE(SUM(length - "offset"), 0)::BIGINT FROM upload WHERE state = 'uploading' AND length IS NOT NULL
-            """) { cells in try cells.next(Int64.self) }.first ?? 0
+        let logger = self.logger
+        return try await Self.mappingErrors {
+            try await client.withConnection { connection in try await Self.reservedBytes(on: connection, logger: logger) }
+        }
     }
 
     public func uploadUsage(caseNumber: String, userID: Int64) async throws -> UploadUsage {
+        let logger = self.logger
+        return try await Self.mappingErrors {
+            try await client.withConnection { connection in
+                try await Self.uploadUsage(caseNumber: caseNumber, userID: userID, on: connection, logger: logger)
+            }
+        }
+    }
+
+    /// The one SQL of `reservedBytes` (AppDatabase's), for a read and for `createUpload(_:admitting:)`'s transaction.
+    /// A final upload reserves nothing: its bytes are its partials'.
+    static func reservedBytes(on connection: PostgresConnection, logger: Logger) async throws -> Int64 {
+        try await rows("""
+            SELECT COALESCE(SUM(length - "offset"), 0)::BIGINT FROM upload WHERE state = 'uploading' AND length IS NOT NULL
+                AND concat IS DISTINCT FROM 'final'
+            """, on: connection, logger: logger) { cells in try cells.next(Int64.self) }.first ?? 0
+    }
+
+    /// The one SQL of `uploadUsage` (AppDatabase's): a case's bytes count its verified attachments' index bytes and
+    /// leave final uploads out.
+    static func uploadUsage(caseNumber: String, userID: Int64, on connection: PostgresConnection,
+                            logger: Logger) async throws -> UploadUsage {
         let row = try await rows("""
             SELECT
                 (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND createdBy = \(userID)),
                 (SELECT COUNT(*) FROM upload WHERE state = 'uploading' AND caseNumber = \(caseNumber)),
                 (SELECT COALESCE(SUM(COALESCE(length, "offset")), 0)::BIGINT FROM upload
-                 WHERE caseNumber = \(caseNumber) AND state IN ('uploading', 'verified'))
-            """) { cells in (try cells.next(Int64.self), try cells.next(Int64.self), try cells.next(Int64.self)) }.first
+                 WHERE caseNumber = \(caseNumber) AND state IN ('uploading', 'verified') AND concat IS DISTINCT FROM 'final')
+                + (SELECT COALESCE(SUM(b.indexBytes), 0)::BIGINT FROM bundleIndex b JOIN upload u ON u.id = b.attachmentID
+                   WHERE u.caseNumber = \(caseNumber) AND u.state = 'verified')
+            """, on: connection, logger: logger) { cells in
+            (try cells.next(Int64.self), try cells.next(Int64.self), try cells.next(Int64.self))
+        }.first
         return UploadUsage(unfinishedByUser: Int(row?.0 ?? 0), unfinishedInCase: Int(row?.1 ?? 0), caseBytes: row?.2 ?? 0)
     }
 
@@ -449,9 +514,33 @@ extension PostgresMetadataStore {
             """) { _ in () }
     }
 
+    /// Partial uploads are parts of a final upload, never attachments of their own (tus concatenation).
     public func uploads(caseNumber: String) async throws -> [Upload] {
         try await rows("""
-            SELECT \(unescaped: RecordColumns.upload) FROM upload WHERE caseNumber = \(caseNumber) ORDER BY createdAt, id COLLATE "C"
+            SELECT \(unescaped: RecordColumns.upload) FROM upload
+            WHERE caseNumber = \(caseNumber) AND concat IS DISTINCT FROM 'partial'
+            ORDER BY createdAt, id COLLATE "C"
+            """) { try Upload(&$0) }
+    }
+
+    /// A page of the case's listing, never partial uploads. The cursor's milliseconds are a date on the stored
+    /// millisecond grid, so the row comparison (postgresql.org/docs/15/functions-comparisons.html §9.24.5) is exact.
+    public func caseListing(_ caseNumber: String, after: ListingPosition?, limit: Int) async throws -> [Upload] {
+        guard let after else {
+            return try await rows("""
+                SELECT \(unescaped: RecordColumns.upload) FROM upload
+                WHERE caseNumber = \(caseNumber) AND state IN ('verified', 'purged', 'uploading')
+                    AND concat IS DISTINCT FROM 'partial'
+                ORDER BY createdAt, id COLLATE "C" LIMIT \(limit)
+                """) { try Upload(&$0) }
+        }
+        let createdAt = PostgresTimestamp(Date(timeIntervalSince1970: Double(after.createdAtMilliseconds) / 1000))
+        return try await rows("""
+            SELECT \(unescaped: RecordColumns.upload) FROM upload
+            WHERE caseNumber = \(caseNumber) AND state IN ('verified', 'purged', 'uploading')
+                AND concat IS DISTINCT FROM 'partial'
+                AND (createdAt, id COLLATE "C") > (\(createdAt), \(after.id) COLLATE "C")
+            ORDER BY createdAt, id COLLATE "C" LIMIT \(limit)
             """) { try Upload(&$0) }
     }
 
@@ -461,22 +550,41 @@ extension PostgresMetadataStore {
             .count == 1
     }
 
-    /// One transaction: the rows SQL narrows to (`Upload.expiryCandidatesBound`), kept if `Upload.isExpired` says
-    /// so, become `expired`; the ids answered are those this transaction changed.
+    /// The uploads the expiry sweep may expire (AppDatabase's `expirable`): unfinished ones, and complete partial
+    /// uploads no final upload uses yet; never a final upload, nor a partial that is part of one.
+    static let expirable = """
+        ((state = 'uploading' AND concat IS DISTINCT FROM 'final')
+         OR (state = 'verified' AND concat = 'partial' AND id NOT IN (SELECT partialID FROM finalPart)))
+        """
+
+    /// One transaction under `uploadSetLock` (a final upload cannot take a partial meanwhile): the rows SQL narrows
+    /// to (`Upload.expiryCandidatesBound`), kept if `Upload.isExpired` says so, become `expired`, each with its
+    /// `upload.failed` event. Nothing while a backup holds the lease.
     public func expireUploads(at now: Date, expiry: TimeInterval) async throws -> [String] {
         let bound = Self.sqlUpperBound(Upload.expiryCandidatesBound(at: now, expiry: expiry))
         let logger = self.logger
         return try await write { connection in
+            try await Self.lockUploadSet(on: connection, logger: logger)
+            if try await Self.backupLease(at: now, on: connection, logger: logger) != nil { return [] }
             let candidates = try await Self.rows("""
-                SELECT id, updatedAt FROM upload WHERE state = 'uploading' AND updatedAt <= \(bound)
+                SELECT id, updatedAt FROM upload WHERE \(unescaped: Self.expirable) AND updatedAt <= \(bound)
                 ORDER BY updatedAt, id COLLATE "C"
                 """, on: connection, logger: logger) { cells in (try cells.next(String.self), try cells.date()) }
             let ids = candidates.filter { Upload.isExpired(lastProgress: $0.1, at: now, expiry: expiry) }.map(\.0)
             guard !ids.isEmpty else { return [] }
-            let changed = Set(try await Self.rows("""
+            let expired = try await Self.rows("""
                 UPDATE upload SET state = 'expired', updatedAt = \(PostgresTimestamp(now))
-                WHERE id = ANY(\(ids)) AND state = 'uploading' RETURNING id
-                """, on: connection, logger: logger) { cells in try cells.next(String.self) })
+                WHERE id = ANY(\(ids)) AND \(unescaped: Self.expirable) RETURNING id, caseNumber, filename, length
+                """, on: connection, logger: logger) { cells in
+                (id: try cells.next(String.self), caseNumber: try cells.next(String.self),
+                 filename: try cells.next(String.self), length: try cells.next(Int64?.self))
+            }
+            for row in expired {
+                try await Self.enqueue(.make(.uploadFailed, .init(
+                    caseNumber: row.caseNumber, uploadID: row.id, filename: row.filename, length: row.length,
+                    reason: "expired"), at: now), on: connection, logger: logger)
+            }
+            let changed = Set(expired.map(\.id))
             return ids.filter(changed.contains)
         }
     }
@@ -499,9 +607,9 @@ extension PostgresMetadataStore {
         let d = download
         try await write { connection in
             try await connection.query("""
-                INSERT INTO download (uploadID, userID, startedAt, finishedAt, bytesSent, range, status, completed)
+                INSERT INTO download (uploadID, userID, startedAt, finishedAt, bytesSent, range, status, completed, entryPath)
                 VALUES (\(d.uploadID), \(d.userID), \(PostgresTimestamp(d.startedAt)), \(PostgresTimestamp(d.finishedAt)),
-                        \(d.bytesSent), \(d.range), \(d.status), \(d.completed))
+                        \(d.bytesSent), \(d.range), \(d.status), \(d.completed), \(d.entryPath))
                 """, logger: logger)
             if let nonce {
                 try await connection.query("""
@@ -514,7 +622,7 @@ extension PostgresMetadataStore {
     public func downloads(caseNumber: String?, attachmentID: String?, limit: Int) async throws -> [DownloadEntry] {
         try await rows("""
             SELECT d.id, d.uploadID, u.caseNumber, u.filename, usr.name, d.startedAt, d.finishedAt, d.bytesSent, d.range,
-                   d.status, d.completed
+                   d.status, d.completed, d.entryPath
             FROM download d JOIN upload u ON u.id = d.uploadID JOIN "user" usr ON usr.id = d.userID
             WHERE (\(caseNumber)::TEXT IS NULL OR u.caseNumber = \(caseNumber))
               AND (\(attachmentID)::TEXT IS NULL OR d.uploadID = \(attachmentID))
@@ -523,7 +631,7 @@ extension PostgresMetadataStore {
             DownloadEntry(id: try cells.next(), attachmentID: try cells.next(), caseNumber: try cells.next(),
                           filename: try cells.next(), user: try cells.next(), startedAt: try cells.date(),
                           finishedAt: try cells.date(), bytesSent: try cells.next(), range: try cells.next(),
-                          status: Int(try cells.next(Int32.self)), completed: try cells.next())
+                          status: Int(try cells.next(Int32.self)), completed: try cells.next(), entryPath: try cells.next())
         }
     }
 
@@ -654,11 +762,15 @@ extension PostgresMetadataStore {
         let owners = UploadState.blobOwners.map(\.rawValue)
         let logger = self.logger
         return try await write { connection in
+            if let lease = try await Self.backupLease(at: now, on: connection, logger: logger) {
+                throw BackupInProgress(until: lease.expiresAt)
+            }
             let changed = try await Self.count("""
                 UPDATE upload SET state = 'purged', purgedAt = \(PostgresTimestamp(now))
                 WHERE id = \(upload.id) AND state = ANY(\(owners)) RETURNING 1
                 """, on: connection, logger: logger)
             guard changed == 1 else { return false }
+            try await connection.query("DELETE FROM bundleIndex WHERE attachmentID = \(upload.id)", logger: logger)
             try await connection.query("""
                 INSERT INTO purgeItem (runID, caseNumber, uploadID, filename, previousState, bytes, at)
                 VALUES (\(runID), \(upload.caseNumber), \(upload.id), \(upload.filename), \(upload.state.rawValue),
@@ -671,9 +783,18 @@ extension PostgresMetadataStore {
     public func markCasePurged(_ supportCase: SupportCase, policy: String, at now: Date) async throws {
         let logger = self.logger
         try await write { connection in
-            try await connection.query("""
+            let marked = try await Self.count("""
                 UPDATE supportCase SET purgedAt = \(PostgresTimestamp(now)) WHERE number = \(supportCase.number) AND purgedAt IS NULL
-                """, logger: logger)
+                RETURNING 1
+                """, on: connection, logger: logger)
+            if marked == 1 {
+                let totals = try await Self.rows("""
+                    SELECT COUNT(*), COALESCE(SUM(bytes), 0)::BIGINT FROM purgeItem WHERE caseNumber = \(supportCase.number)
+                    """, on: connection, logger: logger) { cells in (try cells.next(Int64.self), try cells.next(Int64.self)) }.first
+                try await Self.enqueue(.make(.casePurged, .init(
+                    caseNumber: supportCase.number, policy: policy, itemsPurged: totals.map { Int($0.0) },
+                    bytesPurged: totals?.1), at: now), on: connection, logger: logger)
+            }
             try await Self.insertEvent(CaseEvent(caseNumber: supportCase.number, kind: .purged, status: supportCase.status,
                                                  subStatus: supportCase.subStatus, actor: "retention", comment: policy, at: now),
                                        on: connection, logger: logger)

@@ -20,6 +20,12 @@ struct Cells {
     mutating func date() throws -> Date { try next(PostgresTimestamp.self).date }
     mutating func optionalDate() throws -> Date? { try next(PostgresTimestamp?.self)?.date }
 
+    mutating func optionalValue<T: RawRepresentable>(_: T.Type) throws -> T? where T.RawValue == String {
+        guard let text = try next(String?.self) else { return nil }
+        guard let value = T(rawValue: text) else { throw UnknownStoredValue(value: text, type: "\(T.self)") }
+        return value
+    }
+
     /// A raw value the schema's CHECK allows; anything else is a damaged row.
     mutating func value<T: RawRepresentable>(_: T.Type) throws -> T where T.RawValue == String {
         let text = try next(String.self)
@@ -47,7 +53,7 @@ enum RecordColumns {
         """
     static let upload = """
         id, caseNumber, filename, filetype, rawMetadata, length, "offset", state, declaredSHA256, digestState, sha256,
-        createdBy, createdAt, updatedAt, completedAt, purgedAt
+        createdBy, createdAt, updatedAt, completedAt, purgedAt, concat, createdByDropToken
         """
     static let caseEvent = "id, caseNumber, kind, status, subStatus, actor, comment, at"
     static let purgeRun = """
@@ -56,6 +62,18 @@ enum RecordColumns {
         """
     static let purgeItem = "id, runID, caseNumber, uploadID, filename, previousState, bytes, at"
     static let downloadLink = "nonce, uploadID, userID, expiresAt, issuedAt, bytesServed"
+    static let dropToken = "id, caseNumber, tokenHash, createdBy, createdAt, expiresAt, revokedAt, lastUsedAt"
+    static let outboxEvent = """
+        id, type, body, createdAt, state, attempts, nextAttemptAt, lastError, deliveredTo, finishedAt
+        """
+    static let bundleIndex = """
+        attachmentID, state, format, reason, entryCount, truncated, stoppedAt, checkpointSpacing, indexBytes, updatedAt
+        """
+    static let bundleEntry = """
+        attachmentID, number, path, size, modifiedAt, type, linkTarget, dataOffset, compressedSize, method, problem,
+        sha256, flags
+        """
+    static let bundleCheckpoint = #"attachmentID, number, outputOffset, inputOffset, bits, "window""#
 
     /// The same lists with a table alias in front of each column (for joins).
     static func qualified(_ columns: String, _ alias: String) -> String {
@@ -89,7 +107,8 @@ extension Upload {
                   offset: try cells.next(), state: try cells.value(UploadState.self),
                   declaredSHA256: try cells.next(), digestState: try cells.next(Data.self), sha256: try cells.next(),
                   createdBy: try cells.next(), createdAt: try cells.date(), updatedAt: try cells.date(),
-                  completedAt: try cells.optionalDate(), purgedAt: try cells.optionalDate())
+                  completedAt: try cells.optionalDate(), purgedAt: try cells.optionalDate(),
+                  concat: try cells.optionalValue(UploadConcat.self), createdByDropToken: try cells.next())
     }
 }
 
@@ -124,5 +143,56 @@ extension DownloadLink {
     init(_ cells: inout Cells) throws {
         self.init(nonce: try cells.next(), uploadID: try cells.next(), userID: try cells.next(),
                   expiresAt: try cells.date(), issuedAt: try cells.optionalDate(), bytesServed: try cells.next())
+    }
+}
+
+extension DropToken {
+    init(_ cells: inout Cells) throws {
+        self.init(id: try cells.next(Int64.self), caseNumber: try cells.next(), tokenHash: try cells.next(),
+                  createdBy: try cells.next(), createdAt: try cells.date(), expiresAt: try cells.date(),
+                  revokedAt: try cells.optionalDate(), lastUsedAt: try cells.optionalDate())
+    }
+}
+
+extension OutboundEvent {
+    init(_ cells: inout Cells) throws {
+        self.init(id: try cells.next(), type: try cells.value(Kind.self), body: try cells.next(),
+                  createdAt: try cells.date(), state: try cells.value(State.self), attempts: try cells.next(Int.self),
+                  nextAttemptAt: try cells.date(), lastError: try cells.next(), deliveredTo: try cells.next(),
+                  finishedAt: try cells.optionalDate())
+    }
+}
+
+/// As `AppDatabase` reads them: a state or type no case has falls back to `pending` / `other`.
+extension BundleIndex {
+    init(_ cells: inout Cells) throws {
+        self.init(attachmentID: try cells.next(),
+                  state: BundleIndexState(rawValue: try cells.next(String.self)) ?? .pending,
+                  format: try cells.next(String?.self).flatMap(BundleFormat.init(rawValue:)),
+                  reason: try cells.next(), entryCount: try cells.next(Int.self), truncated: try cells.next(),
+                  stoppedAt: try cells.next(), checkpointSpacing: try cells.next(), indexBytes: try cells.next(),
+                  updatedAt: try cells.date())
+    }
+}
+
+extension BundleEntry {
+    init(_ cells: inout Cells) throws {
+        let attachmentID: String = try cells.next(), number = try cells.next(Int.self), path: String = try cells.next()
+        let size: Int64 = try cells.next(), modifiedAt = try cells.optionalDate()
+        let type = BundleEntryType(rawValue: try cells.next(String.self)) ?? .other
+        let linkTarget: String? = try cells.next(), dataOffset: Int64 = try cells.next()
+        let compressedSize: Int64? = try cells.next(), method = try cells.next(Int?.self)
+        let problem: String? = try cells.next(), sha256: String? = try cells.next(), flags: String = try cells.next()
+        self.init(attachmentID: attachmentID, number: number, path: path, size: size, modifiedAt: modifiedAt,
+                  type: type, linkTarget: linkTarget, dataOffset: dataOffset, compressedSize: compressedSize,
+                  method: method, problem: problem, sha256: sha256,
+                  flags: flags.isEmpty ? [] : flags.split(separator: ",").map(String.init))
+    }
+}
+
+extension BundleCheckpoint {
+    init(_ cells: inout Cells) throws {
+        self.init(attachmentID: try cells.next(), number: try cells.next(Int.self), outputOffset: try cells.next(),
+                  inputOffset: try cells.next(), bits: try cells.next(Int.self), window: try cells.next(Data.self))
     }
 }

@@ -299,7 +299,8 @@ import Testing
 
     @Test func bothStoresHaveTheSameMigrationsByName() async throws {
         let names = AppDatabase.migrator { _ in }.migrations
-        #expect(names.count == 6 && names.first == "v1: users, cases, uploads")
+        #expect(names.count == 10 && names.first == "v1: users, cases, uploads"
+                && names.last == "v10: archive index (entries, checkpoints), download entry path")
         #expect(PostgresSchema.migrations.map(\.name) == names)
         // On PostgreSQL: the database records each name once, in order, and opening it again applies none twice.
         let (database, root) = try await Self.openStore()
@@ -329,6 +330,32 @@ import Testing
             return try await group.reduce(into: []) { $0.append($1) }
         }
         #expect(numbers.sorted() == (2...9).map { CaseNumber.format(Int64($0)) })
+    }
+
+    /// 16 creations at once against a quota of 3 unfinished uploads per user: each reads the usage in its insert's
+    /// transaction, after the one before it committed (SQLite's one writer; PostgreSQL's `uploadSetLock`), so
+    /// exactly 3 are admitted and 3 rows exist.
+    @Test func creationsAtTheSameInstantAreAdmittedOneAfterAnother() async throws {
+        struct OverQuota: Error {}
+        let (database, root) = try await Self.seeded()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let admitted = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for n in 0..<16 {
+                group.addTask {
+                    do {
+                        try await database.createUpload(Self.upload("u\(n)")) { usage, _ in
+                            if usage.unfinishedByUser >= 3 { throw OverQuota() }
+                        }
+                        return true
+                    } catch is OverQuota {
+                        return false
+                    }
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(admitted == 3)
+        #expect(try await database.uploadUsage(caseNumber: "00000001", userID: 1).unfinishedByUser == 3)
     }
 
     @Test func aPostgresURLIsReadAsLibpqReadsIt() throws {
