@@ -120,9 +120,20 @@ class Server:
             import sqlite3
             with sqlite3.connect(f"file:{self.storage / 'casefiles.sqlite'}?mode=ro", uri=True) as database:
                 return [tuple(None if v is None else str(v) for v in row) for row in database.execute(sql).fetchall()]
-        out = subprocess.run(["psql", self.database, "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                             check=True, capture_output=True, text=True, timeout=60).stdout
-        return [tuple(line.split("\t")) for line in out.splitlines() if line]
+        out = subprocess.run(["psql", self.database, "-X", "-A", "-t", "-F", "\t", "-P", "null=\\N", "-v", "ON_ERROR_STOP=1",
+                              "-c", sql], check=True, capture_output=True, text=True, timeout=60).stdout
+        return [tuple(None if v == "\\N" else v for v in line.split("\t")) for line in out.splitlines() if line]
+
+    def execute(self, sql: str) -> None:
+        """One write on the metadata, to arrange a state no request can make (an expired credential). SQL both
+        dialects take."""
+        if self.database is None:
+            import sqlite3
+            with sqlite3.connect(self.storage / "casefiles.sqlite", timeout=10) as database:
+                database.execute(sql)
+            return
+        subprocess.run(["psql", self.database, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                       check=True, capture_output=True, text=True, timeout=60)
 
     def start(self, *extra: str, nofile: int | None = None) -> None:
         """Starts `serve`; `nofile` sets its open-files limit, soft and hard (as `ulimit -n` would)."""
