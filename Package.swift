@@ -24,6 +24,8 @@ let package = Package(
         // Metrics: the API the engine and server count through, and its Prometheus backend (`serve --metrics-listen`).
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // Metadata on PostgreSQL (`serve --database postgres://…`), in the CaseFilesPostgres target only.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         // Structured Fields (RFC 9651, was 8941): Repr-Digest, Content-Digest, Want-*-Digest (RFC 9530), and the
         // IETF resumable-upload draft's fields (Upload-Complete, Upload-Limit...).
         .package(url: "https://github.com/apple/swift-http-structured-headers.git", from: "1.7.0"),
@@ -78,6 +80,21 @@ let package = Package(
             dependencies: [
                 "CaseFilesCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        // The metadata store on PostgreSQL: the same MetadataStore, schema, migrations by name and transactions as
+        // AppDatabase's. Only the casefiles executable (and the tests) link it; the SQLite-only graph stays clean.
+        .target(
+            name: "CaseFilesPostgres",
+            dependencies: [
+                "CaseFilesCore",
+                "CaseFilesDatabase",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                // The pool's own error type (a lease cancelled with its task), which PostgresClient throws as is.
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         // The upload engine and the jobs (retention purge, upload expiry): storage and database together,
@@ -162,6 +179,7 @@ let package = Package(
                 "CaseFilesEngine",
                 "CaseFilesServer",
                 "CaseFilesClient",
+                "CaseFilesPostgres",
                 "CaseFilesOutbound",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -183,7 +201,9 @@ let package = Package(
                 "CaseFilesEngine",
                 "CaseFilesServer",
                 "CaseFilesClient",
+                "CaseFilesPostgres",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

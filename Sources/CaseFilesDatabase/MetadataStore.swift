@@ -217,6 +217,7 @@ extension CaseFilesError {
 /// The case was closed while bytes were arriving: nothing more is committed to it.
 public struct CaseClosedDuringUpload: Error {
     public let caseNumber: String
+    public init(caseNumber: String) { self.caseNumber = caseNumber }
 }
 
 /// An upload's row no longer matches what its writer read (its offset or state moved, or its deferred length was
@@ -225,11 +226,16 @@ public struct UploadChangedUnderWriter: Error, CustomStringConvertible {
     public let id: String
     public let detail: String
     public var description: String { "upload \(id): \(detail)" }
+    public init(id: String, detail: String) {
+        self.id = id
+        self.detail = detail
+    }
 }
 
 public struct CaseNumberTaken: Error, CustomStringConvertible {
     public let number: String
     public var description: String { "case \(number) already exists" }
+    public init(number: String) { self.number = number }
 }
 
 public enum UploadCompletion: Sendable {

@@ -6,7 +6,8 @@ import CaseFilesStorage
 
 /// What every controller and job shares, injected rather than global: storage, clock and limits.
 public struct AppServices: Sendable {
-    /// The metadata store (`AppDatabase`, SQLite, from `open`).
+    /// The metadata store: `AppDatabase` (SQLite, in the storage root, from `open`) or the one `open` is given
+    /// (PostgreSQL, `serve --database`).
     public let database: any MetadataStore
     public let blobs: any BlobStore
     public let locks: UploadWriterLocks
@@ -60,20 +61,28 @@ public struct AppServices: Sendable {
     ///   for a damaged key file; storage and database errors.
     /// - Parameter workers: the threads storage and the upload engine run on, owned by the caller (`serve` and
     ///   each CLI command make their own; tests share one set).
+    /// - Parameter metadata: an already open (and migrated) metadata store to use instead of the storage root's
+    ///   SQLite file, which is then neither created nor opened (`serve --database postgres://…`).
     @available(*, noasync, message: "creates files, migrates and fsyncs: call it on workers.storage.blockingIO")
-    public static func open(storage root: URL, workers: WorkerThreads, limits: UploadLimits = .init(),
+    public static func open(storage root: URL, workers: WorkerThreads, metadata: (any MetadataStore)? = nil,
+                            limits: UploadLimits = .init(),
                             security: SecurityPolicy = .init(), metrics: EngineMetrics = .none,
                             now: @escaping @Sendable () -> Date = { Date() }) throws -> AppServices {
         // Folders above the root are made as any folder would be; the root and all in it are private.
         try FileManager.default.createDirectory(at: root.deletingLastPathComponent(), withIntermediateDirectories: true)
         let services = try PrivateStorage.withPrivateUmask {
             try PrivateStorage.makeDirectory(root.path)
-            let databasePath = root.appendingPathComponent(databaseName).path
-            // SQLite creates -wal and -shm with the database file's mode, so that file must start out 0600.
-            try PrivateStorage.makeFile(databasePath)
             let linkKeys = LinkKeyFile(root: root)
-            let database = try AppDatabase.open(path: databasePath) { legacyKey in
-                try linkKeys.createIfMissing(legacy: legacyKey)
+            let database: any MetadataStore
+            if let metadata {
+                database = metadata
+            } else {
+                let databasePath = root.appendingPathComponent(databaseName).path
+                // SQLite creates -wal and -shm with the database file's mode, so that file must start out 0600.
+                try PrivateStorage.makeFile(databasePath)
+                database = try AppDatabase.open(path: databasePath) { legacyKey in
+                    try linkKeys.createIfMissing(legacy: legacyKey)
+                }
             }
             try linkKeys.createIfMissing()
             return AppServices(database: database, blobs: try FileBlobStore(root: root, threads: workers.storage),

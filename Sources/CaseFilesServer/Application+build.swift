@@ -37,6 +37,9 @@ public struct AppConfiguration: Sendable {
     public var watchesShutdownSignals = false
     /// `--log-format`: how `serve` writes its log lines (the logging backend is chosen once, by `serve`).
     public var logFormat: LogFormat = .logfmt
+    /// `--database postgres://…`: the metadata store's PostgreSQL database, as given (the `casefiles` command opens
+    /// it and hands the store to `buildApplication`); nil: the embedded SQLite file in the storage root.
+    public var database: String?
     /// `--webhook URL` (repeatable), `--webhook-secret-file`, `--webhook-retry-base`: events to the case system,
     /// delivered by the outbound target (`CaseFilesOutbound`), which `serve` adds as a service (`extraServices`).
     public var webhooks: [String] = []
@@ -66,10 +69,13 @@ public struct AppConfiguration: Sendable {
 /// Wires everything: storage (opened, migrated and checked on the workers' blocking threads, not on the
 /// caller's), database, routes, middleware and the HTTP server. `workers` belong to the caller, who shuts
 /// them down after the application has stopped.
+/// - Parameter metadata: the metadata store `configuration.database` names, opened by the caller; nil: the storage
+///   root's SQLite.
 /// - Parameter extraServices: services to run beside the application, made from its open services (the webhook
 ///   delivery, which the server target cannot build: it has no outbound HTTP).
 public func buildApplication(
-    _ configuration: AppConfiguration, workers: WorkerThreads, now: @escaping @Sendable () -> Date = { Date() },
+    _ configuration: AppConfiguration, workers: WorkerThreads, metadata: (any MetadataStore)? = nil,
+    now: @escaping @Sendable () -> Date = { Date() },
     extraServices: (AppServices) throws -> [any Service] = { _ in [] }
 ) async throws -> some ApplicationProtocol {
     // One registry per application, owned here rather than swift-metrics' global MetricsSystem: the engine
@@ -77,7 +83,7 @@ public func buildApplication(
     let registry = configuration.metricsListen == nil ? nil : PrometheusCollectorRegistry()
     let engineMetrics = registry.map { EngineMetrics(factory: PrometheusMetricsFactory(registry: $0)) } ?? .none
     var services = try await workers.storage.blockingIO {
-        try AppServices.open(storage: configuration.storage, workers: workers, limits: configuration.limits,
+        try AppServices.open(storage: configuration.storage, workers: workers, metadata: metadata, limits: configuration.limits,
                              security: configuration.security, metrics: engineMetrics, now: now)
     }
     if let path = configuration.uploadTracePath { services.uploadTrace = try UploadTraceLog(path: path) }

@@ -9,6 +9,7 @@ import CaseFilesCore
 import CaseFilesDatabase
 import CaseFilesEngine
 import CaseFilesOutbound
+import CaseFilesPostgres
 import CaseFilesServer
 import CaseFilesStorage
 import ServiceLifecycle
@@ -39,10 +40,14 @@ struct CaseFilesCommand: AsyncParsableCommand {
     }
 }
 
-/// `--storage PATH` (default `./Storage`, or `CASEFILES_STORAGE`): the database and blobs.
+/// `--storage PATH` (default `./Storage`, or `CASEFILES_STORAGE`): the database and blobs; `--database URL` (or
+/// `CASEFILES_DATABASE`): the metadata on PostgreSQL instead of the storage root's SQLite file, as `serve --database`.
 struct StorageOptions: ParsableArguments {
     @Option(help: "Storage root holding the database and blobs (default: $CASEFILES_STORAGE or ./Storage).")
     var storage: String?
+
+    @Option(help: "The metadata on PostgreSQL, postgres://USER:PASSWORD@HOST:PORT/DATABASE, as serve's (default: $CASEFILES_DATABASE; none: SQLite in the storage root).")
+    var database: String?
 
     var url: URL {
         URL(fileURLWithPath: storage ?? ProcessInfo.processInfo.environment["CASEFILES_STORAGE"] ?? "Storage")
@@ -50,10 +55,24 @@ struct StorageOptions: ParsableArguments {
 
     /// Opens the storage root (creating it, running migrations, fsyncing the key file: blocking work) on the
     /// command's own storage threads rather than on the command's task.
+    /// The PostgreSQL store stays open until the process exits.
     func openServices() async throws -> AppServices {
         let url = self.url
         let workers = WorkerThreads()
-        return try await workers.storage.blockingIO { try AppServices.open(storage: url, workers: workers) }
+        let metadata = try await MetadataDatabase.open(database ?? ProcessInfo.processInfo.environment["CASEFILES_DATABASE"])
+        return try await workers.storage.blockingIO { try AppServices.open(storage: url, workers: workers, metadata: metadata) }
+    }
+}
+
+/// The metadata store a `--database` value names: nil (the storage root's SQLite, which `AppServices.open` opens)
+/// or a PostgreSQL database, connected and migrated here.
+enum MetadataDatabase {
+    static func open(_ url: String?) async throws -> PostgresMetadataStore? {
+        guard let url, !url.isEmpty else { return nil }
+        guard let location = PostgresLocation(url) else {
+            throw ValidationError("--database must be \(PostgresLocation.expected)")
+        }
+        return try await PostgresMetadataStore.connect(location)
     }
 }
 
@@ -79,13 +98,15 @@ struct Serve: AsyncParsableCommand {
         // The worker threads belong to this command: they outlive the application, which may still commit
         // uploads while it shuts down, and stop after it (the hashing lanes first: they hand writes to storage's).
         let workers = WorkerThreads()
+        let metadata = try await MetadataDatabase.open(configuration.database)
         var logger = Logger(label: "casefiles")
         logger.logLevel = configuration.logLevel
         let settings = configuration
-        let application = try await buildApplication(configuration, workers: workers, extraServices: { services in
+        let application = try await buildApplication(configuration, workers: workers, metadata: metadata, extraServices: { services in
             [try WebhookOptions.delivery(settings, outbox: services.database, logger: logger)].compactMap { $0 }
         })
         try await application.runService()
+        await metadata?.shutdown()
         try await workers.bulkWork.shutdown()
         try await workers.storage.shutdown()
     }

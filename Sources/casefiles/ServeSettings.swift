@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import CaseFilesPostgres
 import CaseFilesServer
 import Yams
 
@@ -13,6 +14,7 @@ enum ServeSettings {
         .text("host", \.host, help: "Address to listen on"),
         .port("port", \.port, help: "Port to listen on"),
         .path("storage", \.storage, help: "Storage root holding the database and blobs"),
+        .databaseURL("database", \.database, help: "The metadata store on PostgreSQL, postgres://USER:PASSWORD@HOST:PORT/DATABASE (none: the SQLite file in the storage root)"),
         .optionalBytes("max-upload-size", \.limits.maxUploadSize, help: "Largest upload accepted, in bytes (none: no limit)"),
         .bytes("min-free-space", \.limits.minFreeBytes, help: "Free disk space to keep in reserve, in bytes; creations that would use it get 507"),
         .seconds("upload-expiry", \.limits.uploadExpiry, help: "Unfinished uploads without progress for this long expire"),
@@ -124,6 +126,12 @@ struct ServeSetting: @unchecked Sendable {  // the closures capture only key pat
     }
     static func optionalPath(_ name: String, _ path: WritableKeyPath<AppConfiguration, String?>, help: String) -> ServeSetting {
         single(name, path, expected: "a path", help: help, parse: { $0.isEmpty ? nil : $0 }, show: { $0 ?? "none" })
+    }
+    /// A PostgreSQL URL (`PostgresLocation`), shown with its password hidden.
+    static func databaseURL(_ name: String, _ path: WritableKeyPath<AppConfiguration, String?>, help: String) -> ServeSetting {
+        single(name, path, expected: PostgresLocation.expected, help: help,
+               parse: { PostgresLocation($0) == nil ? nil : .some($0) },
+               show: { $0.flatMap(PostgresLocation.init)?.redacted ?? "none (SQLite in the storage root)" })
     }
     static func bytes(_ name: String, _ path: WritableKeyPath<AppConfiguration, Int64>, help: String) -> ServeSetting {
         single(name, path, expected: "a number of bytes, 0 or more", help: help,

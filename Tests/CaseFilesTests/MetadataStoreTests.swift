@@ -1,30 +1,37 @@
 @testable import CaseFilesCore
 @testable import CaseFilesDatabase
 @testable import CaseFilesEngine
+@testable import CaseFilesPostgres
 @testable import CaseFilesServer
 @testable import CaseFilesStorage
 import Foundation
 import GRDB
+import PostgresNIO
 import Testing
 
-/// The metadata store on its own (a real SQLite file in a temp directory, no HTTP): the SQL guards of an
-/// append, case transitions, purge candidates and the expiry sweep, each against the one rule it applies.
+/// The metadata store on its own (a real SQLite file in a temp directory, or with `CASEFILES_TEST_DATABASE` a
+/// fresh PostgreSQL database: `TestDatabase`; no HTTP): the SQL guards of an append, case transitions, purge
+/// candidates and the expiry sweep, each against the one rule it applies.
 @Suite struct MetadataStoreTests {
     static let expiry: TimeInterval = 3600
     /// A time on SQLite's millisecond grid, as every stored date is.
     static let t0 = Date(timeIntervalSince1970: 1_790_000_000)
 
-    /// A migrated database in a fresh temp directory, opened from synchronous code (`open` is `noasync`).
-    static func openStore() throws -> (AppDatabase, URL) {
+    /// A migrated store and a fresh temp directory (for blobs): the SQLite file in it, opened on a blocking thread
+    /// (`open` is `noasync`), or a new PostgreSQL database (`TestDatabase`).
+    static func openStore() async throws -> (any MetadataStore, URL) {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("casefiles-store-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        let database = try AppDatabase.open(path: root.appendingPathComponent("test.sqlite").path) { _ in }
+        if let postgres = try await TestDatabase.freshPostgres() { return (postgres, root) }
+        let database = try await testWorkers.storage.blockingIO {
+            try AppDatabase.open(path: root.appendingPathComponent("test.sqlite").path) { _ in }
+        }
         return (database, root)
     }
 
     /// A store with one user (id 1) and one open case, 00000001.
-    static func seeded() async throws -> (AppDatabase, URL) {
-        let (database, root) = try openStore()
+    static func seeded() async throws -> (any MetadataStore, URL) {
+        let (database, root) = try await openStore()
         let user = try await database.createUser(
             User(name: "carol", role: .customer, account: "ACME", tokenHash: "h", createdAt: t0))
         #expect(user.id == 1)  // didInsert
@@ -40,14 +47,17 @@ import Testing
                state: state, digestState: Data([1]), sha256: sha256, createdBy: 1, createdAt: date, updatedAt: date)
     }
 
-    static func close(_ database: AppDatabase, _ number: String, at date: Date) async throws {
+    static func close(_ database: any MetadataStore, _ number: String, at date: Date) async throws {
         _ = try await database.transitionCase(number, kind: .closed, actor: "t", comment: nil, at: date) {
             try CaseLifecycle.close($0, subStatus: "Resolved", by: CaseActor(operator: "t"), at: date)
         }
     }
 
+    /// A CHECK constraint refused the write: SQLITE_CONSTRAINT_CHECK, or PostgreSQL's SQLSTATE 23514
+    /// (check_violation, postgresql.org/docs/15/errcodes-appendix.html).
     static func isCheckViolation(_ error: any Error) -> Bool {
-        (error as? DatabaseError)?.extendedResultCode == .SQLITE_CONSTRAINT_CHECK
+        if let error = error as? DatabaseError { return error.extendedResultCode == .SQLITE_CONSTRAINT_CHECK }
+        return (error as? PSQLError)?.serverInfo?[.sqlState] == "23514"
     }
 
     // MARK: - recordAppend's guards and outcomes
@@ -76,7 +86,7 @@ import Testing
         let (database, root) = try await Self.seeded()
         defer { try? FileManager.default.removeItem(at: root) }
         try await database.createUpload(Self.upload("u1", length: 10))
-        let error = await #expect(throws: DatabaseError.self) {
+        let error = await #expect(throws: (any Error).self) {
             try await database.recordAppend(id: "u1", by: 1, from: 0, to: 11, digestState: Data([2]), completion: nil, at: Self.t0)
         }
         #expect(error.map(Self.isCheckViolation) == true)
@@ -87,13 +97,13 @@ import Testing
         let (database, root) = try await Self.seeded()
         defer { try? FileManager.default.removeItem(at: root) }
         // Verified needs a SHA-256 ...
-        let missing = await #expect(throws: DatabaseError.self) {
+        let missing = await #expect(throws: (any Error).self) {
             try await database.createUpload(Self.upload("u1", length: 10, offset: 10, state: .verified, sha256: nil))
         }
         #expect(missing.map(Self.isCheckViolation) == true)
         // ... and every byte: completing short of the length is refused and rolled back.
         try await database.createUpload(Self.upload("u2", length: 10))
-        let short = await #expect(throws: DatabaseError.self) {
+        let short = await #expect(throws: (any Error).self) {
             try await database.recordAppend(id: "u2", by: 1, from: 0, to: 6, digestState: Data([2]),
                                             completion: .verified(sha256: "ab"), at: Self.t0)
         }
@@ -283,5 +293,82 @@ import Testing
         world.clock.set(Upload.expiresAt(lastProgress: stored.updatedAt, expiry: Self.expiry))
         let service = UploadExpiryService(services: world.services, interval: AppConfiguration().expirySweepInterval, logger: .init(label: "test"))
         #expect(try await service.sweep() == [upload.id])
+    }
+
+    // MARK: - The schema by name, and what SQLite's one writer gave for free
+
+    @Test func bothStoresHaveTheSameMigrationsByName() async throws {
+        let names = AppDatabase.migrator { _ in }.migrations
+        #expect(names.count == 10 && names.first == "v1: users, cases, uploads"
+                && names.last == "v10: archive index (entries, checkpoints), download entry path")
+        #expect(PostgresSchema.migrations.map(\.name) == names)
+        // On PostgreSQL: the database records each name once, in order, and opening it again applies none twice.
+        let (database, root) = try await Self.openStore()
+        defer { try? FileManager.default.removeItem(at: root) }
+        if let postgres = database as? PostgresMetadataStore {
+            #expect(try await postgres.appliedMigrations() == names)
+            let again = try await PostgresMetadataStore.connect(postgres.location)
+            #expect(try await again.appliedMigrations() == names)
+            await again.shutdown()
+        }
+    }
+
+    @Test func aGivenCaseNumberIsTakenOnce() async throws {
+        let (database, root) = try await Self.seeded()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let draft = try CaseLifecycle.open(account: "ACME", subject: "s", number: "1", priority: nil, requestType: nil, at: Self.t0)
+        let error = await #expect(throws: CaseNumberTaken.self) { try await database.createCase(draft, numberGiven: true) }
+        #expect(error?.number == "00000001")
+    }
+
+    @Test func casesCreatedTogetherWithoutANumberTakeTheNextNumbersOnce() async throws {
+        let (database, root) = try await Self.seeded()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let draft = try CaseLifecycle.open(account: "ACME", subject: "s", number: "1", priority: nil, requestType: nil, at: Self.t0)
+        let numbers = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<8 { group.addTask { try await database.createCase(draft, numberGiven: false).number } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(numbers.sorted() == (2...9).map { CaseNumber.format(Int64($0)) })
+    }
+
+    /// 16 creations at once against a quota of 3 unfinished uploads per user: each reads the usage in its insert's
+    /// transaction, after the one before it committed (SQLite's one writer; PostgreSQL's `uploadSetLock`), so
+    /// exactly 3 are admitted and 3 rows exist.
+    @Test func creationsAtTheSameInstantAreAdmittedOneAfterAnother() async throws {
+        struct OverQuota: Error {}
+        let (database, root) = try await Self.seeded()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let admitted = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for n in 0..<16 {
+                group.addTask {
+                    do {
+                        try await database.createUpload(Self.upload("u\(n)")) { usage, _ in
+                            if usage.unfinishedByUser >= 3 { throw OverQuota() }
+                        }
+                        return true
+                    } catch is OverQuota {
+                        return false
+                    }
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(admitted == 3)
+        #expect(try await database.uploadUsage(caseNumber: "00000001", userID: 1).unfinishedByUser == 3)
+    }
+
+    @Test func aPostgresURLIsReadAsLibpqReadsIt() throws {
+        let location = try #require(PostgresLocation("postgres://casefiles:p%40ss%2Fword@db.example.com:6432/files?sslmode=require"))
+        #expect(location.host == "db.example.com" && location.port == 6432 && location.username == "casefiles")
+        #expect(location.password == "p@ss/word" && location.database == "files" && location.sslMode == .require)
+        #expect(location.redacted == "postgres://casefiles:***@db.example.com:6432/files?sslmode=require")
+        let plain = try #require(PostgresLocation("postgresql://postgres@127.0.0.1/casefiles"))
+        #expect(plain.port == 5432 && plain.password == nil && plain.sslMode == .prefer)
+        #expect(plain.redacted == "postgres://postgres@127.0.0.1:5432/casefiles")
+        for bad in ["mysql://u@h/db", "postgres://h/db", "postgres://u@h", "postgres://u@h/db?sslmode=verify",
+                    "postgres://u@h:0/db", "/var/lib/casefiles"] {
+            #expect(PostgresLocation(bad) == nil, "\(bad)")
+        }
     }
 }

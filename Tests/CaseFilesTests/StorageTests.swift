@@ -145,7 +145,11 @@ final class Flag: @unchecked Sendable {
         try await world.withServer { client in _ = try await DownloadTests.attach(client, world, testBytes(10)) }
         let root = world.root.path
         #expect(Self.mode(root) == 0o700)
-        for name in ["casefiles.sqlite", "link-signing.key"] { #expect(Self.mode("\(root)/\(name)") == 0o600, "\(name)") }
+        // On PostgreSQL (`TestDatabase`) there is no SQLite file in the root.
+        for name in (TestDatabase.postgres == nil ? ["casefiles.sqlite"] : []) + ["link-signing.key"] {
+            #expect(Self.mode("\(root)/\(name)") == 0o600, "\(name)")
+        }
+        #expect(TestDatabase.postgres == nil || !FileManager.default.fileExists(atPath: "\(root)/casefiles.sqlite"))
         #expect(Self.mode("\(root)/blobs") == 0o700)
         let shards = try FileManager.default.contentsOfDirectory(atPath: "\(root)/blobs")
         #expect(shards.count == 1)
@@ -161,7 +165,8 @@ final class Flag: @unchecked Sendable {
         #expect(AppServices.permissionProblems(storage: world.root) == [])
     }
 
-    @Test func aDatabaseOpenToOthersIsReportedAndStrictOpeningRefuses() async throws {
+    @Test(.enabled(if: TestDatabase.postgres == nil, "tests the SQLite file itself"))
+    func aDatabaseOpenToOthersIsReportedAndStrictOpeningRefuses() async throws {
         let world = try await TestWorld()
         let database = world.root.appendingPathComponent("casefiles.sqlite").path
         let blobs = world.root.appendingPathComponent("blobs").path

@@ -1,17 +1,48 @@
 @testable import CaseFilesCore
 @testable import CaseFilesDatabase
 @testable import CaseFilesEngine
+@testable import CaseFilesPostgres
 @testable import CaseFilesServer
 @testable import CaseFilesStorage
 import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import NIOCore
+import PostgresNIO
 import Testing
 
 /// The worker threads every test shares (the application owns its own; tests are one application).
 let testWorkers = WorkerThreads()
+
+/// The one switch between the metadata stores: with `CASEFILES_TEST_DATABASE=postgres://USER@HOST:PORT/DATABASE`
+/// (what `Scripts/postgres start` prints) every test that builds its store here (`TestWorld`, `MetadataStoreTests`)
+/// runs on PostgreSQL, each in a database of its own made on that server; without it, on a SQLite file in a temp
+/// directory.
+enum TestDatabase {
+    static let variable = "CASEFILES_TEST_DATABASE"
+
+    /// The server's URL from the environment; nil: SQLite. A value that is not a PostgreSQL URL stops the run.
+    static let postgres: PostgresLocation? = {
+        guard let text = ProcessInfo.processInfo.environment[variable], !text.isEmpty else { return nil }
+        guard let location = PostgresLocation(text) else { fatalError("\(variable) must be \(PostgresLocation.expected)") }
+        return location
+    }()
+
+    /// A migrated store in a new, empty database on `postgres`'s server; nil when the tests run on SQLite.
+    static func freshPostgres() async throws -> PostgresMetadataStore? {
+        guard let server = postgres else { return nil }
+        let name = "casefiles_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let connection = try await PostgresConnection.connect(
+            configuration: .init(host: server.host, port: server.port, username: server.username,
+                                 password: server.password, database: server.database, tls: .disable),
+            id: 0, logger: Logger(label: "test"))
+        try await connection.query("CREATE DATABASE \(unescaped: name)", logger: Logger(label: "test"))
+        try await connection.close()
+        return try await PostgresMetadataStore.connect(server.database(name))
+    }
+}
 
 /// A fresh storage root with one case (00001413, account ACME) and a user of every role.
 final class TestWorld: Sendable {
@@ -25,15 +56,19 @@ final class TestWorld: Sendable {
     let caseNumber = "00001413"
 
     let clock = TestClock()
+    /// The PostgreSQL store under `services` when `CASEFILES_TEST_DATABASE` is set (closed with the world).
+    let postgres: PostgresMetadataStore?
 
     /// The rate limit is off unless a test sets one: tests make many changes a second as one user.
     init(limits: UploadLimits = .init(minFreeBytes: 0), security: SecurityPolicy = .init(rateLimitPerMinute: 0)) async throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("casefiles-test-\(UUID().uuidString)")
         let clock = self.clock
         let root = self.root
+        let postgres = try await TestDatabase.freshPostgres()
+        self.postgres = postgres
         services = try await testWorkers.storage.blockingIO {
-            try AppServices.open(storage: root, workers: testWorkers, limits: limits, security: security,
-                                 now: { clock.now })
+            try AppServices.open(storage: root, workers: testWorkers, metadata: postgres, limits: limits,
+                                 security: security, now: { clock.now })
         }
         let database = services.database
         func user(_ name: String, _ role: Role, _ account: String?) async throws -> String {
@@ -52,7 +87,10 @@ final class TestWorld: Sendable {
         _ = try await services.database.createCase(draft, numberGiven: true)
     }
 
-    deinit { try? FileManager.default.removeItem(at: root) }
+    deinit {
+        try? FileManager.default.removeItem(at: root)
+        if let postgres { Task { await postgres.shutdown() } }
+    }
 
     /// Runs `body` against the real server on a loopback port.
     func withServer<T: Sendable>(_ body: @Sendable (any TestClientProtocol) async throws -> T) async throws -> T {

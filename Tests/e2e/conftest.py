@@ -1,4 +1,8 @@
-"""Fixtures that run the real `casefiles` binary on a temporary storage root, on loopback."""
+"""Fixtures that run the real `casefiles` binary on a temporary storage root, on loopback.
+
+With `CASEFILES_TEST_DATABASE=postgres://…` (what `Scripts/postgres start` prints: the one switch the Swift tests
+read too) every server and CLI command runs with `--database`, on a database of its own made on that PostgreSQL
+server per `Server`; tests of the SQLite file itself (`@pytest.mark.sqlite_only`) are skipped then."""
 import json
 import os
 import resource
@@ -6,13 +10,40 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("CASEFILES_BIN", ROOT / ".build" / "debug" / "casefiles"))
+TEST_DATABASE = os.environ.get("CASEFILES_TEST_DATABASE") or None
+
+
+def fresh_database() -> str | None:
+    """A new, empty PostgreSQL database on CASEFILES_TEST_DATABASE's server, as a URL; None when testing on SQLite."""
+    if TEST_DATABASE is None:
+        return None
+    name = "casefiles_e2e_" + uuid.uuid4().hex
+    subprocess.run(["psql", TEST_DATABASE, "-q", "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {name}"],
+                   check=True, capture_output=True, timeout=60)
+    url = urlsplit(TEST_DATABASE)
+    return urlunsplit(url._replace(path="/" + name))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: tests the SQLite file itself; skipped on PostgreSQL")
+
+
+def pytest_collection_modifyitems(config, items):
+    if TEST_DATABASE is None:
+        return
+    skip = pytest.mark.skip(reason="tests the SQLite file itself (CASEFILES_TEST_DATABASE is set)")
+    for item in items:
+        if "sqlite_only" in item.keywords:
+            item.add_marker(skip)
 
 
 _RATE_LIMIT_FLAG: bool | None = None
@@ -64,18 +95,45 @@ class Server:
 
     def __init__(self, storage: Path):
         self.storage = storage
+        self.database = fresh_database()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
         self.log = open(storage.parent / "server.log", "ab")
         LOGS.append(storage.parent / "server.log")
 
+    def storage_args(self) -> list[str]:
+        """Where a server-side command finds the data: `--storage`, and `--database` on PostgreSQL."""
+        return ["--storage", str(self.storage), *(["--database", self.database] if self.database else [])]
+
     def cli(self, *args: str) -> str:
-        result = subprocess.run([str(BINARY), *args, "--storage", str(self.storage)],
+        result = subprocess.run([str(BINARY), *args, *self.storage_args()],
                                 check=True, capture_output=True, text=True, timeout=60)
         if args[:2] == ("users", "create") and result.stdout.strip():
             SECRETS.add(result.stdout.strip())
         return result.stdout.strip()
+
+    def query(self, sql: str) -> list[tuple]:
+        """Rows of a read-only query on the metadata (SQLite's file, or the PostgreSQL database), each value as
+        text. Write SQL both dialects take: quote "user" and "offset"."""
+        if self.database is None:
+            import sqlite3
+            with sqlite3.connect(f"file:{self.storage / 'casefiles.sqlite'}?mode=ro", uri=True) as database:
+                return [tuple(None if v is None else str(v) for v in row) for row in database.execute(sql).fetchall()]
+        out = subprocess.run(["psql", self.database, "-X", "-A", "-t", "-F", "\t", "-P", "null=\\N", "-v", "ON_ERROR_STOP=1",
+                              "-c", sql], check=True, capture_output=True, text=True, timeout=60).stdout
+        return [tuple(None if v == "\\N" else v for v in line.split("\t")) for line in out.splitlines() if line]
+
+    def execute(self, sql: str) -> None:
+        """One write on the metadata, to arrange a state no request can make (an expired credential). SQL both
+        dialects take."""
+        if self.database is None:
+            import sqlite3
+            with sqlite3.connect(self.storage / "casefiles.sqlite", timeout=10) as database:
+                database.execute(sql)
+            return
+        subprocess.run(["psql", self.database, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                       check=True, capture_output=True, text=True, timeout=60)
 
     def start(self, *extra: str, nofile: int | None = None) -> None:
         """Starts `serve`; `nofile` sets its open-files limit, soft and hard (as `ulimit -n` would)."""
@@ -83,7 +141,7 @@ class Server:
             if nofile is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.process = subprocess.Popen(
-            [str(BINARY), "serve", "--storage", str(self.storage), "--port", str(self.port),
+            [str(BINARY), "serve", *self.storage_args(), "--port", str(self.port),
              "--min-free-space", "0", *([] if "--rate-limit" in extra else rate_limit_off()), *extra],
             stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=limit_descriptors)
         deadline = time.monotonic() + 30

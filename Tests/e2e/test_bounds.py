@@ -2,7 +2,6 @@
 `serve` flags; each test asserts the exact status, error code and figure."""
 import http.client
 import re
-import sqlite3
 import subprocess
 
 import pytest
@@ -225,12 +224,10 @@ def test_only_the_creator_appends_and_every_append_is_recorded_with_its_sender(s
     assert patch_as(server, server.customer, url, 0, b"abc").status_code == 204
     assert patch_as(server, server.customer, url, 3, b"def").status_code == 204
 
-    database = sqlite3.connect(f"file:{server.storage / 'casefiles.sqlite'}?mode=ro", uri=True)
-    rows = database.execute("""
-        SELECT a.fromOffset, a.toOffset, u.name FROM uploadAppend a JOIN user u ON u.id = a.userID
-        WHERE a.uploadID = ? ORDER BY a.fromOffset""", (url.rsplit("/", 1)[1],)).fetchall()
-    database.close()
-    assert rows == [(0, 3, "carol"), (3, 6, "carol")]
+    rows = server.query(f"""
+        SELECT a.fromOffset, a.toOffset, u.name FROM uploadAppend a JOIN "user" u ON u.id = a.userID
+        WHERE a.uploadID = '{url.rsplit("/", 1)[1]}' ORDER BY a.fromOffset""")
+    assert rows == [("0", "3", "carol"), ("3", "6", "carol")]
 
     # Others may still terminate it as the permission table says: an engineer may.
     other = create(server, 4, "abandoned.log")

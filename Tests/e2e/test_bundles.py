@@ -111,7 +111,6 @@ def test_the_listing_pages_by_number_and_filters_by_prefix(server, tmp_path):
 def test_the_index_counts_toward_the_case_quota_and_the_purge_removes_it(server):
     import datetime
     import io
-    import sqlite3
     import tarfile
     from test_retention import run_purge
     from test_uploads import create
@@ -140,8 +139,7 @@ def test_the_index_counts_toward_the_case_quota_and_the_purge_removes_it(server)
     assert closed.status_code == 200, closed.text
     as_of = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=31)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert run_purge(server, "--as-of", as_of, "--force").returncode == 0
-    with sqlite3.connect(server.storage / "casefiles.sqlite") as db:
-        assert [db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("bundleIndex", "bundleEntry", "bundleCheckpoint")] == [0, 0, 0]
+    assert [server.query(f"SELECT COUNT(*) FROM {t}") for t in ("bundleIndex", "bundleEntry", "bundleCheckpoint")] \
+        == [[("0",)]] * 3
     gone = requests.get(f"{server.url}/api/v1/attachments/{attachment}/entries", headers=auth(server.engineer), timeout=10)
     assert gone.status_code == 410

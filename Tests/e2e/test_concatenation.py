@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -269,10 +268,8 @@ def test_a_crash_during_verification_resumes_from_its_checkpoint(server):
             position += min(4 * MiB, end - position)
             if position >= 64 * MiB:
                 checkpoint = position
-    db = sqlite3.connect(f"file:{server.storage}/casefiles.sqlite?mode=ro", uri=True)
-    row = db.execute("SELECT state, offset, sha256 FROM upload WHERE id = ?", (final_id,)).fetchone()
-    db.close()
-    assert row == ("uploading", checkpoint, None)
+    [row] = server.query(f"""SELECT state, "offset", sha256 FROM upload WHERE id = '{final_id}'""")
+    assert row == ("uploading", str(checkpoint), None)
     assert server.cli("cases", "show", server.case).count(final_id) == 1  # listed as unfinished, not verified
     assert f"{final_id}  uploading" in server.cli("cases", "show", server.case)
 

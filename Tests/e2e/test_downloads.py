@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import requests
 
 from conftest import BINARY, Server, free_port
@@ -123,6 +124,11 @@ def wanted_modes(root) -> dict[str, str]:
     return {name: oct(0o700 if (root / name).is_dir() else 0o600) for name in modes_under(root)}
 
 
+def metadata_files(srv) -> set[str]:
+    """The storage root's metadata files: SQLite's, or none when the metadata is on PostgreSQL."""
+    return set() if srv.database else {"casefiles.sqlite"}
+
+
 def test_every_path_serve_creates_on_a_fresh_root_is_private(tmp_path):
     previous = os.umask(0o022)  # the usual umask: SQLite alone would make the database 0644, FileManager 0755
     try:
@@ -132,7 +138,9 @@ def test_every_path_serve_creates_on_a_fresh_root_is_private(tmp_path):
         os.umask(previous)
     try:
         assert modes_under(srv.storage) == wanted_modes(srv.storage)
-        assert {".", "casefiles.sqlite", "blobs", "link-signing.key"} <= set(modes_under(srv.storage))
+        assert {".", "blobs", "link-signing.key"} | metadata_files(srv) <= set(modes_under(srv.storage))
+        # On PostgreSQL no SQLite file is made beside the blobs.
+        assert srv.database is None or not any(name.startswith("casefiles.sqlite") for name in modes_under(srv.storage))
         srv.customer = srv.cli("users", "create", "carol", "--role", "customer", "--account", "ACME")
         srv.case = srv.cli("cases", "create", "--account", "ACME", "--subject", "modes", "--number", "1413")
         data = pattern(100_000, seed=21)
@@ -141,7 +149,8 @@ def test_every_path_serve_creates_on_a_fresh_root_is_private(tmp_path):
         upload_id = url.rsplit("/", 1)[1]
         modes = modes_under(srv.storage)
         assert modes[f"blobs/{upload_id[:2]}"] == "0o700" and modes[f"blobs/{upload_id[:2]}/{upload_id}"] == "0o600"
-        assert modes["casefiles.sqlite-wal"] == "0o600" and modes["casefiles.sqlite-shm"] == "0o600"
+        if srv.database is None:
+            assert modes["casefiles.sqlite-wal"] == "0o600" and modes["casefiles.sqlite-shm"] == "0o600"
         assert modes == wanted_modes(srv.storage)
     finally:
         srv.stop()
@@ -156,10 +165,12 @@ def test_a_cli_command_that_creates_the_root_makes_it_private(tmp_path):
         os.umask(previous)
     modes = modes_under(srv.storage)
     assert modes == wanted_modes(srv.storage)
-    assert {".", "casefiles.sqlite", "blobs", "link-signing.key"} <= set(modes)
-    assert modes["."] == "0o700" and modes["casefiles.sqlite"] == "0o600" and modes["link-signing.key"] == "0o600"
+    assert {".", "blobs", "link-signing.key"} | metadata_files(srv) <= set(modes)
+    assert modes["."] == "0o700" and modes["link-signing.key"] == "0o600"
+    assert srv.database is not None or modes["casefiles.sqlite"] == "0o600"
 
 
+@pytest.mark.sqlite_only
 def test_a_database_open_to_others_is_warned_about_and_strict_serve_refuses(tmp_path):
     srv = Server(tmp_path / "Storage")
     srv.cli("users", "create", "carol", "--role", "customer", "--account", "ACME")
@@ -298,6 +309,7 @@ def test_a_cut_download_through_a_link_is_charged_what_was_sent(server, tmp_path
     assert (refused.status_code, error_of(refused)) == (410, "link_used_up")
 
 
+@pytest.mark.sqlite_only
 def test_a_key_kept_in_the_database_moves_to_the_key_file_and_its_links_keep_working(server):
     data = pattern(1000, seed=35)
     attachment = upload_file(server, data, "a.log")

@@ -3,7 +3,6 @@ bash retry loop through a proxy that cuts the connection."""
 import hashlib
 import json
 import os
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -50,8 +49,7 @@ def test_engineers_make_drop_credentials_customers_do_not_and_the_list_never_sho
     assert set(row) == {"id", "caseNumber", "createdBy", "createdAt", "expiresAt", "state"}  # never the secret
     assert drop["token"] not in json.dumps(listing)
     # Stored hashed, like user tokens.
-    with sqlite3.connect(f"file:{server.storage / 'casefiles.sqlite'}?mode=ro", uri=True) as db:
-        stored = db.execute("SELECT tokenHash FROM dropToken").fetchone()[0]
+    [(stored,)] = server.query("SELECT tokenHash FROM dropToken")
     assert stored == hashlib.sha256(drop["token"].encode()).hexdigest()
 
     # Used once: the listing shows when.
@@ -195,8 +193,7 @@ def test_a_drop_credential_uploads_into_its_case_only_and_dies_with_revocation_e
     assert {t["id"]: t["state"] for t in listing["dropTokens"]}[revoked["id"]] == "revoked"
     # Expired: 401.
     expired = make_drop(server)
-    with sqlite3.connect(server.storage / "casefiles.sqlite", timeout=10) as db:
-        db.execute("UPDATE dropToken SET expiresAt = '2001-01-01 00:00:00.000' WHERE id = ?", (expired["id"],))
+    server.execute(f"UPDATE dropToken SET expiresAt = '2001-01-01 00:00:00.000' WHERE id = {int(expired['id'])}")
     assert status("PUT", "/api/v1/cases/1413/files/e.log", auth=("00001413", expired["token"]), data=b"x") == (401, "invalid_token")
     # Closing the case revokes every credential of it at once, and reopening does not bring them back.
     requests.post(f"{server.url}/api/v1/cases/1413/close", headers=bearer(server.engineer), json={"subStatus": "Resolved"},

@@ -15,7 +15,7 @@ def run_purge(server, *args, failpoints=None):
     env = dict(os.environ)
     if failpoints:
         env["CASEFILES_FAILPOINTS"] = failpoints
-    return subprocess.run([str(BINARY), "purge", *args, "--storage", str(server.storage)],
+    return subprocess.run([str(BINARY), "purge", *args, *server.storage_args()],
                           capture_output=True, text=True, timeout=120, env=env)
 
 
