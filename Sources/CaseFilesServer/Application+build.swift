@@ -71,10 +71,13 @@ public struct AppConfiguration: Sendable {
 /// them down after the application has stopped.
 /// - Parameter metadata: the metadata store `configuration.database` names, opened by the caller; nil: the storage
 ///   root's SQLite.
+/// - Parameter coordination: how this node shares the work with the others on the same metadata store
+///   (`PostgresNodeCoordination`); nil: it is the only node.
 /// - Parameter extraServices: services to run beside the application, made from its open services (the webhook
 ///   delivery, which the server target cannot build: it has no outbound HTTP).
 public func buildApplication(
     _ configuration: AppConfiguration, workers: WorkerThreads, metadata: (any MetadataStore)? = nil,
+    coordination: (any NodeCoordination)? = nil,
     now: @escaping @Sendable () -> Date = { Date() },
     extraServices: (AppServices) throws -> [any Service] = { _ in [] }
 ) async throws -> some ApplicationProtocol {
@@ -87,6 +90,7 @@ public func buildApplication(
                              security: configuration.security, metrics: engineMetrics, now: now)
     }
     if let path = configuration.uploadTracePath { services.uploadTrace = try UploadTraceLog(path: path) }
+    if let coordination { services.coordination = coordination }
     return try await buildApplication(configuration, services: services, registry: registry,
                                       extraServices: try extraServices(services))
 }

@@ -99,13 +99,17 @@ struct Serve: AsyncParsableCommand {
         // uploads while it shuts down, and stop after it (the hashing lanes first: they hand writes to storage's).
         let workers = WorkerThreads()
         let metadata = try await MetadataDatabase.open(configuration.database)
+        // On PostgreSQL this process may be one of several nodes: writers and once-only jobs are coordinated.
+        let coordination = metadata.map { PostgresNodeCoordination(location: $0.location) }
         var logger = Logger(label: "casefiles")
         logger.logLevel = configuration.logLevel
         let settings = configuration
-        let application = try await buildApplication(configuration, workers: workers, metadata: metadata, extraServices: { services in
+        let application = try await buildApplication(configuration, workers: workers, metadata: metadata,
+                                                     coordination: coordination, extraServices: { services in
             [try WebhookOptions.delivery(settings, outbox: services.database, logger: logger)].compactMap { $0 }
         })
         try await application.runService()
+        await coordination?.shutdown()
         await metadata?.shutdown()
         try await workers.bulkWork.shutdown()
         try await workers.storage.shutdown()

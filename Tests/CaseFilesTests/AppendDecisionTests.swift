@@ -1,4 +1,5 @@
 @testable import CaseFilesCore
+@testable import CaseFilesDatabase
 @testable import CaseFilesEngine
 @testable import CaseFilesServer
 @testable import CaseFilesStorage
