@@ -345,6 +345,11 @@ def main():
     if BASELINE:
         theirs = bench_large(work, BASELINE, "baseline build: ")
         row("one large PATCH, this build / baseline", ours / theirs, "x")
+    if "--only" in sys.argv and sys.argv[sys.argv.index("--only") + 1] == "uploads":
+        # `Scripts/bench --only uploads`: sections 1 to 8, the upload-speed rows (issue #16), e.g. beside a
+        # `--throttle-disk` run.
+        source.unlink()
+        return finish(work, size)
 
     print("9. compressed uploads of a text log through a 100 Mbit/s link")
     bench_compression(work)

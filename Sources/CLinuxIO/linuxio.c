@@ -18,11 +18,12 @@ int casefiles_lower_thread_priority(int nice) {
     return setpriority(PRIO_PROCESS, (id_t)gettid(), nice);
 }
 
-int casefiles_keep_freed_memory(unsigned long mmap_threshold, unsigned long trim_threshold) {
+int casefiles_keep_freed_memory(unsigned long mmap_threshold, unsigned long trim_threshold, int arena_max) {
 #ifdef __GLIBC__
-    return mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) && mallopt(M_TRIM_THRESHOLD, (int)trim_threshold);
+    return mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) && mallopt(M_TRIM_THRESHOLD, (int)trim_threshold)
+        && mallopt(M_ARENA_MAX, arena_max);
 #else
-    (void)mmap_threshold; (void)trim_threshold; return 0;
+    (void)mmap_threshold; (void)trim_threshold; (void)arena_max; return 0;
 #endif
 }
 

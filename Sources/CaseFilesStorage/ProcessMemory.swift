@@ -1,3 +1,4 @@
+import Foundation
 import CLinuxIO
 
 /// How the process's allocator treats memory it frees: kept for reuse, not handed back to the kernel at once.
@@ -11,17 +12,30 @@ import CLinuxIO
 /// the 90 ms per 64 MiB chunk the issue saw. Kept, they fell to 14, 0.6 and 0.0 per MiB, and the 8 MiB loop
 /// went from 357 to 466 MB/s in one run. The cost: memory freed after a burst stays mapped (counted in RSS)
 /// up to the trim threshold, and is reused by the next burst.
+///
+/// Heap blocks this large kept in glibc's default 8 arenas per core (16 here) raised the chunk loops' peak RSS from
+/// 64 to 122–133 MiB; with one arena per core it was 92–94 MiB at the same or better throughput (A/B of one release
+/// build through `GLIBC_TUNABLES`, 16:00 2026-11-29: 8 MiB loop 612–644 against 522–591 MB/s, 64 MiB 662–717
+/// against 607–695). A lower trim threshold did not lower the peak (64 MiB: 117–135 MiB): the peak is the
+/// working set spread over arenas, not memory waiting to be trimmed.
 public enum ProcessMemory {
     /// Blocks up to this size come from the heap (glibc's largest allowed value on 64-bit systems).
     public static let mmapThreshold = 32 << 20
     /// Free memory at the top of a heap goes back to the kernel only past this much.
     public static let trimThreshold = 256 << 20
+    /// Heaps the allocator keeps: one per core, at least 2 (glibc's default is 8 per core).
+    public static var arenaMax: Int { max(2, ProcessInfo.processInfo.activeProcessorCount) }
 
     /// Applies the policy; call once, first thing in `main`, before threads start allocating.
-    /// - Returns: false where the allocator is not glibc's or refused the values (nothing changes then).
+    ///
+    /// An operator's own allocator tuning wins: with any `glibc.malloc.*` tunable in `GLIBC_TUNABLES`
+    /// (glibc manual, "Memory Allocation Tunables") nothing is changed, so a memory-tight host can set
+    /// e.g. `glibc.malloc.trim_threshold` without a rebuild.
+    /// - Returns: false where the allocator is not glibc's, refused the values, or the operator tuned it.
     @discardableResult
-    public static func keepFreedMemory() -> Bool {
-        casefiles_keep_freed_memory(UInt(mmapThreshold), UInt(trimThreshold)) == 1
+    public static func keepFreedMemory(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        if environment["GLIBC_TUNABLES"]?.contains("glibc.malloc.") == true { return false }
+        return casefiles_keep_freed_memory(UInt(mmapThreshold), UInt(trimThreshold), Int32(arenaMax)) == 1
     }
 
     /// Minor page faults of the process so far (`getrusage`), or nil where unknown.

@@ -13,10 +13,10 @@ int casefiles_lower_thread_priority(int nice);
 
 /// Makes glibc's malloc keep memory the process frees for reuse rather than handing it back to the kernel:
 /// allocations up to `mmap_threshold` bytes come from the heap (not a fresh mmap each), and free memory at the
-/// top of a heap is returned only past `trim_threshold` bytes. Returns 1 on success, 0 where refused or not
+/// top of a heap is returned only past `trim_threshold` bytes, over at most `arena_max` heaps. Returns 1 on success, 0 where refused or not
 /// glibc. Why: every fresh page is a page fault, and on a virtual machine whose free memory goes back to the
 /// host, a costly one; see `ProcessMemory` in CaseFilesStorage.
-int casefiles_keep_freed_memory(unsigned long mmap_threshold, unsigned long trim_threshold);
+int casefiles_keep_freed_memory(unsigned long mmap_threshold, unsigned long trim_threshold, int arena_max);
 
 /// Minor page faults of the whole process so far (getrusage RUSAGE_SELF ru_minflt), for `--trace-uploads`.
 long casefiles_minor_faults(void);
