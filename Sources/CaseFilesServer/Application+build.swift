@@ -48,6 +48,8 @@ public struct AppConfiguration: Sendable {
     public var bundleLimits = BundleLimits()
     /// How often the bundle indexer looks for verified attachments without an index, when it has none to build.
     public var bundleIndexInterval: Duration = .seconds(1)
+    /// Makes the blob store when not files under `storage` (nil: files under `storage`).
+    public var blobStore: BlobStoreFactory?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
@@ -78,7 +80,8 @@ public func buildApplication(
     let engineMetrics = registry.map { EngineMetrics(factory: PrometheusMetricsFactory(registry: $0)) } ?? .none
     var services = try await workers.storage.blockingIO {
         try AppServices.open(storage: configuration.storage, workers: workers, limits: configuration.limits,
-                             security: configuration.security, metrics: engineMetrics, now: now)
+                             security: configuration.security, metrics: engineMetrics,
+                             blobStore: configuration.blobStore, now: now)
     }
     if let path = configuration.uploadTracePath { services.uploadTrace = try UploadTraceLog(path: path) }
     return try await buildApplication(configuration, services: services, registry: registry,
