@@ -183,6 +183,7 @@ let package = Package(
                 "CaseFilesEngine",
                 "CaseFilesServer",
                 "CaseFilesClient",
+                "CaseFilesOutbound",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
