@@ -153,6 +153,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Blobs in an S3-compatible object store (`serve --blob-store s3://BUCKET`): the BlobStore protocol over
+        // the outbound target's S3 client. The engine and the server do not link it; `serve` picks it.
+        .target(
+            name: "CaseFilesObjectStorage",
+            dependencies: [
+                "CaseFilesCore",
+                "CaseFilesStorage",
+                "CaseFilesOutbound",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "casefiles",
             dependencies: [
@@ -163,6 +174,8 @@ let package = Package(
                 "CaseFilesServer",
                 "CaseFilesClient",
                 "CaseFilesOutbound",
+                "CaseFilesObjectStorage",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -184,6 +197,7 @@ let package = Package(
                 "CaseFilesServer",
                 "CaseFilesClient",
                 "CaseFilesOutbound",
+                "CaseFilesObjectStorage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

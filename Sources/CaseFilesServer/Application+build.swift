@@ -48,7 +48,10 @@ public struct AppConfiguration: Sendable {
     public var bundleLimits = BundleLimits()
     /// How often the bundle indexer looks for verified attachments without an index, when it has none to build.
     public var bundleIndexInterval: Duration = .seconds(1)
-    /// Makes the blob store when not files under `storage` (nil: files under `storage`).
+    /// `--blob-store s3://BUCKET` and the `s3-*` settings: blobs in an object store rather than under `storage`.
+    public var objectStore = ObjectStoreSettings()
+    /// Makes the blob store when not files under `storage`: `serve` makes the S3 one from `objectStore` (this
+    /// target cannot: it links no HTTP client); nil: files under `storage`.
     public var blobStore: BlobStoreFactory?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
