@@ -14,8 +14,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import requests
 
+from blobstore import on_object_store
 from conftest import BINARY, Server, free_port
 from helpers import auth, pattern
 from test_uploads import MiB, attachments, create, head_offset, patch, stream_patch
@@ -123,6 +125,7 @@ def wanted_modes(root) -> dict[str, str]:
     return {name: oct(0o700 if (root / name).is_dir() else 0o600) for name in modes_under(root)}
 
 
+@pytest.mark.skipif(on_object_store(), reason="the modes of blob files: blobs are objects in the object store")
 def test_every_path_serve_creates_on_a_fresh_root_is_private(tmp_path):
     previous = os.umask(0o022)  # the usual umask: SQLite alone would make the database 0644, FileManager 0755
     try:
@@ -147,6 +150,7 @@ def test_every_path_serve_creates_on_a_fresh_root_is_private(tmp_path):
         srv.stop()
 
 
+@pytest.mark.skipif(on_object_store(), reason="the modes of blob files: blobs are objects in the object store")
 def test_a_cli_command_that_creates_the_root_makes_it_private(tmp_path):
     previous = os.umask(0o022)
     try:
