@@ -127,7 +127,8 @@ public struct AppServices: Sendable {
                     continue
                 }
             } else {
-                guard Date().timeIntervalSince(blob.lastModified) >= minimumAge else { continue }
+                // 0 takes every one, whatever its time: an object store may round a time up to its next second.
+                guard minimumAge <= 0 || Date().timeIntervalSince(blob.lastModified) >= minimumAge else { continue }
             }
             try await blobs.remove(id: blob.id)
             removed.append(blob.id)

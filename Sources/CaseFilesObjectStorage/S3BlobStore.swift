@@ -128,11 +128,12 @@ public struct S3BlobStore: BlobStore {
     }
 
     /// Aborts the multipart upload (the recorded one and any other on the key: a crash between CreateMultipartUpload
-    /// and the `.upload` PUT), deletes the object and the tails, and `.upload` last, so an interrupted removal can
+    /// and the `.upload` PUT, or a record that cannot be read), deletes the object and the tails, and `.upload` last, so an interrupted removal can
     /// be repeated.
     public func remove(id: String) async throws {
         let key = objectKey(id)
-        if let info = try await uploadInfo(id) { try await abortIgnoringMissing(id, uploadID: info.uploadID) }
+        // A record that cannot be read (damaged, a foreign object) does not stop the removal: the listing finds the upload.
+        if let info = try? await uploadInfo(id) { try await abortIgnoringMissing(id, uploadID: info.uploadID) }
         for upload in try await client.listMultipartUploads(prefix: key) where upload.key == key {
             try await abortIgnoringMissing(id, uploadID: upload.uploadID)
         }

@@ -56,15 +56,15 @@ def _collect_link_signatures():
 def blob_store_environment() -> tuple[str | None, dict[str, str]]:
     """`CASEFILES_TEST_BLOB_STORE=s3`: a server keeps its blobs in the object store that `Scripts/objectstore start`
     started (its CASEFILES_TEST_S3_* variables), in a bucket of its own made here (so no server's orphan sweep sees
-    another's blobs), instead of under its storage root. The bucket, and the environment for its `serve` and CLI
-    commands: `serve`'s own variables (the secret never on a command line). Tests look at blobs via `blobstore.py`."""
+    another's blobs), instead of under its storage root. The bucket, and the variables to add to the environment of
+    its `serve` and CLI commands: `serve`'s own (the secret never on a command line). Tests look at blobs through
+    `blobstore.py`."""
     if os.environ.get("CASEFILES_TEST_BLOB_STORE", "files") != "s3":
-        return None, dict(os.environ)
+        return None, {}
     from blobstore import create_bucket
     try:
         bucket = create_bucket()
         return bucket, {
-            **os.environ,
             "CASEFILES_BLOB_STORE": "s3://" + bucket,
             "CASEFILES_S3_ENDPOINT": os.environ["CASEFILES_TEST_S3_ENDPOINT"],
             "CASEFILES_S3_REGION": os.environ["CASEFILES_TEST_S3_REGION"],
@@ -92,8 +92,13 @@ class Server:
         self.process = None
         self.log = open(storage.parent / "server.log", "ab")
         LOGS.append(storage.parent / "server.log")
-        # `serve` and CLI commands run with this environment: the object store's settings, if the suite uses one.
-        self.blob_bucket, self.environment = blob_store_environment()
+        self.blob_bucket, self.blob_store_variables = blob_store_environment()
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """What `serve` and CLI commands run with: this process's environment as it is now (a test may set
+        CASEFILES_FAILPOINTS), and the object store's settings if the suite uses one."""
+        return {**os.environ, **self.blob_store_variables}
 
     def cli(self, *args: str) -> str:
         result = subprocess.run([str(BINARY), *args, "--storage", str(self.storage)],
