@@ -170,6 +170,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Blobs in an S3-compatible object store (`serve --blob-store s3://BUCKET`): the BlobStore protocol over
+        // the outbound target's S3 client. The engine and the server do not link it; `serve` picks it.
+        .target(
+            name: "CaseFilesObjectStorage",
+            dependencies: [
+                "CaseFilesCore",
+                "CaseFilesStorage",
+                "CaseFilesOutbound",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "casefiles",
             dependencies: [
@@ -181,6 +192,8 @@ let package = Package(
                 "CaseFilesClient",
                 "CaseFilesPostgres",
                 "CaseFilesOutbound",
+                "CaseFilesObjectStorage",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -202,6 +215,8 @@ let package = Package(
                 "CaseFilesServer",
                 "CaseFilesClient",
                 "CaseFilesPostgres",
+                "CaseFilesOutbound",
+                "CaseFilesObjectStorage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),

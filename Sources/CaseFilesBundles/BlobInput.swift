@@ -3,14 +3,14 @@ import CaseFilesStorage
 /// Sequential reads of a blob through one reusable buffer: the index's single pass and an entry's read.
 /// No copy of the blob anywhere; `position` is the blob offset of the next byte not yet consumed.
 struct BlobInput: ~Copyable {
-    let reader: BlobReader
+    let reader: any BlobReader
     let size: Int64
     private let buffer: UnsafeMutableRawBufferPointer
     private var start: Int64
     private var filled = 0
     private var used = 0
 
-    init(reader: BlobReader, size: Int64, at offset: Int64 = 0, bufferSize: Int = 1 << 20) {
+    init(reader: any BlobReader, size: Int64, at offset: Int64 = 0, bufferSize: Int = 1 << 20) {
         self.reader = reader
         self.size = size
         self.buffer = .allocate(byteCount: bufferSize, alignment: 64)

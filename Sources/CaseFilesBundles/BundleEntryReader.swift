@@ -30,7 +30,7 @@ public final class BundleEntryReader: @unchecked Sendable {
     ///   - range: bytes of the entry, within `0..<entry.size`.
     /// - Throws: `BundleReadError` when the checkpoint or the gzip header cannot be used; storage errors.
     @available(*, noasync, message: "reads the blob: run it on a blocking thread")
-    public init(blob: BlobReader, blobSize: Int64, format: BundleFormat, entry: BundleEntry,
+    public init(blob: any BlobReader, blobSize: Int64, format: BundleFormat, entry: BundleEntry,
                 checkpoint: BundleCheckpoint?, range: ClosedRange<Int64>) throws {
         self.format = format
         let count = range.upperBound - range.lowerBound + 1

@@ -23,7 +23,7 @@ public enum BundleIndexer {
     /// - Throws: storage errors (the blob cannot be read), `CancellationError`. Anything wrong with the archive
     ///   itself is a result (`unreadable`, or `ready` and `truncated`), never an error.
     @available(*, noasync, message: "reads the whole blob: run it on a blocking thread")
-    public static func index(blob: BlobReader, size: Int64, attachmentID: String, filename: String,
+    public static func index(blob: any BlobReader, size: Int64, attachmentID: String, filename: String,
                              limits: BundleLimits, now: Date, shouldStop: () -> Bool = { false }) throws -> Result {
         var input = BlobInput(reader: blob, size: size)
         let head = try input.bytes(at: 0, count: 512)

@@ -4,6 +4,10 @@ import CaseFilesCore
 import CaseFilesDatabase
 import CaseFilesStorage
 
+/// Makes the blob store from the storage threads: how the composition root (`serve`) picks a store other than
+/// local files without the engine depending on it.
+public typealias BlobStoreFactory = @Sendable (StorageThreads) throws -> any BlobStore
+
 /// What every controller and job shares, injected rather than global: storage, clock and limits.
 public struct AppServices: Sendable {
     /// The metadata store: `AppDatabase` (SQLite, in the storage root, from `open`) or the one `open` is given
@@ -64,9 +68,12 @@ public struct AppServices: Sendable {
     /// - Parameter metadata: an already open (and migrated) metadata store to use instead of the storage root's
     ///   SQLite file, which is then neither created nor opened (`serve --database postgres://…`).
     @available(*, noasync, message: "creates files, migrates and fsyncs: call it on workers.storage.blockingIO")
+    /// - Parameter blobStore: where blobs live when not in `<root>/blobs/` (`serve --blob-store s3://BUCKET`
+    ///   makes an `S3BlobStore`); nil: `FileBlobStore` under the root.
     public static func open(storage root: URL, workers: WorkerThreads, metadata: (any MetadataStore)? = nil,
                             limits: UploadLimits = .init(),
                             security: SecurityPolicy = .init(), metrics: EngineMetrics = .none,
+                            blobStore: BlobStoreFactory? = nil,
                             now: @escaping @Sendable () -> Date = { Date() }) throws -> AppServices {
         // Folders above the root are made as any folder would be; the root and all in it are private.
         try FileManager.default.createDirectory(at: root.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -85,7 +92,8 @@ public struct AppServices: Sendable {
                 }
             }
             try linkKeys.createIfMissing()
-            return AppServices(database: database, blobs: try FileBlobStore(root: root, threads: workers.storage),
+            let blobs: any BlobStore = try blobStore?(workers.storage) ?? FileBlobStore(root: root, threads: workers.storage)
+            return AppServices(database: database, blobs: blobs,
                                linkKeys: linkKeys, bulkWork: workers.bulkWork, limits: limits, security: security,
                                metrics: metrics, now: now)
         }
@@ -114,27 +122,31 @@ public struct AppServices: Sendable {
     /// uploads whose removal was interrupted, and files with no row at all (a crash between creating a file and
     /// inserting its row). A file with no row may also be an upload being created right now, so while
     /// the server may be running only such files older than `unknownOlderThan` seconds are removed.
-    /// Listing and unlinking block on the disk, so they run on the store's blocking threads.
+    /// In an object store, "blob" means all the store keeps for one (object, multipart upload, tail object).
+    /// A verified upload whose blob is still unfinished (a crash between the completing commit and
+    /// `BlobStore.complete`) is completed here, from its committed length.
     @discardableResult
     public func sweepOrphanBlobs(unknownOlderThan minimumAge: TimeInterval = 0) async throws -> [String] {
         // Nothing is removed while a backup holds its lease (`BackupLeaseStore`); the next sweep does it.
         if try await database.backupLease(at: now()) != nil { return [] }
         let states = try await database.uploadStates()
-        let blobs = self.blobs
-        return try await blobs.threads.blockingIO {
-            var removed: [String] = []
-            for id in try blobs.storedIDs() {
-                if let state = states[id] {
-                    if state.ownsBlob { continue }
-                } else {
-                    guard let modified = blobs.lastModified(id: id), Date().timeIntervalSince(modified) >= minimumAge
-                    else { continue }
+        var removed: [String] = []
+        for blob in try await blobs.storedBlobs() {
+            if let state = states[blob.id] {
+                if state.ownsBlob {
+                    if state == .verified, blob.unfinished, let upload = try await database.upload(id: blob.id) {
+                        try await blobs.complete(id: blob.id, length: upload.offset)
+                    }
+                    continue
                 }
-                try blobs.remove(id: id)
-                removed.append(id)
+            } else {
+                // 0 takes every one, whatever its time: an object store may round a time up to its next second.
+                guard minimumAge <= 0 || Date().timeIntervalSince(blob.lastModified) >= minimumAge else { continue }
             }
-            return removed
+            try await blobs.remove(id: blob.id)
+            removed.append(blob.id)
         }
+        return removed
     }
 }
 

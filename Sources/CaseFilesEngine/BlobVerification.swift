@@ -33,7 +33,7 @@ public enum BlobVerification {
                 func problem(_ detail: String) -> Problem {
                     Problem(uploadID: upload.id, caseNumber: upload.caseNumber, filename: upload.filename, detail: detail)
                 }
-                let reader: BlobReader
+                let reader: any BlobReader
                 do {
                     reader = try await services.blobs.openForReading(id: upload.id)
                 } catch StorageError.missingBlob {

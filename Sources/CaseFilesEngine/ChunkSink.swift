@@ -14,7 +14,7 @@ import CaseFilesStorage
 package final class ChunkSink: @unchecked Sendable {
     package private(set) var chunkDigest: ChunkDigest?
     package private(set) var fileDigest: SHA256Digest
-    private let appender: BlobAppender
+    private let appender: any BlobAppender
     private let bulkWork: BulkWork
     private var batch: [ByteBuffer] = []
     private var batchBytes = 0
@@ -30,7 +30,7 @@ package final class ChunkSink: @unchecked Sendable {
     /// Below this a batch is hashed on one core: handing it to a second costs more than it saves.
     package static let parallelHashingThreshold = 128 * 1024
 
-    package init(chunkDigest: ChunkDigest?, fileDigest: SHA256Digest, appender: BlobAppender, bulkWork: BulkWork,
+    package init(chunkDigest: ChunkDigest?, fileDigest: SHA256Digest, appender: any BlobAppender, bulkWork: BulkWork,
                  timeline: AppendTimeline) {
         self.timeline = timeline
         self.bulkWork = bulkWork

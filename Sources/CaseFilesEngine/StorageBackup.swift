@@ -32,6 +32,8 @@ public enum StorageBackup {
     /// Backs up the open storage root `root` (whose services are `services`) into `destination`, a new or empty folder.
     /// - Throws: `FolderNotEmpty`; `BackupLeaseTaken` when another backup runs; storage and database errors.
     public static func backup(services: AppServices, storage root: URL, to destination: URL) async throws -> Report {
+        // Blobs in an object store are not under the root: the bucket is backed up with the store's own means.
+        guard services.blobs is FileBlobStore else { throw BlobsNotUnderTheRoot() }
         let threads = services.blobs.threads
         try await threads.blockingIO { try PrivateFileCopy.makeEmptyFolder(destination.path) }
         let database = services.database
@@ -114,6 +116,14 @@ public enum StorageBackup {
         try to.syncFolders()
         try FileBlobStore.syncDirectory(destination.path)
         return report
+    }
+}
+
+/// `casefiles backup` with the blobs in an object store (`CASEFILES_BLOB_STORE`).
+public struct BlobsNotUnderTheRoot: Error, CustomStringConvertible {
+    public var description: String {
+        "the blobs are in an object store, not under the storage root: back up the bucket with the store's own means "
+            + "(versioning, replication); this command copies a storage root with its blob files"
     }
 }
 

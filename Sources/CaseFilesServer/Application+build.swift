@@ -51,6 +51,11 @@ public struct AppConfiguration: Sendable {
     public var bundleLimits = BundleLimits()
     /// How often the bundle indexer looks for verified attachments without an index, when it has none to build.
     public var bundleIndexInterval: Duration = .seconds(1)
+    /// `--blob-store s3://BUCKET` and the `s3-*` settings: blobs in an object store rather than under `storage`.
+    public var objectStore = ObjectStoreSettings()
+    /// Makes the blob store when not files under `storage`: `serve` makes the S3 one from `objectStore` (this
+    /// target cannot: it links no HTTP client); nil: files under `storage`.
+    public var blobStore: BlobStoreFactory?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, storage: URL = URL(fileURLWithPath: "Storage"),
                 limits: UploadLimits = .init(), connections: ConnectionLimits = .init(), logLevel: Logger.Level = .info,
@@ -87,7 +92,8 @@ public func buildApplication(
     let engineMetrics = registry.map { EngineMetrics(factory: PrometheusMetricsFactory(registry: $0)) } ?? .none
     var services = try await workers.storage.blockingIO {
         try AppServices.open(storage: configuration.storage, workers: workers, metadata: metadata, limits: configuration.limits,
-                             security: configuration.security, metrics: engineMetrics, now: now)
+                             security: configuration.security, metrics: engineMetrics,
+                             blobStore: configuration.blobStore, now: now)
     }
     if let path = configuration.uploadTracePath { services.uploadTrace = try UploadTraceLog(path: path) }
     if let coordination { services.coordination = coordination }

@@ -27,6 +27,11 @@ public struct FileBlobStore: BlobStore {
         return root.appendingPathComponent(String(id.prefix(2))).appendingPathComponent(id).path
     }
 
+    // The blocking calls, for callers already on a blocking thread (tests, backup); the protocol's async
+    // calls below run them on `threads.blocking`, off the threads that run handlers: an fsync waits for the
+    // journal, and freeing a large file's extents (unlink, ftruncate) took 1.2 s for 4 GiB here.
+
+    @available(*, noasync, message: "it can wait on the disk: use the async overload")
     public func create(id: String) throws {
         let path = path(for: id)
         let directory = (path as NSString).deletingLastPathComponent
@@ -39,7 +44,9 @@ public struct FileBlobStore: BlobStore {
         try Self.syncDirectory(directory)
     }
 
-    public func openForAppend(id: String, at offset: Int64) throws -> BlobAppender {
+    /// Opens the file at `offset` after truncating it there (bytes past it are garbage).
+    @available(*, noasync, message: "it can wait on the disk: use the async overload")
+    public func openFileForAppend(id: String, at offset: Int64) throws -> FileBlobAppender {
         // Read-write: the appender reads back the committed part of the block it starts in.
         let fd = open(path(for: id), O_RDWR | O_CLOEXEC)
         guard fd >= 0 else {
@@ -50,39 +57,75 @@ public struct FileBlobStore: BlobStore {
             close(fd)
             throw StorageError.from("ftruncate", errno: code)
         }
-        return try BlobAppender(fd: fd, directFD: casefiles_open_direct(path(for: id)), start: offset, threads: threads)
+        return try FileBlobAppender(fd: fd, directFD: casefiles_open_direct(path(for: id)), start: offset, threads: threads)
     }
 
-    public func openForReading(id: String) throws -> BlobReader {
+    @available(*, noasync, message: "it can wait on the disk: use the async overload")
+    public func openFileForReading(id: String) throws -> FileBlobReader {
         let fd = open(path(for: id), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw errno == ENOENT ? StorageError.missingBlob(id) : StorageError.from("open", errno: errno)
         }
-        return BlobReader(fd: fd, threads: threads)
+        return FileBlobReader(fd: fd, threads: threads)
     }
 
+    @available(*, noasync, message: "it can wait on the disk: use the async overload")
     public func remove(id: String) throws {
         if unlink(path(for: id)) != 0 && errno != ENOENT {
             throw StorageError.from("unlink", errno: errno)
         }
     }
 
-    public func storedIDs() throws -> [String] {
+    @available(*, noasync, message: "it lists directories: use storedBlobs()")
+    public func storedFiles() throws -> [StoredBlob] {
         let fm = FileManager.default
         // Only names this store could have made; anything else dropped here is left alone.
-        return try fm.contentsOfDirectory(atPath: root.path).flatMap { shard in
+        let ids = try fm.contentsOfDirectory(atPath: root.path).flatMap { shard in
             (try? fm.contentsOfDirectory(atPath: root.appendingPathComponent(shard).path)) ?? []
         }.filter(SecureRandom.isIdentifier)
+        return ids.compactMap { id in
+            // Gone since the listing (removed meanwhile): nothing to sweep.
+            guard let modified = try? fm.attributesOfItem(atPath: path(for: id))[.modificationDate] as? Date else { return nil }
+            return StoredBlob(id: id, lastModified: modified)
+        }
     }
 
-    public func lastModified(id: String) -> Date? {
-        try? FileManager.default.attributesOfItem(atPath: path(for: id))[.modificationDate] as? Date
-    }
-
-    public func availableBytes() throws -> Int64 {
+    /// `statvfs` of the storage file system: bytes available to this user.
+    @available(*, noasync, message: "statvfs can wait on a busy filesystem: use the async overload")
+    public func availableFileSystemBytes() throws -> Int64 {
         var stats = statvfs()
         guard statvfs(root.path, &stats) == 0 else { throw StorageError.from("statvfs", errno: errno) }
         return Int64(stats.f_bavail) * Int64(stats.f_frsize)
+    }
+
+    // MARK: BlobStore
+
+    public func create(id: String) async throws {
+        try await threads.blockingIO { try self.create(id: id) }
+    }
+
+    public func openForAppend(id: String, at offset: Int64) async throws -> any BlobAppender {
+        try await threads.blockingIO { try self.openFileForAppend(id: id, at: offset) }
+    }
+
+    /// Nothing to do: every committed byte is already in the file, fsynced by the appender.
+    public func complete(id: String, length: Int64) async throws {}
+
+    /// `open` can wait on a cold directory lookup.
+    public func openForReading(id: String) async throws -> any BlobReader {
+        try await threads.blockingIO { try self.openFileForReading(id: id) }
+    }
+
+    public func remove(id: String) async throws {
+        try await threads.blockingIO { try self.remove(id: id) }
+    }
+
+    public func storedBlobs() async throws -> [StoredBlob] {
+        try await threads.blockingIO { try self.storedFiles() }
+    }
+
+    public func availableBytes() async throws -> Int64? {
+        try await threads.blockingIO { try self.availableFileSystemBytes() }
     }
 
     package static func syncDirectory(_ path: String) throws {
@@ -103,7 +146,7 @@ public struct FileBlobStore: BlobStore {
 /// a request goes through the page cache; where O_DIRECT is refused (tmpfs) everything does.
 /// Two buffers take turns: one fills while the other is written, so the device write (about a
 /// millisecond per MiB) overlaps the hashing instead of stalling it.
-public final class BlobAppender: @unchecked Sendable {
+public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
     private let fd: Int32
     /// O_DIRECT where the file system allows it, else `fd`.
     private let directFD: Int32
@@ -146,7 +189,7 @@ public final class BlobAppender: @unchecked Sendable {
     }
 
     /// Room left before the next write to disk.
-    package var stagingRoom: Int { Self.stagingSize - Int(position - stagedFrom) }
+    public var stagingRoom: Int { Self.stagingSize - Int(position - stagedFrom) }
 
     /// Copies into the staging buffer and hands it to a writer thread each time it fills. Called on a
     /// bulk-work thread: a full buffer waits for the write before it, if that is still going.
@@ -191,6 +234,7 @@ public final class BlobAppender: @unchecked Sendable {
         try await threads.blockingIO { [self] in try discard() }
     }
 
+    @available(*, noasync, message: "ftruncate can wait on the disk: use the async overload")
     public func discard() throws {
         _ = try? finishInFlightWrite()  // its bytes are being thrown away; it must not land after the truncation
         guard ftruncate(fd, off_t(start)) == 0 else { throw StorageError.from("ftruncate", errno: errno) }
@@ -314,7 +358,7 @@ public struct BlobIOTimings: Sendable, Equatable, Codable {
 }
 
 /// Reads ranges of a committed blob; each read is independent (pread), so many downloads can share nothing.
-public final class BlobReader: @unchecked Sendable {
+public final class FileBlobReader: BlobReader, @unchecked Sendable {
     private let fd: Int32
     private let threads: StorageThreads
 
@@ -328,20 +372,6 @@ public final class BlobReader: @unchecked Sendable {
     /// The same read on the blocking pool, for async callers (pread may wait on the disk).
     public func read(at offset: Int64, count: Int, allocator: ByteBufferAllocator) async throws -> ByteBuffer {
         try await threads.blocking.runIfActive { [self] in try read(at: offset, count: count, allocator: allocator) }
-    }
-
-    /// Reads up to `count` bytes at `offset` into a new buffer; fewer only at end of file.
-    @available(*, noasync, message: "pread can wait on the disk: use the async overload")
-    public func read(at offset: Int64, count: Int, allocator: ByteBufferAllocator) throws -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: count)
-        try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in
-            while true {
-                let n = pread(fd, target.baseAddress!, count, off_t(offset))
-                if n >= 0 { return n }
-                if errno != EINTR { throw StorageError.from("read", errno: errno) }
-            }
-        }
-        return buffer
     }
 
     /// Reads up to `target.count` bytes at `offset` into `target`, for readers that keep their own buffer (the

@@ -54,13 +54,17 @@ struct StorageOptions: ParsableArguments {
     }
 
     /// Opens the storage root (creating it, running migrations, fsyncing the key file: blocking work) on the
-    /// command's own storage threads rather than on the command's task.
+    /// command's own storage threads rather than on the command's task. Blobs are where `serve` keeps them when
+    /// the environment (or `CASEFILES_CONFIG`) says so: `CASEFILES_BLOB_STORE` and the `CASEFILES_S3_*` settings.
     /// The PostgreSQL store stays open until the process exits.
     func openServices() async throws -> AppServices {
         let url = self.url
         let workers = WorkerThreads()
         let metadata = try await MetadataDatabase.open(database ?? ProcessInfo.processInfo.environment["CASEFILES_DATABASE"])
-        return try await workers.storage.blockingIO { try AppServices.open(storage: url, workers: workers, metadata: metadata) }
+        let blobStore = try ObjectStoreOptions.fromEnvironment()
+        return try await workers.storage.blockingIO {
+            try AppServices.open(storage: url, workers: workers, metadata: metadata, blobStore: blobStore)
+        }
     }
 }
 
@@ -92,6 +96,8 @@ struct Serve: AsyncParsableCommand {
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         var configuration = try options.resolve().configuration
         configuration.watchesShutdownSignals = true
+        // `--blob-store s3://BUCKET`: the S3 blob store and its HTTP client, which outlives the application.
+        let objectStoreClient = try ObjectStoreOptions.configure(&configuration)
         // The process's one logging backend, chosen once here: every logger made after this writes structured lines.
         let format = configuration.logFormat
         LoggingSystem.bootstrap { label in StructuredLogHandler(label: label, format: format) }
@@ -104,13 +110,21 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "casefiles")
         logger.logLevel = configuration.logLevel
         let settings = configuration
-        let application = try await buildApplication(configuration, workers: workers, metadata: metadata,
-                                                     coordination: coordination, extraServices: { services in
-            [try WebhookOptions.delivery(settings, outbox: services.database, logger: logger)].compactMap { $0 }
-        })
-        try await application.runService()
+        do {
+            let application = try await buildApplication(configuration, workers: workers, metadata: metadata,
+                                                         coordination: coordination, extraServices: { services in
+                [try WebhookOptions.delivery(settings, outbox: services.database, logger: logger)].compactMap { $0 }
+            })
+            try await application.runService()
+        } catch {
+            await coordination?.shutdown()
+            await metadata?.shutdown()
+            try? await objectStoreClient?.shutdown()
+            throw error
+        }
         await coordination?.shutdown()
         await metadata?.shutdown()
+        try await objectStoreClient?.shutdown()
         try await workers.bulkWork.shutdown()
         try await workers.storage.shutdown()
     }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import CaseFilesPostgres
 import CaseFilesServer
+import CaseFilesStorage
 import Yams
 
 /// Every `serve` setting, in one table: adding a setting is one line in `ServeSettings.all`. Each one is
@@ -45,6 +46,13 @@ enum ServeSettings {
         .optionalPath("webhook-secret-file", \.webhookSecretFile, help: "The shared secret events are signed with (HMAC-SHA-256); created 0600 if missing (none: <storage>/webhook.secret)"),
         .seconds("webhook-retry-base", \.webhookRetryBase, help: "Wait before the first retry of a refused event, doubled for each next one up to 1 hour, for 24 hours"),
         .count("bundle-max-entries", \.bundleLimits.maxEntries, help: "Entries one archive's index lists at most; past it the index is marked truncated"),
+        .s3Bucket("blob-store", \.objectStore.bucket, help: "Keep blobs in this S3-compatible bucket, s3://BUCKET, instead of under the storage root (none: files); with s3-endpoint, s3-region and the s3 keys"),
+        .optionalURL("s3-endpoint", \.objectStore.endpoint, help: "The object store's S3 API for blob-store, http(s)://HOST[:PORT]"),
+        .text("s3-region", \.objectStore.region, help: "The region requests to s3-endpoint are signed for (AWS Signature Version 4)"),
+        .optionalText("s3-access-key-id", \.objectStore.accessKeyID, help: "The access key id for s3-endpoint"),
+        .secret("s3-secret-access-key", \.objectStore.secretAccessKey, help: "The secret access key for s3-endpoint (never shown nor logged; better in CASEFILES_S3_SECRET_ACCESS_KEY or s3-secret-access-key-file)"),
+        .optionalPath("s3-secret-access-key-file", \.objectStore.secretAccessKeyFile, help: "A file holding the secret access key, read when s3-secret-access-key is not given"),
+        .partSize("s3-part-size", \.objectStore.partSize, help: "The first multipart-upload parts' size in bytes (at least 5 MiB; parts double every 1,000 parts)"),
         .optionalPath("trace-uploads", \.uploadTracePath, help: "Append each upload request's timeline (where its time went, from the server's clock) to this file as JSON lines; Scripts/upload-timeline sums it up"),
     ]
 
@@ -132,6 +140,29 @@ struct ServeSetting: @unchecked Sendable {  // the closures capture only key pat
         single(name, path, expected: PostgresLocation.expected, help: help,
                parse: { PostgresLocation($0) == nil ? nil : .some($0) },
                show: { $0.flatMap(PostgresLocation.init)?.redacted ?? "none (SQLite in the storage root)" })
+    }
+    static func optionalText(_ name: String, _ path: WritableKeyPath<AppConfiguration, String?>, help: String) -> ServeSetting {
+        single(name, path, expected: "a non-empty string", help: help, parse: { $0.isEmpty ? nil : $0 }, show: { $0 ?? "none" })
+    }
+    /// A credential: shown only as whether it is set.
+    static func secret(_ name: String, _ path: WritableKeyPath<AppConfiguration, String?>, help: String) -> ServeSetting {
+        single(name, path, expected: "a non-empty string", help: help, parse: { $0.isEmpty ? nil : $0 },
+               show: { $0 == nil ? "none" : "(set)" })
+    }
+    static func optionalURL(_ name: String, _ path: WritableKeyPath<AppConfiguration, URL?>, help: String) -> ServeSetting {
+        single(name, path, expected: "an absolute http:// or https:// URL without a path", help: help, parse: { text in
+            guard let url = URL(string: text), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host != nil,
+                  url.path.isEmpty || url.path == "/" else { return nil }
+            return .some(url)
+        }, show: { $0?.absoluteString ?? "none" })
+    }
+    static func s3Bucket(_ name: String, _ path: WritableKeyPath<AppConfiguration, String?>, help: String) -> ServeSetting {
+        single(name, path, expected: "s3://BUCKET (3 to 63 lower-case letters, digits, dots and hyphens)", help: help,
+               parse: { ObjectStoreSettings.bucket(fromURL: $0).map { .some($0) } }, show: { $0.map { "s3://\($0)" } ?? "none" })
+    }
+    static func partSize(_ name: String, _ path: WritableKeyPath<AppConfiguration, Int64>, help: String) -> ServeSetting {
+        single(name, path, expected: "a number of bytes, at least \(ObjectStoreSettings.minimumPartSize) (5 MiB)", help: help,
+               parse: { Int64($0).flatMap { $0 >= ObjectStoreSettings.minimumPartSize ? $0 : nil } }, show: { "\($0)" })
     }
     static func bytes(_ name: String, _ path: WritableKeyPath<AppConfiguration, Int64>, help: String) -> ServeSetting {
         single(name, path, expected: "a number of bytes, 0 or more", help: help,

@@ -142,7 +142,7 @@ import Testing
         }
         let uploads = try await world.services.database.uploads(caseNumber: world.caseNumber)
         #expect(uploads.count == 1, "\(input) created an upload")
-        #expect(try world.services.blobs.storedIDs().count == 1)
+        #expect(try await world.services.blobs.storedIDs().count == 1)
     }
 
     @Test func patchAfterCompletionIsRefused() async throws {

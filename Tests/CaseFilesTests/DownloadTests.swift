@@ -219,7 +219,7 @@ import Testing
             let reclaimed = try await UploadExpiryService(services: world.services, interval: AppConfiguration().expirySweepInterval, logger: .init(label: "test")).sweep()
             #expect(reclaimed == [String(path.split(separator: "/").last!)])
         }
-        #expect(try world.services.blobs.storedIDs().count == 1)
+        #expect(try await world.services.blobs.storedIDs().count == 1)
         let states = try await world.services.database.uploads(caseNumber: world.caseNumber).map(\.state)
         #expect(states.sorted { $0.rawValue < $1.rawValue } == [.expired, .uploading])
     }

@@ -39,8 +39,8 @@ import Testing
         return String(path.split(separator: "/").last!)
     }
 
-    func blobBytes(_ world: TestWorld) throws -> Int64 {
-        try world.services.blobs.storedIDs().reduce(0) { total, id in
+    func blobBytes(_ world: TestWorld) async throws -> Int64 {
+        try await world.services.blobs.storedIDs().reduce(0) { total, id in
             let path = world.root.appendingPathComponent("blobs/\(id.prefix(2))/\(id)").path
             return total + ((try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int64) ?? 0)
         }
@@ -74,18 +74,18 @@ import Testing
             world.clock.advance(by: 20 * Self.day - 1)  // T + 30d − 1s
             let early = try await purge.run(asOf: world.clock.now, trigger: .cli)
             #expect(early.itemsPurged == 0 && early.casesPurged == 0)
-            #expect(try world.services.blobs.storedIDs().count == 6)
+            #expect(try await world.services.blobs.storedIDs().count == 6)
 
             world.clock.advance(by: 1)  // T + 30d
-            let before = try blobBytes(world)
+            let before = try await blobBytes(world)
             let run = try await purge.run(asOf: world.clock.now, trigger: .cli)
-            let after = try blobBytes(world)
+            let after = try await blobBytes(world)
             #expect(run.casesPurged == 1)
             #expect(run.itemsPurged == 3)
             #expect(run.bytesFreed == 3000 + 5000 + 40)
             #expect(before - after == run.bytesFreed)
             #expect(run.casesSkippedForHold == 1 && run.itemsSkippedForHold == 1)
-            #expect(Set(try world.services.blobs.storedIDs()) == [other, reopened, held])
+            #expect(Set(try await world.services.blobs.storedIDs()) == [other, reopened, held])
 
             let items = try await world.services.database.purgeItems(runID: run.id!)
             #expect(items.reduce(0) { $0 + $1.bytes } == run.bytesFreed)
@@ -150,7 +150,7 @@ import Testing
             #expect(plan.settings.retentionDays == 5)
             #expect(plan.due.map(\.supportCase.number) == ["00001413"])
             #expect(plan.due.first?.bytes == 100)
-            #expect(try world.services.blobs.storedIDs().count == 1, "a plan changes nothing")
+            #expect(try await world.services.blobs.storedIDs().count == 1, "a plan changes nothing")
         }
     }
 }

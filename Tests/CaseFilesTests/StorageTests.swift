@@ -65,23 +65,23 @@ import Testing
         let store = try FileBlobStore(root: root, threads: testWorkers.storage)
         let id = SecureRandom.identifier()
         try store.create(id: id)
-        let appender = try store.openForAppend(id: id, at: 0)
+        let appender = try store.openFileForAppend(id: id, at: 0)
         try testBytes(1000).withUnsafeBytes { try appender.append($0) }
-        _ = try store.openForAppend(id: id, at: 600)
+        _ = try store.openFileForAppend(id: id, at: 600)
         let size = try FileManager.default.attributesOfItem(atPath: store.path(for: id))[.size] as? Int
         #expect(size == 600)
     }
 
-    @Test func blobsAreListedAndRemoved() throws {
+    @Test func blobsAreListedAndRemoved() async throws {
         defer { try? FileManager.default.removeItem(at: root) }
         let store = try FileBlobStore(root: root, threads: testWorkers.storage)
         let ids = (0..<5).map { _ in SecureRandom.identifier() }
-        for id in ids { try store.create(id: id) }
-        #expect(Set(try store.storedIDs()) == Set(ids))
-        try store.remove(id: ids[0])
-        try store.remove(id: ids[0])  // idempotent
-        #expect(Set(try store.storedIDs()) == Set(ids.dropFirst()))
-        #expect(try store.availableBytes() > 0)
+        for id in ids { try await store.create(id: id) }
+        #expect(Set(try await store.storedIDs()) == Set(ids))
+        try await store.remove(id: ids[0])
+        try await store.remove(id: ids[0])  // idempotent
+        #expect(Set(try await store.storedIDs()) == Set(ids.dropFirst()))
+        #expect(try await store.availableBytes() ?? 0 > 0)
     }
 
     @Test func creatingTheSameIdTwiceFails() throws {

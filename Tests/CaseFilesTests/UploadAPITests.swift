@@ -102,7 +102,7 @@ import Testing
         }
         let upload = try #require(try await world.services.database.uploads(caseNumber: world.caseNumber).first)
         #expect(upload.state == .failed)
-        #expect(try world.services.blobs.storedIDs().isEmpty)
+        #expect(try await world.services.blobs.storedIDs().isEmpty)
     }
 
     @Test func reprDigestOnTheLastPatchIsVerified() async throws {
@@ -196,7 +196,7 @@ import Testing
             #expect(refused.status == .forbidden)
             #expect(errorCode(refused) == "attachment_not_deletable")
         }
-        #expect(try world.services.blobs.storedIDs().count == 1)
+        #expect(try await world.services.blobs.storedIDs().count == 1)
     }
 
     /// Issue #2's table, exercised over HTTP for every role.
@@ -309,7 +309,7 @@ import Testing
             #expect(emptyWithBody.status == .contentTooLarge && errorCode(emptyWithBody) == "body_exceeds_length")
         }
         #expect(try await world.services.database.uploads(caseNumber: world.caseNumber).isEmpty)
-        #expect(try world.services.blobs.storedIDs().isEmpty)
+        #expect(try await world.services.blobs.storedIDs().isEmpty)
     }
 
     /// A deferred length cannot carry an upload past `--max-upload-size`: the body is refused whole.

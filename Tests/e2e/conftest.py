@@ -84,6 +84,29 @@ def _collect_link_signatures():
     requests.Session.request = original
 
 
+def blob_store_environment() -> tuple[str | None, dict[str, str]]:
+    """`CASEFILES_TEST_BLOB_STORE=s3`: a server keeps its blobs in the object store that `Scripts/objectstore start`
+    started (its CASEFILES_TEST_S3_* variables), in a bucket of its own made here (so no server's orphan sweep sees
+    another's blobs), instead of under its storage root. The bucket, and the variables to add to the environment of
+    its `serve` and CLI commands: `serve`'s own (the secret never on a command line). Tests look at blobs through
+    `blobstore.py`."""
+    if os.environ.get("CASEFILES_TEST_BLOB_STORE", "files") != "s3":
+        return None, {}
+    from blobstore import create_bucket
+    try:
+        bucket = create_bucket()
+        return bucket, {
+            "CASEFILES_BLOB_STORE": "s3://" + bucket,
+            "CASEFILES_S3_ENDPOINT": os.environ["CASEFILES_TEST_S3_ENDPOINT"],
+            "CASEFILES_S3_REGION": os.environ["CASEFILES_TEST_S3_REGION"],
+            "CASEFILES_S3_ACCESS_KEY_ID": os.environ["CASEFILES_TEST_S3_ACCESS_KEY_ID"],
+            "CASEFILES_S3_SECRET_ACCESS_KEY": os.environ["CASEFILES_TEST_S3_SECRET_ACCESS_KEY"],
+        }
+    except KeyError as missing:
+        raise RuntimeError(f"CASEFILES_TEST_BLOB_STORE=s3 needs {missing}: run "
+                           "`eval \"$(Scripts/objectstore start | sed 's/^/export /')\"` first") from None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,6 +124,13 @@ class Server:
         self.process = None
         self.log = open(storage.parent / "server.log", "ab")
         LOGS.append(storage.parent / "server.log")
+        self.blob_bucket, self.blob_store_variables = blob_store_environment()
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """What `serve` and CLI commands run with: this process's environment as it is now (a test may set
+        CASEFILES_FAILPOINTS), and the object store's settings if the suite uses one."""
+        return {**os.environ, **self.blob_store_variables}
 
     def storage_args(self) -> list[str]:
         """Where a server-side command finds the data: `--storage`, and `--database` on PostgreSQL."""
@@ -108,7 +138,7 @@ class Server:
 
     def cli(self, *args: str) -> str:
         result = subprocess.run([str(BINARY), *args, *self.storage_args()],
-                                check=True, capture_output=True, text=True, timeout=60)
+                                check=True, capture_output=True, text=True, timeout=60, env=self.environment)
         if args[:2] == ("users", "create") and result.stdout.strip():
             SECRETS.add(result.stdout.strip())
         return result.stdout.strip()
@@ -143,7 +173,7 @@ class Server:
         self.process = subprocess.Popen(
             [str(BINARY), "serve", *self.storage_args(), "--port", str(self.port),
              "--min-free-space", "0", *([] if "--rate-limit" in extra else rate_limit_off()), *extra],
-            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=limit_descriptors)
+            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=limit_descriptors, env=self.environment)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

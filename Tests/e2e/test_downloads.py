@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from blobstore import on_object_store
 from conftest import BINARY, Server, free_port
 from helpers import auth, pattern
 from test_uploads import MiB, attachments, create, head_offset, patch, stream_patch
@@ -129,6 +130,7 @@ def metadata_files(srv) -> set[str]:
     return set() if srv.database else {"casefiles.sqlite"}
 
 
+@pytest.mark.skipif(on_object_store(), reason="the modes of blob files: blobs are objects in the object store")
 def test_every_path_serve_creates_on_a_fresh_root_is_private(tmp_path):
     previous = os.umask(0o022)  # the usual umask: SQLite alone would make the database 0644, FileManager 0755
     try:
@@ -156,6 +158,7 @@ def test_every_path_serve_creates_on_a_fresh_root_is_private(tmp_path):
         srv.stop()
 
 
+@pytest.mark.skipif(on_object_store(), reason="the modes of blob files: blobs are objects in the object store")
 def test_a_cli_command_that_creates_the_root_makes_it_private(tmp_path):
     previous = os.umask(0o022)
     try:

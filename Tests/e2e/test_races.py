@@ -10,6 +10,7 @@ import time
 
 import requests
 
+from blobstore import blob_exists
 from helpers import SUMMARY, auth, pattern, sha256_header
 from test_uploads import MiB, _raw_patch_start, attachments, blob_bytes, create, head_offset, patch
 from test_slow_clients import read_status
@@ -56,7 +57,7 @@ def test_a_delete_during_a_patch_wins_cleanly(server):
     sock.close()
     assert requests.head(url, headers=auth(server.customer), timeout=10).status_code == 410
     upload_id = url.rsplit("/", 1)[1]
-    assert not (server.storage / "blobs" / upload_id[:2] / upload_id).exists()
+    assert not blob_exists(server, upload_id)
 
 
 def test_a_case_closed_during_a_patch_gets_no_more_bytes(server):

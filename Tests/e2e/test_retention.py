@@ -5,6 +5,7 @@ import subprocess
 
 import requests
 
+from blobstore import stored_blob_ids
 from conftest import BINARY
 from helpers import auth, pattern
 from test_downloads import upload_file
@@ -12,7 +13,7 @@ from test_uploads import MiB, attachments
 
 
 def run_purge(server, *args, failpoints=None):
-    env = dict(os.environ)
+    env = dict(server.environment)  # the object store's settings too, when the suite uses one
     if failpoints:
         env["CASEFILES_FAILPOINTS"] = failpoints
     return subprocess.run([str(BINARY), "purge", *args, *server.storage_args()],
@@ -20,8 +21,7 @@ def run_purge(server, *args, failpoints=None):
 
 
 def blob_ids(server) -> set[str]:
-    root = server.storage / "blobs"
-    return {p.name for p in root.glob("*/*")}
+    return stored_blob_ids(server)
 
 
 def test_a_purge_killed_part_way_completes_on_the_next_run(server):

@@ -12,6 +12,7 @@ import requests
 from tusclient import client as tus_client
 from tusclient.uploader import Uploader
 
+from blobstore import blob_bytes, on_object_store, stored_blob_ids  # blob_bytes: test_races imports it from here
 from helpers import auth, metadata, pattern, sha256_header
 
 MiB = 1024 * 1024
@@ -83,8 +84,6 @@ def attachments(server, token=None) -> dict:
         query = f"?after={page['next']}"
 
 
-def blob_bytes(server, upload_id: str) -> bytes:
-    return (server.storage / "blobs" / upload_id[:2] / upload_id).read_bytes()
 
 
 def test_tuspy_uploads_in_8_mib_chunks_with_sha256(server, tmp_path):
@@ -125,7 +124,7 @@ def test_curl_gets_100_continue_and_uploads(server, tmp_path):
 
 
 def blob_files(server) -> list:
-    return [p for p in (server.storage / "blobs").rglob("*") if p.is_file()]
+    return sorted(stored_blob_ids(server))
 
 
 def curl_with_expect(server, method: str, url: str, path, headers: list[str]) -> subprocess.CompletedProcess:
@@ -212,6 +211,8 @@ def test_expect_100_continue_gets_the_final_status_the_headers_decide(server):
         ("JSON body over 64 KiB", "POST", "/api/v1/cases", ["Content-Type: application/json"], server.engineer, b"413"),
         ("customer opening a case", "POST", "/api/v1/cases", ["Content-Type: application/json"], None, b"403"),
     ]
+    if on_object_store():  # it has no free-space figure, so no 507 (README, "Blobs in an S3-compatible object store")
+        rows = [row for row in rows if row[0] != "creation, not enough disk"]
     failures = []
     for label, method, path, headers, token, status in rows:
         first, closed = raw_expect(server, method, path, headers, token)

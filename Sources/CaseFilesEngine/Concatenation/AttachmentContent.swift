@@ -9,7 +9,7 @@ public struct AttachmentContent: Sendable {
     private struct Segment: Sendable {
         var start: Int64
         var length: Int64
-        var reader: BlobReader
+        var reader: any BlobReader
     }
 
     private let segments: [Segment]

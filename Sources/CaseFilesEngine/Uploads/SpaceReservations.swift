@@ -12,9 +12,11 @@ import Foundation
 package enum SpaceReservations {
     /// Bytes that may still be promised or written, in bytes: the storage filesystem's free space (`available`)
     /// less the reserve (`UploadLimits.minFreeBytes`) and less every unfinished upload's reservation (`reserved`).
-    /// May be negative.
-    package static func room(available: Int64, reserved: Int64, limits: UploadLimits) -> Int64 {
-        available - limits.minFreeBytes - reserved
+    /// May be negative. A store without a free-space figure (`available` nil: an object store) leaves nothing
+    /// to check here: `Int64.max`, and the size and case quotas still apply.
+    package static func room(available: Int64?, reserved: Int64, limits: UploadLimits) -> Int64 {
+        guard let available else { return .max }
+        return available - limits.minFreeBytes - reserved
     }
 
     /// `room(available:reserved:limits:)` with the free space and the reservations as they are now.

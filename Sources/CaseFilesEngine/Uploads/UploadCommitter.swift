@@ -54,7 +54,16 @@ package struct UploadCommitter: Sendable {
         upload.digestState = fileDigest.savedState
         upload.updatedAt = now
         if completion != nil { upload.completedAt = now }
-        if upload.state == .failed { try? await blobs.remove(id: upload.id) }
+        switch upload.state {
+        case .failed: try? await blobs.remove(id: upload.id)
+        // After the commit, so the metadata store never says `uploading` of a blob the store has finished (an
+        // object store's completed multipart upload can no longer be appended to). A crash in between leaves a
+        // verified upload with an unfinished blob, and so does a failure here (the upload IS verified: this
+        // request must not fail, nor discard): the orphan sweep completes it, at the next start and after each
+        // retention purge (`sweepOrphanBlobs`).
+        case .verified: try? await blobs.complete(id: upload.id, length: newOffset)
+        default: break
+        }
         return upload
     }
 }

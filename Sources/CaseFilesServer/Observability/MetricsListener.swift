@@ -41,7 +41,7 @@ public struct MetricsListener: Sendable {
     private func sample() async {
         metrics.connectionsOpen.record(connections.count)
         let services = readiness.services
-        if let free = try? await services.blobs.availableBytes() { metrics.blobStoreFreeBytes.record(free) }
+        if let free = try? await services.blobs.availableBytes() ?? nil { metrics.blobStoreFreeBytes.record(free) }
         let database = storage.appendingPathComponent(AppServices.databaseName).path
         let size = [database, database + "-wal"].reduce(Int64(0)) { total, path in
             total + ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0)

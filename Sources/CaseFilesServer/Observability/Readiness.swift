@@ -30,9 +30,10 @@ public final class Readiness: Sendable {
             failed.append("database: a write transaction failed (\(error))")
         }
         do {
+            // nil: the store has no free-space figure (an object store), nothing to fail on.
             let available = try await services.blobs.availableBytes()
             let reserve = services.limits.minFreeBytes
-            if available <= reserve {
+            if let available, available <= reserve {
                 failed.append("free_space: \(available) bytes free, not above the reserve of \(reserve) (--min-free-space)")
             }
         } catch {
