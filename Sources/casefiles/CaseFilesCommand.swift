@@ -53,6 +53,11 @@ struct StorageOptions: ParsableArguments {
         URL(fileURLWithPath: storage ?? ProcessInfo.processInfo.environment["CASEFILES_STORAGE"] ?? "Storage")
     }
 
+    /// Whether the metadata is on PostgreSQL (`--database` or `CASEFILES_DATABASE` set).
+    var metadataIsOnPostgres: Bool {
+        !(database ?? ProcessInfo.processInfo.environment["CASEFILES_DATABASE"] ?? "").isEmpty
+    }
+
     /// Opens the storage root (creating it, running migrations, fsyncing the key file: blocking work) on the
     /// command's own storage threads rather than on the command's task.
     /// The PostgreSQL store stays open until the process exits.
