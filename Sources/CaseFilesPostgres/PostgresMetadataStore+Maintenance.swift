@@ -6,12 +6,14 @@ import PostgresNIO
 
 // The backup lease and the event outbox (AppDatabase+Maintenance.swift): the same rows and rules.
 
-/// `casefiles backup` copies a SQLite database file; a PostgreSQL database is backed up with PostgreSQL's own
-/// tools (README, "Metadata on PostgreSQL").
+/// `casefiles backup` and `restore` copy a SQLite database file; a PostgreSQL database is backed up with
+/// PostgreSQL's own tools (README, "Metadata on PostgreSQL").
 public struct PostgresBackupUnsupported: Error, CustomStringConvertible {
+    public init() {}
+
     public var description: String {
         "the metadata is on PostgreSQL (--database): back it up with pg_dump or the server's base backups, and the "
-            + "storage root's blobs and key files with a file copy; `casefiles backup` copies SQLite databases only"
+            + "storage root's blobs and key files with a file copy; `casefiles backup` and `restore` copy SQLite databases only"
     }
 }
 

@@ -53,6 +53,11 @@ struct StorageOptions: ParsableArguments {
         URL(fileURLWithPath: storage ?? ProcessInfo.processInfo.environment["CASEFILES_STORAGE"] ?? "Storage")
     }
 
+    /// Whether the metadata is on PostgreSQL (`--database` or `CASEFILES_DATABASE` set).
+    var metadataIsOnPostgres: Bool {
+        !(database ?? ProcessInfo.processInfo.environment["CASEFILES_DATABASE"] ?? "").isEmpty
+    }
+
     /// Opens the storage root (creating it, running migrations, fsyncing the key file: blocking work) on the
     /// command's own storage threads rather than on the command's task. Blobs are where `serve` keeps them when
     /// the environment (or `CASEFILES_CONFIG`) says so: `CASEFILES_BLOB_STORE` and the `CASEFILES_S3_*` settings.

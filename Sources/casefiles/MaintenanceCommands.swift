@@ -5,6 +5,7 @@ import CaseFilesCore
 import CaseFilesDatabase
 import CaseFilesEngine
 import CaseFilesOutbound
+import CaseFilesPostgres
 import CaseFilesServer
 import CaseFilesStorage
 
@@ -31,6 +32,8 @@ struct Backup: AsyncParsableCommand {
     @Argument(help: "A new or empty folder for the backup.") var destination: String
 
     func run() async throws {
+        // Refused before DEST is made: this copies a SQLite file (README, "Metadata on PostgreSQL").
+        if storage.metadataIsOnPostgres { throw PostgresBackupUnsupported() }
         let services = try await storage.openServices()
         let report = try await StorageBackup.backup(services: services, storage: storage.url,
                                                     to: URL(fileURLWithPath: destination))
@@ -50,6 +53,8 @@ struct Restore: AsyncParsableCommand {
     @Argument(help: "The backup folder.") var backup: String
 
     func run() async throws {
+        // A backup holds a SQLite file, which a PostgreSQL database is not restored from.
+        if storage.metadataIsOnPostgres { throw PostgresBackupUnsupported() }
         let workers = WorkerThreads()
         let report = try await StorageBackup.restore(from: URL(fileURLWithPath: backup), to: storage.url,
                                                      threads: workers.storage, now: Date())

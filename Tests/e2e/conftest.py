@@ -22,6 +22,10 @@ BINARY = Path(os.environ.get("CASEFILES_BIN", ROOT / ".build" / "debug" / "casef
 TEST_DATABASE = os.environ.get("CASEFILES_TEST_DATABASE") or None
 
 
+# psql's session time zone: UTC, so dates written without a zone mean what SQLite's stored text means.
+_PSQL_ENV = {**os.environ, "PGTZ": "UTC"}
+
+
 def fresh_database() -> str | None:
     """A new, empty PostgreSQL database on CASEFILES_TEST_DATABASE's server, as a URL; None when testing on SQLite."""
     if TEST_DATABASE is None:
@@ -151,19 +155,19 @@ class Server:
             with sqlite3.connect(f"file:{self.storage / 'casefiles.sqlite'}?mode=ro", uri=True) as database:
                 return [tuple(None if v is None else str(v) for v in row) for row in database.execute(sql).fetchall()]
         out = subprocess.run(["psql", self.database, "-X", "-A", "-t", "-F", "\t", "-P", "null=\\N", "-v", "ON_ERROR_STOP=1",
-                              "-c", sql], check=True, capture_output=True, text=True, timeout=60).stdout
+                              "-c", sql], check=True, capture_output=True, text=True, timeout=60, env=_PSQL_ENV).stdout
         return [tuple(None if v == "\\N" else v for v in line.split("\t")) for line in out.splitlines() if line]
 
     def execute(self, sql: str) -> None:
-        """One write on the metadata, to arrange a state no request can make (an expired credential). SQL both
-        dialects take."""
+        """One write on the metadata, to arrange a state no request can make (an expired credential, a crashed
+        backup's lease). SQL both dialects take; a date without a zone is UTC on both (SQLite's stored text)."""
         if self.database is None:
             import sqlite3
             with sqlite3.connect(self.storage / "casefiles.sqlite", timeout=10) as database:
                 database.execute(sql)
             return
         subprocess.run(["psql", self.database, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                       check=True, capture_output=True, text=True, timeout=60)
+                       check=True, capture_output=True, text=True, timeout=60, env=_PSQL_ENV)
 
     def start(self, *extra: str, nofile: int | None = None) -> None:
         """Starts `serve`; `nofile` sets its open-files limit, soft and hard (as `ulimit -n` would)."""

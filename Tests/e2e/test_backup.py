@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 
+import pytest
 import requests
 
 from conftest import BINARY, Server
@@ -50,6 +51,7 @@ def download_sha256(server, attachment_id):
     return hashlib.sha256(response.content).hexdigest()
 
 
+@pytest.mark.sqlite_only  # `casefiles backup` copies the SQLite file; a PostgreSQL database is backed up with pg_dump
 def test_a_backup_taken_while_four_uploads_run_restores_into_a_new_root(server, tmp_path):
     before = {upload_file(server, data, f"before-{n}.log"): hashlib.sha256(data).hexdigest()
               for n, data in enumerate(pattern(3 * MiB + 17 * n, seed=90 + n) for n in range(3))}
@@ -121,12 +123,12 @@ def test_a_backup_taken_while_four_uploads_run_restores_into_a_new_root(server, 
 def test_verify_reports_a_flipped_byte_and_a_missing_blob(server):
     first = upload_file(server, pattern(4 * MiB, seed=81), "first.bin")
     second = upload_file(server, pattern(4 * MiB + 5, seed=82), "second.bin")
-    clean = casefiles("verify", storage=server.storage)
+    clean = casefiles("verify", *server.storage_args())
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "verified 2 attachments (8388613 bytes): 0 problem(s)" in clean.stdout
 
     started = time.monotonic()
-    paced = casefiles("verify", "--rate", "4", storage=server.storage)
+    paced = casefiles("verify", "--rate", "4", *server.storage_args())
     assert paced.returncode == 0
     assert time.monotonic() - started >= 1.8, "8.4 MB at 4 MB/s takes at least 2 s"
 
@@ -137,7 +139,7 @@ def test_verify_reports_a_flipped_byte_and_a_missing_blob(server):
         f.seek(1_000_000)
         f.write(bytes([byte[0] ^ 0x01]))
     (server.storage / "blobs" / second[:2] / second).unlink()
-    found = casefiles("verify", storage=server.storage)
+    found = casefiles("verify", *server.storage_args())
     assert found.returncode == 1
     problems = [line for line in found.stdout.splitlines() if line.startswith("PROBLEM")]
     assert len(problems) == 2, found.stdout
@@ -155,11 +157,9 @@ def test_the_purge_waits_while_a_backup_holds_its_lease_and_not_after_it_expires
     as_of = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=31)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def set_lease(expires):
-        database = sqlite3.connect(server.storage / "casefiles.sqlite")
-        database.execute("INSERT OR REPLACE INTO backupLease (name, holder, expiresAt) VALUES ('backup', 'crashed', ?)",
-                         (expires.strftime("%Y-%m-%d %H:%M:%S.000"),))
-        database.commit()
-        database.close()
+        server.execute("DELETE FROM backupLease")
+        server.execute("INSERT INTO backupLease (name, holder, expiresAt) "
+                       f"VALUES ('backup', 'crashed', '{expires.strftime('%Y-%m-%d %H:%M:%S.000')}')")
 
     now = datetime.datetime.now(datetime.timezone.utc)
     set_lease(now + datetime.timedelta(minutes=5))  # a backup running (or crashed a moment ago)
@@ -171,3 +171,19 @@ def test_the_purge_waits_while_a_backup_holds_its_lease_and_not_after_it_expires
     finished = run_purge(server, "--as-of", as_of, "--force")
     assert finished.returncode == 0, finished.stderr
     assert blob_ids(server) == set()
+
+
+def test_backup_and_restore_refuse_a_postgresql_database_before_making_anything(server, tmp_path):
+    """They copy a SQLite file: on PostgreSQL each says what to use instead, and leaves no folder behind."""
+    if server.database is None:
+        pytest.skip("the metadata is on SQLite here (CASEFILES_TEST_DATABASE unset)")
+    destination = tmp_path / "backup"
+    refused = casefiles("backup", str(destination), *server.storage_args())
+    assert refused.returncode == 1
+    assert "the metadata is on PostgreSQL (--database): back it up with pg_dump" in refused.stderr
+    assert not destination.exists()
+    restored = tmp_path / "restored"
+    refused = casefiles("restore", str(destination), "--storage", str(restored), "--database", server.database)
+    assert refused.returncode == 1
+    assert "the metadata is on PostgreSQL (--database): back it up with pg_dump" in refused.stderr
+    assert not restored.exists()
