@@ -155,8 +155,14 @@ private actor OnceOnlySeat {
             if connection == nil {
                 var configuration = try location.connectionConfiguration()
                 configuration.options.additionalStartupParameters = [("application_name", nodeID)]
-                connection = try await PostgresConnection.connect(configuration: configuration, id: 2, logger: logger)
-                taken = false
+                let fresh = try await PostgresConnection.connect(configuration: configuration, id: 2, logger: logger)
+                // Two jobs may ask at once and both connect (the actor is reentrant across the await): keep one.
+                if connection == nil {
+                    connection = fresh
+                    taken = false
+                } else {
+                    try? await fresh.close()
+                }
             }
             guard let connection else { return false }
             let query: PostgresQuery = taken

@@ -34,18 +34,14 @@ class Cluster:
         self.storages = [settings["CASEFILES_CLUSTER_NODE1_STORAGE"], settings["CASEFILES_CLUSTER_NODE2_STORAGE"]]
         self.pids = [int(settings["CASEFILES_CLUSTER_NODE1_PID"]), int(settings["CASEFILES_CLUSTER_NODE2_PID"])]
 
-    def storage_args(self, node: int = 0) -> list[str]:
-        """What a server-side command needs to reach the cluster's data: the same settings as the nodes."""
-        return ["--storage", self.storages[node], "--database", self.settings["CASEFILES_DATABASE"],
-                "--blob-store", self.settings["CASEFILES_BLOB_STORE"],
-                "--s3-endpoint", self.settings["CASEFILES_S3_ENDPOINT"],
-                "--s3-region", self.settings["CASEFILES_S3_REGION"],
-                "--s3-access-key-id", self.settings["CASEFILES_S3_ACCESS_KEY_ID"]]
-
     def cli(self, *args: str, node: int = 0) -> str:
-        env = {**os.environ, "CASEFILES_S3_SECRET_ACCESS_KEY": self.settings["CASEFILES_S3_SECRET_ACCESS_KEY"]}
-        result = subprocess.run([str(BINARY), *args, *self.storage_args(node)], check=True, capture_output=True,
-                                text=True, timeout=300, env=env)
+        """A server-side command on the cluster's data: `--storage` (the node's root, for its link key) and
+        `--database`; the blob store from the environment, as a node's settings (CASEFILES_BLOB_STORE, CASEFILES_S3_*)."""
+        env = {**os.environ, **{k: v for k, v in self.settings.items()
+                                if k.startswith(("CASEFILES_BLOB_STORE", "CASEFILES_S3_"))}}
+        result = subprocess.run([str(BINARY), *args, "--storage", self.storages[node],
+                                 "--database", self.settings["CASEFILES_DATABASE"]],
+                                check=True, capture_output=True, text=True, timeout=300, env=env)
         if args[:2] == ("users", "create"):
             SECRETS.add(result.stdout.strip())
         return result.stdout.strip()
@@ -60,15 +56,16 @@ class Cluster:
         return (ROOT / ".cluster" / f"node{node + 1}.log").read_text(errors="replace")
 
     def multipart_uploads(self) -> list[str]:
-        """The bucket's unfinished multipart uploads (ListMultipartUploads), asked with curl's own SigV4 signer."""
+        """The bucket's unfinished multipart uploads (ListMultipartUploads), asked with botocore, not our client."""
+        import botocore.config
+        import botocore.session
         s = self.settings
+        s3 = botocore.session.get_session().create_client(
+            "s3", endpoint_url=s["CASEFILES_S3_ENDPOINT"], region_name=s["CASEFILES_S3_REGION"],
+            aws_access_key_id=s["CASEFILES_S3_ACCESS_KEY_ID"], aws_secret_access_key=s["CASEFILES_S3_SECRET_ACCESS_KEY"],
+            config=botocore.config.Config(s3={"addressing_style": "path"}))
         bucket = s["CASEFILES_BLOB_STORE"].removeprefix("s3://")
-        result = subprocess.run(
-            ["curl", "-sS", "-f", "--aws-sigv4", f"aws:amz:{s['CASEFILES_S3_REGION']}:s3",
-             "--user", f"{s['CASEFILES_S3_ACCESS_KEY_ID']}:{s['CASEFILES_S3_SECRET_ACCESS_KEY']}",
-             f"{s['CASEFILES_S3_ENDPOINT']}/{bucket}?uploads"], capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-        return re.findall(r"<UploadId>([^<]+)</UploadId>", result.stdout)
+        return [upload["UploadId"] for upload in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
 
 
 @pytest.fixture(scope="module")
