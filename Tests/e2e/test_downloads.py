@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from blobstore import on_object_store
-from conftest import BINARY, Server, free_port
+from conftest import BEHIND_PROXY, BINARY, Server, free_port
 from helpers import auth, pattern
 from test_uploads import MiB, attachments, create, head_offset, patch, stream_patch
 
@@ -54,7 +54,8 @@ def test_curl_resumes_a_cut_download_and_the_digest_matches(server, tmp_path):
                        timeout=10).json()["downloads"]
     assert [entry["status"] for entry in log] == [206, 200]
     assert log[0]["range"] == f"bytes={partial}-"
-    assert log[1]["completed"] is False and log[1]["bytesSent"] >= partial
+    # Behind nginx the server sees what nginx read ahead of the cut client, which can be the whole file.
+    assert (BEHIND_PROXY or log[1]["completed"] is False) and log[1]["bytesSent"] >= partial
 
 
 def test_a_slow_download_neither_blocks_nor_is_blocked_by_uploads_to_the_same_case(server):

@@ -10,6 +10,8 @@ import time
 
 import requests
 
+from conftest import BEHIND_PROXY
+
 from blobstore import blob_exists
 from helpers import SUMMARY, auth, pattern, sha256_header
 from test_uploads import MiB, _raw_patch_start, attachments, blob_bytes, create, head_offset, patch
@@ -37,7 +39,8 @@ def test_many_clients_patching_one_upload_at_once(server):
     for thread in threads:
         thread.join(60)
     assert statuses.count(204) >= 1
-    assert set(statuses) <= {204, 409, "dropped"}, statuses
+    # Behind nginx a loser whose connection CaseFiles closed mid-body is a 502 from nginx instead.
+    assert set(statuses) <= {204, 409, "dropped", *([502] if BEHIND_PROXY else [])}, statuses
     assert head_offset(server, url) == 8 * MiB  # no byte was committed twice
     assert patch(server, url, 8 * MiB, data[8 * MiB:]).status_code == 204
     listing = attachments(server)["attachments"]

@@ -9,6 +9,8 @@ import time
 
 import pytest
 import requests
+
+from conftest import BEHIND_PROXY
 from tusclient import client as tus_client
 from tusclient.uploader import Uploader
 
@@ -138,6 +140,7 @@ def curl_with_expect(server, method: str, url: str, path, headers: list[str]) ->
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.skipif(BEHIND_PROXY, reason="nginx answers Expect: 100-continue itself, before CaseFiles sees the headers")
 @pytest.mark.parametrize("case", ["stale offset", "body past the upload's length", "creation, body past Upload-Length"])
 def test_curl_gets_the_final_status_before_sending_the_body(server, tmp_path, case):
     """RFC 9110 §10.1.1: when the headers decide the answer, it comes instead of `100 Continue`, and curl
@@ -185,6 +188,7 @@ def raw_expect(server, method: str, path: str, headers: list[str], token=None) -
     return received.split(b"\r\n", 1)[0], closed
 
 
+@pytest.mark.skipif(BEHIND_PROXY, reason="nginx answers Expect: 100-continue itself, before CaseFiles sees the headers")
 def test_expect_100_continue_gets_the_final_status_the_headers_decide(server):
     """Every route that reads a body answers what its headers decide at once, instead of `100 Continue`,
     and closes the connection (the client may never send the body)."""
