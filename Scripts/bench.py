@@ -195,6 +195,10 @@ def main():
         print(f"CaseFiles benchmark, compressed uploads only, medians of {RUNS} runs")
         bench_compression(work)
         return finish(work, 0)
+    if "--only" in sys.argv and sys.argv[sys.argv.index("--only") + 1] == "cluster":
+        print("12. several nodes (issue #22): PostgreSQL, the object store, two nodes and nginx (Scripts/cluster)")
+        bench_cluster(work)
+        return finish(work, 0)
     if os.environ.get("BENCH_ONLY") == "bundles":
         print("11. support bundles read in place")
         bench_bundles(work)
@@ -906,6 +910,114 @@ def bench_compression(work: Path):
     casefiles.stop()
     shutil.rmtree(casefiles.storage, ignore_errors=True)
     log.unlink()
+
+
+
+def bench_cluster(work: Path):
+    """Issue #22 (reported, no target: two nodes sharing 2 cores with PostgreSQL, Swift and nginx measure overhead,
+    not scale). `Scripts/bench --only cluster` (BENCH_CLUSTER_MIB sets the single upload's size, 1024)."""
+    mib = int(os.environ.get("BENCH_CLUSTER_MIB", "1024"))
+    source = work / "cluster-source.bin"
+    with open(source, "wb") as f:
+        block = os.urandom(MiB)
+        for i in range(mib):
+            f.write(i.to_bytes(8, "little") + block[8:])
+    env = {**os.environ, "CASEFILES_BIN": BINARY}
+    out = subprocess.run([str(ROOT / "Scripts" / "cluster"), "start"], capture_output=True, text=True, check=True,
+                         env=env, timeout=600).stdout
+    settings = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    storage_env = {**os.environ, **{k: v for k, v in settings.items() if k.startswith(("CASEFILES_BLOB_STORE", "CASEFILES_S3_"))}}
+
+    def cluster_cli(*args):
+        return subprocess.run([BINARY, *args, "--storage", settings["CASEFILES_CLUSTER_NODE1_STORAGE"],
+                               "--database", settings["CASEFILES_DATABASE"]], check=True, capture_output=True,
+                              text=True, env=storage_env).stdout.strip()
+    try:
+        token = cluster_cli("users", "create", f"bench{time.time_ns()}", "--role", "customer", "--account", "BENCH")
+        case = cluster_cli("cases", "create", "--account", "BENCH", "--subject", "cluster benchmark")
+
+        def cli_upload(url, token, case):
+            started = time.monotonic()
+            subprocess.run([BINARY, "upload", "--server", url, "--token", token, "--case", case, "--quiet", str(source)],
+                           check=True, capture_output=True, env={**os.environ, "XDG_STATE_HOME": str(work / f"xdg{time.time_ns()}")})
+            return mib * MiB / (time.monotonic() - started) / 1e6
+
+        # 1. One stream to one node: PostgreSQL + the object store against SQLite + local disk (same binary).
+        on_cluster = statistics.median(cli_upload(settings["CASEFILES_CLUSTER_NODE1"], token, case) for _ in range(RUNS))
+        local = CaseFiles(work / "cluster-local")
+        local.start()
+        on_local = statistics.median(cli_upload(local.url, local.token, local.case) for _ in range(RUNS))
+        local.stop()
+        row(f"casefiles upload {mib} MiB to one node, PostgreSQL + object store", on_cluster, "MB/s")
+        row(f"casefiles upload {mib} MiB to one node, SQLite + local disk", on_local, "MB/s",
+            f"the cluster's stores: {on_cluster / on_local:.2f}x")
+
+        # 2. 16 uploads of 64 MiB at once (one PATCH each) through nginx: to two nodes, then to one.
+        with open(source, "rb") as f:
+            body = f.read(64 * MiB)
+        def sixteen(url):
+            def one(_):
+                c = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=600)
+                meta = "filename " + base64.b64encode(b"bench.bin").decode()
+                c.request("POST", f"/api/v1/cases/{case}/uploads", headers={
+                    "Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0", "Upload-Length": str(len(body)),
+                    "Upload-Metadata": meta, "Content-Type": "application/offset+octet-stream"}, body=body)
+                r = c.getresponse(); r.read()
+                assert r.status == 201, r.status
+            started = time.monotonic()
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(one, range(16)))
+            return 16 * len(body) / (time.monotonic() - started) / 1e6
+        two = sixteen(settings["CASEFILES_CLUSTER_URL"])
+        # One node: the second one stopped; nginx sends everything to the first.
+        node2 = int(settings["CASEFILES_CLUSTER_NODE2_PID"])
+        os.kill(node2, signal.SIGTERM)
+        for _ in range(100):
+            try:
+                os.kill(node2, 0); time.sleep(0.1)
+            except ProcessLookupError:
+                break
+        sixteen(settings["CASEFILES_CLUSTER_URL"])  # nginx learns the node is gone (its first failures) here
+        one = sixteen(settings["CASEFILES_CLUSTER_URL"])
+        row("16 concurrent 64 MiB uploads through nginx, two nodes", two, "MB/s")
+        row("16 concurrent 64 MiB uploads through nginx, one node", one, "MB/s", f"two nodes: {two / one:.2f}x")
+
+        # 3. Failover: the node writing an upload is SIGKILLed; the client's next PATCH through nginx goes to the
+        #    other node, which must first see the dead node's lock go. Time from the kill to that PATCH's 204.
+        node1 = int(settings["CASEFILES_CLUSTER_NODE1_PID"])
+        # Node 2 is down (above): restart it is not needed for this row; node 1 takes the first half.
+        c = http.client.HTTPConnection("127.0.0.1", int(settings["CASEFILES_CLUSTER_NODE1"].rsplit(":", 1)[1]))
+        c.request("POST", f"/api/v1/cases/{case}/uploads", headers={
+            "Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0", "Upload-Length": str(2 * len(body)),
+            "Upload-Metadata": "filename " + base64.b64encode(b"failover.bin").decode()})
+        r = c.getresponse(); r.read(); location = r.getheader("Location")
+        c.request("PATCH", location, headers={"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0",
+                                              "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+                  body=body)
+        r = c.getresponse(); r.read()
+        assert r.status == 204, r.status
+        # A second node to take over: start one on node 2's storage (same settings as Scripts/cluster's).
+        restarted = time.monotonic()
+        replacement = subprocess.Popen(
+            [BINARY, "serve", "--storage", settings["CASEFILES_CLUSTER_NODE2_STORAGE"], "--port",
+             settings["CASEFILES_CLUSTER_NODE2"].rsplit(":", 1)[1], "--database", settings["CASEFILES_DATABASE"],
+             "--trusted-proxy", "127.0.0.1/32", "--log-level", "warning"], env=storage_env)
+        wait_http(int(settings["CASEFILES_CLUSTER_NODE2"].rsplit(":", 1)[1]), "/healthz")
+        row("a node started on the cluster: process start to healthy", (time.monotonic() - restarted) * 1000, "ms")
+        killed = time.monotonic()
+        os.kill(node1, signal.SIGKILL)
+        c2 = http.client.HTTPConnection("127.0.0.1", int(settings["CASEFILES_CLUSTER_NODE2"].rsplit(":", 1)[1]))
+        c2.request("PATCH", location, headers={"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0",
+                                               "Upload-Offset": str(len(body)),
+                                               "Content-Type": "application/offset+octet-stream"}, body=body[:MiB])
+        r = c2.getresponse(); r.read()
+        assert r.status == 204, r.status
+        row("SIGKILL of the writing node to the first 1 MiB PATCH accepted by the other", (time.monotonic() - killed) * 1000,
+            "ms", "the other node waits until PostgreSQL has dropped the dead node's lock")
+        replacement.terminate(); replacement.wait(30)
+    finally:
+        subprocess.run([str(ROOT / "Scripts" / "cluster"), "stop"], timeout=120)
+        source.unlink(missing_ok=True)
 
 
 def bench_bundles(work):
