@@ -76,7 +76,9 @@ public final class PostgresNodeCoordination: NodeCoordination {
     public func asOnlyWriter<T: Sendable>(
         of uploadID: String, onStop: @escaping @Sendable () -> Void, _ body: @Sendable () async throws -> T
     ) async throws -> T {
-        try await client.withConnection { connection in
+        // A request stopped while it waits for a connection gets the pool's `requestCancelled`: mapped to the
+        // `CancellationError` the upload engine answers with the stop's reason, as the store's own calls are.
+        try await PostgresMetadataStore.mappingErrors { try await client.withConnection { connection in
             let name = "casefiles.upload:" + uploadID
             var attempts = 0
             while !(try await Self.tryLock(name: name, on: connection, logger: logger)) {
@@ -96,7 +98,7 @@ public final class PostgresNodeCoordination: NodeCoordination {
                 try? await connection.query("SELECT pg_advisory_unlock(hashtextextended(\(name), 0))", logger: logger)
             }
             return try result.get()
-        }
+        } }
     }
 
     public func runsOnceOnlyJobs() async -> Bool {
