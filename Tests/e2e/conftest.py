@@ -120,7 +120,7 @@ def free_port() -> int:
 
 # `CASEFILES_TEST_NODES=2` (with CASEFILES_TEST_DATABASE and CASEFILES_TEST_BLOB_STORE=s3): every `Server` is two
 # `serve` nodes on its database and bucket behind nginx (round robin, the committed template), and tests talk to
-# nginx: the core files run against a cluster (issue #22; Scripts/test's cluster pass).
+# nginx: the core files run against a cluster (issue #22; README, "Several nodes").
 NODES = int(os.environ.get("CASEFILES_TEST_NODES", "1"))
 # Then nginx stands between the tests and CaseFiles: it answers `Expect: 100-continue` itself, reads a response
 # ahead of a client, and turns an upstream that closed mid-request into a 502. The few assertions about those

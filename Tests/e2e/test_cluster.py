@@ -1,7 +1,7 @@
 """End-to-end: several nodes (issue #22). `Scripts/cluster start` runs PostgreSQL, the object store (OpenStack
 Swift with s3api), two `casefiles serve` nodes on them and nginx in front (round robin); these tests talk to
 nginx as customers would and to each node directly where a test needs one node. Runs when CASEFILES_TEST_CLUSTER
-is set (Scripts/test's cluster pass); CASEFILES_CLUSTER_UPLOAD_MIB sets the failover upload's size (2048)."""
+is set (run by hand: README, "Several nodes"); CASEFILES_CLUSTER_UPLOAD_MIB sets the failover upload's size (2048)."""
 import hashlib
 import os
 import re
@@ -18,7 +18,7 @@ from conftest import BINARY, ROOT, SECRETS
 from helpers import auth
 
 pytestmark = pytest.mark.skipif(not os.environ.get("CASEFILES_TEST_CLUSTER"),
-                                reason="needs CASEFILES_TEST_CLUSTER=1 (Scripts/test's cluster pass: Scripts/cluster)")
+                                reason="needs CASEFILES_TEST_CLUSTER=1 (README, 'Several nodes': Scripts/cluster)")
 
 MiB = 1024 * 1024
 UPLOAD_MIB = int(os.environ.get("CASEFILES_CLUSTER_UPLOAD_MIB", "2048"))
