@@ -25,7 +25,7 @@ final class S3BlobAppender: BlobAppender, @unchecked Sendable {
     private var partStart: Int64 = 0
     private var partCapacity = 0
     private var staging = ByteBuffer()
-    private var inFlight: InFlightPart?
+    private var inFlight: InFlightWrite?
     /// Where this appender's time went, in the file store's terms: `copy` into the part buffer; `writerWait`
     /// for the previous part's upload before a full part could be handed over; `deviceWrite` and
     /// `backgroundWrites` the UploadPart calls; `finalWrite` the wait in `sync` for the last one; `fdatasync`
@@ -120,7 +120,7 @@ final class S3BlobAppender: BlobAppender, @unchecked Sendable {
             try write.wait()
         }
         let (client, key, uploadID, number, body) = (store.client, store.objectKey(id), uploadID, partNumber, staging)
-        let write = InFlightPart()
+        let write = InFlightWrite()
         Task {
             let started = MonotonicClock.nanoseconds()
             do {
@@ -134,25 +134,5 @@ final class S3BlobAppender: BlobAppender, @unchecked Sendable {
         partNumber += 1
         partStart += Int64(partCapacity)
         try startPart()
-    }
-}
-
-/// One part being uploaded: its result, waited for (blocking: from a bulk-work or blocking-pool thread) before the
-/// next part is handed over or the bytes are called durable.
-private final class InFlightPart: @unchecked Sendable {
-    private let done = DispatchSemaphore(value: 0)
-    private var result: Result<Void, any Error> = .success(())
-    /// Nanoseconds the upload took; read only after `wait`.
-    private(set) var took: UInt64 = 0
-
-    func finish(_ result: Result<Void, any Error>, took: UInt64) {
-        self.result = result
-        self.took = took
-        done.signal()
-    }
-
-    func wait() throws {
-        done.wait()
-        try result.get()
     }
 }

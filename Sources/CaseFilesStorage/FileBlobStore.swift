@@ -318,20 +318,23 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
     }
 }
 
-/// One background write: its result, waited for before its buffer is reused.
-private final class InFlightWrite: @unchecked Sendable {
+/// One background write (a device write here, a part upload in the S3 appender): its result, waited for (blocking,
+/// from a bulk-work or blocking-pool thread) before its buffer is reused or its bytes are called durable.
+package final class InFlightWrite: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private var result: Result<Void, any Error> = .success(())
-    /// Nanoseconds the write took on its writer thread; read only after `wait`.
-    private(set) var took: UInt64 = 0
+    /// Nanoseconds the write took on its thread; read only after `wait`.
+    package private(set) var took: UInt64 = 0
 
-    func finish(_ result: Result<Void, any Error>, took: UInt64) {
+    package init() {}
+
+    package func finish(_ result: Result<Void, any Error>, took: UInt64) {
         self.result = result
         self.took = took
         done.signal()
     }
 
-    func wait() throws {
+    package func wait() throws {
         done.wait()
         try result.get()
     }
