@@ -24,8 +24,7 @@ package final class ChunkSink: @unchecked Sendable {
     /// A batch is handed to the bulk pools once it holds this much; meanwhile the event loop keeps
     /// reading the body into the request's buffer (up to ten socket reads).
     package static let batchSize = 1 << 20
-    /// Batches below this are handled inline, unless they fill the appender's buffer (a device write):
-    /// a hop to the pool would cost more than it frees.
+    /// Batches below this are handled inline (`consumesInline`): a hop to the pool would cost more than it frees.
     package static let offloadThreshold = 64 * 1024
     /// Below this a batch is hashed on one core: handing it to a second costs more than it saves.
     package static let parallelHashingThreshold = 128 * 1024
@@ -67,7 +66,7 @@ package final class ChunkSink: @unchecked Sendable {
         batchBytes = 0
         let started = MonotonicClock.nanoseconds()
         defer { timeline.batches += MonotonicClock.since(started) }
-        if count < Self.offloadThreshold && count <= appender.stagingRoom {
+        if Self.consumesInline(count: count, stagingRoom: appender.stagingRoom) {
             try consumeHere(buffers, count: count)
         } else {
             // Hashing costs ~1.4 ns a byte; done on the threads that run handlers (in `serve`, the two event
@@ -77,6 +76,15 @@ package final class ChunkSink: @unchecked Sendable {
                 try self.consumeHere(buffers, count: count)
             }
         }
+    }
+
+    /// Whether a batch of `count` bytes is hashed and appended on the calling thread (in `serve`, an event loop):
+    /// only a small one that leaves room in the appender's buffer (`BlobAppender.stagingRoom`, bytes). A batch
+    /// that fills the buffer hands it over, and that can wait for the write or part upload before it: on an
+    /// event loop that blocks every connection of the loop, and with the S3 appender, whose part uploads run on
+    /// those same loops, it never ends (a CI run of 2026-11-29 hung there when a batch was exactly the room left).
+    package static func consumesInline(count: Int, stagingRoom: Int) -> Bool {
+        count < offloadThreshold && count < stagingRoom
     }
 
     /// Takes decoded bytes (a compressed body's output, `DecodingSink`) straight to the whole-file SHA-256 and

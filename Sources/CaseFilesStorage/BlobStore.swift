@@ -79,8 +79,9 @@ public protocol BlobAppender: AnyObject, Sendable {
     var start: Int64 { get }
     /// Where the next byte goes (bytes).
     var position: Int64 { get }
-    /// Bytes that can be appended before the next slow step (a device write, a part upload): small batches
-    /// that fit are appended on the calling thread (`ChunkSink`).
+    /// Bytes that can be appended before the next slow step (a device write, a part upload): appending fewer
+    /// never waits; appending this many fills the buffer and hands it over, which may wait for the write before
+    /// it. Small batches with room to spare are appended on the calling thread (`ChunkSink.consumesInline`).
     var stagingRoom: Int { get }
     /// Where this appender's time went (`--trace-uploads`).
     var timings: BlobIOTimings { get }

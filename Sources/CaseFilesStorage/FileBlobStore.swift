@@ -334,7 +334,11 @@ package final class InFlightWrite: @unchecked Sendable {
         done.signal()
     }
 
+    /// Blocks until `finish`. Never on an event loop: the write may need that loop (the S3 appender's part
+    /// upload runs on the loops that serve requests), and every other connection of the loop would wait too.
     package func wait() throws {
+        precondition(MultiThreadedEventLoopGroup.currentEventLoop == nil,
+                     "InFlightWrite.wait on an event loop: hand the work to a bulk-work or blocking-pool thread")
         done.wait()
         try result.get()
     }

@@ -140,4 +140,14 @@ import Testing
         #expect(finished.stopReason == nil)
         #expect(try finished.result.get() == "done")
     }
+
+    /// A batch that would fill the appender's buffer goes to the bulk pool, even a small one: filling it hands the
+    /// buffer over, which can wait for the write before it, and must not wait on an event loop.
+    @Test func onlyABatchThatLeavesRoomInTheAppendersBufferIsConsumedInline() {
+        let small = ChunkSink.offloadThreshold / 2
+        #expect(ChunkSink.consumesInline(count: small, stagingRoom: small + 1))
+        #expect(!ChunkSink.consumesInline(count: small, stagingRoom: small))
+        #expect(!ChunkSink.consumesInline(count: small, stagingRoom: small - 1))
+        #expect(!ChunkSink.consumesInline(count: ChunkSink.offloadThreshold, stagingRoom: 8 << 20))
+    }
 }
