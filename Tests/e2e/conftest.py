@@ -261,8 +261,9 @@ def start_nginx_in_front(folder: Path, port: int, node_ports: list[int]) -> subp
     """Debian's nginx in the foreground on `port`, the committed server block with one upstream line per node."""
     folder.mkdir(exist_ok=True)
     template = (ROOT / "Scripts" / "nginx" / "casefiles.conf.template").read_text()
-    servers = "\n".join(f"    server 127.0.0.1:{p};" for p in node_ports)
-    site = template.replace("{{listen}}", f"127.0.0.1:{port}").replace("    server {{upstream}};", servers)
+    upstream_line = next(line for line in template.splitlines() if line.strip().startswith("server {{upstream}}"))
+    servers = "\n".join(upstream_line.replace("{{upstream}}", f"127.0.0.1:{p}") for p in node_ports)
+    site = template.replace("{{listen}}", f"127.0.0.1:{port}").replace(upstream_line, servers)
     (folder / "nginx.conf").write_text(f"""daemon off;
 pid {folder}/nginx.pid;
 error_log {folder}/error.log warn;
