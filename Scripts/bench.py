@@ -913,6 +913,26 @@ def bench_compression(work: Path):
 
 
 
+# `RUNS` PutObject calls of one file (argv[1]) to the cluster's bucket with botocore, each rate (MB/s) printed.
+OBJECT_STORE_PUT = f"""
+import os, sys, time, botocore.session
+from botocore.config import Config
+path = sys.argv[1]
+client = botocore.session.get_session().create_client(
+    "s3", endpoint_url=os.environ["CASEFILES_S3_ENDPOINT"], region_name=os.environ["CASEFILES_S3_REGION"],
+    aws_access_key_id=os.environ["CASEFILES_S3_ACCESS_KEY_ID"],
+    aws_secret_access_key=os.environ["CASEFILES_S3_SECRET_ACCESS_KEY"],
+    config=Config(s3={{"addressing_style": "path"}}, signature_version="s3v4"))
+bucket = os.environ["CASEFILES_BLOB_STORE"].removeprefix("s3://")
+for i in range({RUNS}):
+    started = time.monotonic()
+    with open(path, "rb") as body:
+        client.put_object(Bucket=bucket, Key=f"bench-put-{{i}}", Body=body)
+    print(os.path.getsize(path) / (time.monotonic() - started) / 1e6)
+    client.delete_object(Bucket=bucket, Key=f"bench-put-{{i}}")
+"""
+
+
 def bench_cluster(work: Path):
     """Issue #22 (reported, no target: two nodes sharing 2 cores with PostgreSQL, Swift and nginx measure overhead,
     not scale). `Scripts/bench --only cluster` (BENCH_CLUSTER_MIB sets the single upload's size, 1024)."""
@@ -951,6 +971,18 @@ def bench_cluster(work: Path):
         row(f"casefiles upload {mib} MiB to one node, PostgreSQL + object store", on_cluster, "MB/s")
         row(f"casefiles upload {mib} MiB to one node, SQLite + local disk", on_local, "MB/s",
             f"the cluster's stores: {on_cluster / on_local:.2f}x")
+        # The object store's own rate for the same bytes: one PutObject of the file by botocore (the test venv's;
+        # curl's --aws-sigv4 cannot carry tempauth's "account:user" access key), no CaseFiles in the way.
+        venv_python = ROOT / ".venv" / "bin" / "python"
+        if venv_python.exists():
+            put = subprocess.run([str(venv_python), "-c", OBJECT_STORE_PUT, str(source)], check=True, capture_output=True,
+                                 text=True, env={**os.environ, **settings}).stdout.split()
+            rates = [float(r) for r in put]
+            row(f"the object store alone: botocore PutObject of the same {mib} MiB", statistics.median(rates), "MB/s",
+                f"the node's upload reaches {on_cluster / statistics.median(rates):.2f}x of it; runs: "
+                + ", ".join(f"{r:.0f}" for r in rates))
+        else:
+            notes.append("no .venv (Scripts/bootstrap --with-python): the object store's own PutObject row skipped")
 
         # 2. 16 uploads of 64 MiB at once (one PATCH each) through nginx: to two nodes, then to one.
         with open(source, "rb") as f:
