@@ -38,6 +38,26 @@ def blob_bytes(server, upload_id: str) -> bytes:
         raise FileNotFoundError(f"blobs/{upload_id}") from None
 
 
+def stored_length(server, upload_id: str) -> int:
+    """How many of an upload's bytes the store holds: the blob file's size; in the object store the finished
+    object's size, or else the unfinished multipart upload's parts (ListParts) plus its newest tail object (the
+    part not yet whole). S3 has no way to read an unfinished upload's parts back, only to list them."""
+    if not on_object_store():
+        return (server.storage / "blobs" / upload_id[:2] / upload_id).stat().st_size
+    s3, key = _s3(), f"blobs/{upload_id}"
+    try:
+        return s3.head_object(Bucket=server.blob_bucket, Key=key)["ContentLength"]
+    except s3.exceptions.ClientError:
+        pass
+    uploads = [u for u in s3.list_multipart_uploads(Bucket=server.blob_bucket, Prefix=key).get("Uploads", [])
+               if u["Key"] == key]
+    parts = sum(part["Size"] for upload in uploads
+                for part in s3.list_parts(Bucket=server.blob_bucket, Key=key, UploadId=upload["UploadId"]).get("Parts", []))
+    tails = s3.list_objects_v2(Bucket=server.blob_bucket, Prefix=key + ".tail-").get("Contents", [])
+    newest = max(tails, key=lambda item: int(item["Key"].rsplit("-", 1)[1]), default=None)
+    return parts + (newest["Size"] if newest else 0)
+
+
 def stored_blob_ids(server) -> set[str]:
     """Every blob id the store holds anything of: a file; or an object, tail, upload record or multipart upload."""
     if not on_object_store():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from blobstore import on_object_store, stored_length
 from faultproxy import FaultProxy
 from helpers import auth, sha256_header
 from loggen import generate
@@ -134,7 +135,7 @@ def test_a_gzip_bomb_is_413_and_writes_nothing_past_the_limit(server):
     assert response.json()["error"] == "compression_ratio_exceeded"
     assert wchar(server) - written < 3 * MiB
     assert head_offset(server, url) == 0
-    assert len(blob_bytes(server, upload_id)) == 0
+    assert stored_length(server, upload_id) == 0
 
 
 def test_a_bomb_within_the_ratio_stops_at_the_uploads_length(server):
@@ -150,7 +151,9 @@ def test_a_bomb_within_the_ratio_stops_at_the_uploads_length(server):
     # Nothing past the upload's 10 MiB reached the disk (a little more for the log and SQLite).
     assert wchar(server) - written < 11 * MiB
     assert head_offset(server, url) == 0
-    assert len(blob_bytes(server, upload_id)) == 0
+    # A file is truncated back to 0. An unfinished multipart upload cannot lose one part: a part the discarded bytes
+    # filled stays until the next append overwrites it or the completion leaves it out; never past the length.
+    assert stored_length(server, upload_id) == 0 if not on_object_store() else stored_length(server, upload_id) <= 10 * MiB
 
 
 def test_a_cut_compressed_body_without_checksum_keeps_its_decoded_bytes(server, tmp_path):
@@ -165,7 +168,8 @@ def test_a_cut_compressed_body_without_checksum_keeps_its_decoded_bytes(server, 
     offset = settled_offset(server, url)
     # About half the file: what the first half of the stream decoded to.
     assert 3 * MiB < offset < 9 * MiB
-    assert blob_bytes(server, url.rsplit("/", 1)[1])[:offset] == data[:offset]
+    if not on_object_store():  # an unfinished multipart upload's parts cannot be read back; the SHA-256 below covers them
+        assert blob_bytes(server, url.rsplit("/", 1)[1])[:offset] == data[:offset]
     response = compressed_patch(server, url, offset, gz(data[offset:]))
     assert response.status_code == 204, response.text
     assert attachments(server)["attachments"][0]["sha256"] == hashlib.sha256(data).hexdigest()
