@@ -272,6 +272,11 @@ public struct AppDatabase: MetadataStore {
             try Self.migrateConcatenation(db)
         }
         registerBundleMigration(&migrator)
+        migrator.registerMigration("v11: the finished object's entity tag in the blob store") { db in
+            try db.alter(table: "upload") { t in
+                t.add(column: "objectETag", .text).check(sql: "objectETag IS NULL OR length(objectETag) BETWEEN 1 AND 256")
+            }
+        }
         return migrator
     }
 }
@@ -588,6 +593,13 @@ extension AppDatabase {
             try db.execute(
                 sql: "UPDATE upload SET declaredSHA256 = ? WHERE id = ? AND declaredSHA256 IS NULL",
                 arguments: [sha256, id])
+        }
+    }
+
+    public func recordStoredObject(uploadID: String, etag: String) async throws {
+        try await write { db in
+            try db.execute(sql: "UPDATE upload SET objectETag = ? WHERE id = ? AND state = 'verified'",
+                           arguments: [etag, uploadID])
         }
     }
 

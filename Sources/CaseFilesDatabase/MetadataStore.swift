@@ -84,6 +84,10 @@ public protocol MetadataStore: BackupLeaseStore, EventOutbox {
     func appends(uploadID: String) async throws -> [AppendRecord]
     /// Records a whole-file digest declared after creation (Repr-Digest on a PATCH), if none was.
     func declareSHA256(id: String, sha256: String) async throws
+    /// Records the entity tag the blob store gave a verified upload's finished object (S3: the ETag of the completed
+    /// multipart upload or PutObject, quotes included; at most 256 characters), replacing any: which object the
+    /// SHA-256 was verified for. Nothing for other states.
+    func recordStoredObject(uploadID: String, etag: String) async throws
     /// tus termination of an unfinished upload; the caller removes its blob.
     func terminateUpload(id: String, at date: Date) async throws
     /// Verified attachments and unfinished uploads of one case, oldest first.

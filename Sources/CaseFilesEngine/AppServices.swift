@@ -135,7 +135,9 @@ public struct AppServices: Sendable {
             if let state = states[blob.id] {
                 if state.ownsBlob {
                     if state == .verified, blob.unfinished, let upload = try await database.upload(id: blob.id) {
-                        try await blobs.complete(id: blob.id, length: upload.offset)
+                        if let etag = try await blobs.complete(id: blob.id, length: upload.offset) {
+                            try await database.recordStoredObject(uploadID: blob.id, etag: etag)
+                        }
                     }
                     continue
                 }

@@ -82,44 +82,55 @@ public struct S3BlobStore: BlobStore {
     /// CompleteMultipartUpload of parts 1 ... n-1 (checked with ListParts: each there, of its layout size) and the
     /// tail as part n, the last; a blob within its first part is PUT whole from its tail instead (S3 refuses a
     /// completion without parts, and it is one request). Then the tails and `.upload` are deleted. Idempotent:
-    /// an object already of `length` bytes only has its leftovers deleted. The object's ETag is not recorded
-    /// (the metadata schema has no field for it; the SHA-256 identifies the content).
-    public func complete(id: String, length: Int64) async throws {
+    /// an object already of `length` bytes only has its leftovers deleted.
+    /// - Returns: the finished object's ETag (CompleteMultipartUpload's, PutObject's, or HeadObject's when it was
+    ///   already finished), for the metadata store (`recordStoredObject`).
+    @discardableResult
+    public func complete(id: String, length: Int64) async throws -> String? {
         if let object = try await client.headObject(key: objectKey(id)), object.size == length {
             try await removeLeftovers(id)
-            return
+            return object.etag
         }
         guard let info = try await uploadInfo(id) else { throw StorageError.missingBlob(id) }
         let layout = S3PartLayout(basePartSize: info.partSize)
         let last = layout.part(containing: length)
         let tailLength = length - layout.start(ofPart: last)
         let tail = tailLength > 0 ? try await readTail(id, part: last, count: tailLength) : ByteBuffer()
+        let etag: String
         do {
-            if last == 1 {
-                _ = try await client.putObject(key: objectKey(id), body: tail)
-                try await abortIgnoringMissing(id, uploadID: info.uploadID)
-            } else {
-                let listed = Dictionary(try await client.listParts(key: objectKey(id), uploadID: info.uploadID)
-                    .map { ($0.partNumber, $0) }, uniquingKeysWith: { $1 })
-                var parts: [S3CompletedPart] = []
-                for number in 1..<last {
-                    guard let part = listed[number], part.size == nil || part.size == layout.size(ofPart: number) else {
-                        throw StorageError.io(operation: "object store: part \(number) of blob \(id) is missing or not whole", errno: EIO)
-                    }
-                    parts.append(S3CompletedPart(partNumber: number, etag: part.etag))
-                }
-                if tailLength > 0 {
-                    let etag = try await client.uploadPart(key: objectKey(id), uploadID: info.uploadID,
-                                                           partNumber: last, body: tail)
-                    parts.append(S3CompletedPart(partNumber: last, etag: etag))
-                }
-                _ = try await client.completeMultipartUpload(key: objectKey(id), uploadID: info.uploadID, parts: parts)
-            }
+            etag = try await finish(id, info: info, layout: layout, last: last, tail: tail)
         } catch {
             // Another completion (the sweep, a retry) may have finished it meanwhile.
             guard let object = try await client.headObject(key: objectKey(id)), object.size == length else { throw error }
+            etag = object.etag
         }
         try await removeLeftovers(id)
+        return etag
+    }
+
+    /// Completes the upload whose part `last` holds its final bytes (`tail`, the part not yet whole): one PutObject
+    /// when that is part 1 (S3 refuses a completion without parts), else CompleteMultipartUpload of the parts before
+    /// it and the tail uploaded as part `last`. - Returns: the finished object's ETag.
+    private func finish(_ id: String, info: UploadInfo, layout: S3PartLayout, last: Int, tail: ByteBuffer) async throws -> String {
+        if last == 1 {
+            let etag = try await client.putObject(key: objectKey(id), body: tail)
+            try await abortIgnoringMissing(id, uploadID: info.uploadID)
+            return etag
+        }
+        let listed = Dictionary(try await client.listParts(key: objectKey(id), uploadID: info.uploadID)
+            .map { ($0.partNumber, $0) }, uniquingKeysWith: { $1 })
+        var parts: [S3CompletedPart] = []
+        for number in 1..<last {
+            guard let part = listed[number], part.size == nil || part.size == layout.size(ofPart: number) else {
+                throw StorageError.io(operation: "object store: part \(number) of blob \(id) is missing or not whole", errno: EIO)
+            }
+            parts.append(S3CompletedPart(partNumber: number, etag: part.etag))
+        }
+        if tail.readableBytes > 0 {
+            let etag = try await client.uploadPart(key: objectKey(id), uploadID: info.uploadID, partNumber: last, body: tail)
+            parts.append(S3CompletedPart(partNumber: last, etag: etag))
+        }
+        return try await client.completeMultipartUpload(key: objectKey(id), uploadID: info.uploadID, parts: parts)
     }
 
     public func openForReading(id: String) async throws -> any BlobReader {

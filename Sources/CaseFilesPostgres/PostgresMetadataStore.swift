@@ -508,6 +508,10 @@ extension PostgresMetadataStore {
         _ = try await rows("UPDATE upload SET declaredSHA256 = \(sha256) WHERE id = \(id) AND declaredSHA256 IS NULL") { _ in () }
     }
 
+    public func recordStoredObject(uploadID: String, etag: String) async throws {
+        _ = try await rows("UPDATE upload SET objectETag = \(etag) WHERE id = \(uploadID) AND state = 'verified'") { _ in () }
+    }
+
     public func terminateUpload(id: String, at date: Date) async throws {
         _ = try await rows("""
             UPDATE upload SET state = 'terminated', updatedAt = \(PostgresTimestamp(date)) WHERE id = \(id) AND state = 'uploading'

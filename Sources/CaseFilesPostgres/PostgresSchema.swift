@@ -269,5 +269,8 @@ enum PostgresSchema {
             "CREATE INDEX bundleCheckpoint_on_output ON bundleCheckpoint (attachmentID, outputOffset)",
             "ALTER TABLE download ADD COLUMN entryPath TEXT",
         ]),
+        ("v11: the finished object's entity tag in the blob store", [
+            "ALTER TABLE upload ADD COLUMN objectETag TEXT CHECK (objectETag IS NULL OR length(objectETag) BETWEEN 1 AND 256)",
+        ]),
     ]
 }

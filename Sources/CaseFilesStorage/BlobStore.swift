@@ -25,8 +25,11 @@ public protocol BlobStore: Sendable {
 
     /// Makes a blob whose `length` bytes are all committed (its upload just became verified) the finished,
     /// readable object. Idempotent. Local files need nothing; an object store completes its multipart upload.
+    /// - Returns: the finished object's entity tag as the store gives it (S3: the ETag, quotes included), which the
+    ///   caller records (`MetadataStore.recordStoredObject`); nil for a store without one (local files).
     /// - Throws: `StorageError.missingBlob`, the store's errors.
-    func complete(id: String, length: Int64) async throws
+    @discardableResult
+    func complete(id: String, length: Int64) async throws -> String?
 
     /// Opens a completed blob for reading.
     /// - Throws: `StorageError.missingBlob`, the store's errors.

@@ -109,7 +109,8 @@ public struct FileBlobStore: BlobStore {
     }
 
     /// Nothing to do: every committed byte is already in the file, fsynced by the appender.
-    public func complete(id: String, length: Int64) async throws {}
+    @discardableResult
+    public func complete(id: String, length: Int64) async throws -> String? { nil }
 
     /// `open` can wait on a cold directory lookup.
     public func openForReading(id: String) async throws -> any BlobReader {

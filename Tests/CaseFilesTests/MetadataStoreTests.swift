@@ -113,6 +113,17 @@ import Testing
         #expect(try await database.upload(id: "u1") == nil)
     }
 
+    @Test func theSchemaRefusesAnObjectETagLongerThan256Characters() async throws {
+        let (database, root) = try await Self.seeded()
+        defer { try? FileManager.default.removeItem(at: root) }
+        try await database.createUpload(Self.upload("u1", length: 10, offset: 10, state: .verified, sha256: "aa"))
+        try await database.recordStoredObject(uploadID: "u1", etag: "\"" + String(repeating: "e", count: 254) + "\"")
+        let long = await #expect(throws: (any Error).self) {
+            try await database.recordStoredObject(uploadID: "u1", etag: String(repeating: "e", count: 257))
+        }
+        #expect(long.map(Self.isCheckViolation) == true)
+    }
+
     @Test func theLastAppendCompletesInTheSameTransaction() async throws {
         let (database, root) = try await Self.seeded()
         defer { try? FileManager.default.removeItem(at: root) }
@@ -299,8 +310,8 @@ import Testing
 
     @Test func bothStoresHaveTheSameMigrationsByName() async throws {
         let names = AppDatabase.migrator { _ in }.migrations
-        #expect(names.count == 10 && names.first == "v1: users, cases, uploads"
-                && names.last == "v10: archive index (entries, checkpoints), download entry path")
+        #expect(names.count == 11 && names.first == "v1: users, cases, uploads"
+                && names.last == "v11: the finished object's entity tag in the blob store")
         #expect(PostgresSchema.migrations.map(\.name) == names)
         // On PostgreSQL: the database records each name once, in order, and opening it again applies none twice.
         let (database, root) = try await Self.openStore()

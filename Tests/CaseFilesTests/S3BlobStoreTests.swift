@@ -97,8 +97,12 @@ struct S3BlobStoreTests {
             try await four.sync()
             expected += fourth
 
-            try await store.complete(id: id, length: Int64(expected.count))
-            try await store.complete(id: id, length: Int64(expected.count))  // idempotent
+            let etag = try await store.complete(id: id, length: Int64(expected.count))
+            // Idempotent, and the same identity the second time: the finished object's ETag (a multipart one).
+            #expect(try await store.complete(id: id, length: Int64(expected.count)) == etag)
+            let headed = try await client.headObject(key: store.objectKey(id))
+            #expect(etag != nil && etag == headed?.etag)
+            #expect(etag?.hasSuffix("-3\"") == true)
             #expect(try await keys(store, client, id) == [store.objectKey(id)])
             #expect(try await client.listMultipartUploads(prefix: store.objectKey(id)).isEmpty)
             #expect(try await store.storedBlobs().first { $0.id == id }?.unfinished == false)

@@ -55,17 +55,26 @@ class Cluster:
     def node_log(self, node: int) -> str:
         return (ROOT / ".cluster" / f"node{node + 1}.log").read_text(errors="replace")
 
-    def multipart_uploads(self) -> list[str]:
-        """The bucket's unfinished multipart uploads (ListMultipartUploads), asked with botocore, not our client."""
+    def s3(self):
+        """A botocore client on the cluster's object store (a real S3 client, not ours), and the bucket."""
         import botocore.config
         import botocore.session
         s = self.settings
-        s3 = botocore.session.get_session().create_client(
+        client = botocore.session.get_session().create_client(
             "s3", endpoint_url=s["CASEFILES_S3_ENDPOINT"], region_name=s["CASEFILES_S3_REGION"],
             aws_access_key_id=s["CASEFILES_S3_ACCESS_KEY_ID"], aws_secret_access_key=s["CASEFILES_S3_SECRET_ACCESS_KEY"],
             config=botocore.config.Config(s3={"addressing_style": "path"}))
-        bucket = s["CASEFILES_BLOB_STORE"].removeprefix("s3://")
+        return client, s["CASEFILES_BLOB_STORE"].removeprefix("s3://")
+
+    def multipart_uploads(self) -> list[str]:
+        """The bucket's unfinished multipart uploads (ListMultipartUploads)."""
+        s3, bucket = self.s3()
         return [upload["UploadId"] for upload in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+    def object_etag(self, upload_id: str) -> str:
+        """The finished object's ETag as the bucket reports it (HeadObject)."""
+        s3, bucket = self.s3()
+        return s3.head_object(Bucket=bucket, Key=f"blobs/{upload_id}")["ETag"]
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +193,10 @@ def test_a_node_killed_mid_upload_the_other_node_finishes_it(cluster, tmp_path):
     # was sent again (the one cut by the kill), however many attempts it took to reach the other node.
     retried = set(re.findall(r"sending bytes (\d+-\d+): .*retrying", output))
     assert len(retried) <= 1, output
-    [row] = cluster.sql("""SELECT id, state, sha256 FROM upload WHERE filename = 'big.bin'""")
+    [row] = cluster.sql("""SELECT id, state, sha256, objectETag FROM upload WHERE filename = 'big.bin'""")
     assert row[1] == "verified" and row[2] == expected
+    # Recorded with the row: which object in the bucket that SHA-256 was verified for.
+    assert row[3] == cluster.object_etag(row[0])
     # The stored object is the file: read back through nginx (the surviving node).
     downloaded = hashlib.sha256()
     with requests.get(f"{cluster.url}/api/v1/attachments/{row[0]}/content", headers=auth(cluster.engineer),

@@ -25,6 +25,16 @@ def bucket_state(server, upload_id: str) -> tuple[set[str], int]:
     return keys, len(uploads)
 
 
+def recorded_etag(server, upload_id: str) -> str | None:
+    """The entity tag the metadata store recorded for the upload's finished object (`objectETag`)."""
+    return server.query(f"SELECT objectETag FROM upload WHERE id = '{upload_id}'")[0][0]
+
+
+def object_etag(server, upload_id: str) -> str:
+    """The finished object's ETag as the bucket reports it (HeadObject, with botocore)."""
+    return _s3().head_object(Bucket=server.blob_bucket, Key=f"blobs/{upload_id}")["ETag"]
+
+
 def download(server, upload_id: str, headers=None) -> requests.Response:
     return requests.get(f"{server.url}/api/v1/attachments/{upload_id}/content",
                         headers={**auth(server.engineer), **(headers or {})}, timeout=60)
@@ -49,6 +59,9 @@ def test_parts_tails_and_a_refused_request_end_as_one_object_of_exactly_the_comm
 
     assert bucket_state(server, upload_id) == ({f"blobs/{upload_id}"}, 0)
     assert blob_bytes(server, upload_id) == data
+    # Which object the SHA-256 was verified for: the completion's ETag, recorded with the upload (a multipart one).
+    assert recorded_etag(server, upload_id) == object_etag(server, upload_id)
+    assert object_etag(server, upload_id).endswith('-3"')
     assert download(server, upload_id).content == data
     ranged = download(server, upload_id, {"Range": f"bytes={PART - 10}-{PART + 9}"})
     assert ranged.status_code == 206 and ranged.content == data[PART - 10:PART + 10]
@@ -73,8 +86,10 @@ def test_a_crash_between_the_verifying_commit_and_the_completion_is_completed_at
     # Verified in the metadata store, still a multipart upload with its tail in the bucket.
     assert bucket_state(server, upload_id) == ({f"blobs/{upload_id}.upload", f"blobs/{upload_id}.tail-1"}, 1)
 
-    server.start()  # the startup sweep completes it
+    assert recorded_etag(server, upload_id) is None
+    server.start()  # the startup sweep completes it, and records the object's ETag
     assert bucket_state(server, upload_id) == ({f"blobs/{upload_id}"}, 0)
+    assert recorded_etag(server, upload_id) == object_etag(server, upload_id)
     assert download(server, upload_id).content == data
 
 

@@ -61,7 +61,10 @@ package struct UploadCommitter: Sendable {
         // verified upload with an unfinished blob, and so does a failure here (the upload IS verified: this
         // request must not fail, nor discard): the orphan sweep completes it, at the next start and after each
         // retention purge (`sweepOrphanBlobs`).
-        case .verified: try? await blobs.complete(id: upload.id, length: newOffset)
+        case .verified:
+            if let etag = try? await blobs.complete(id: upload.id, length: newOffset) {
+                try? await database.recordStoredObject(uploadID: upload.id, etag: etag)
+            }
         default: break
         }
         return upload
