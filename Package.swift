@@ -179,6 +179,7 @@ let package = Package(
                 "CaseFilesStorage",
                 "CaseFilesOutbound",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .executableTarget(

@@ -136,7 +136,7 @@ public struct AppServices: Sendable {
                 if state.ownsBlob {
                     if state == .verified, blob.unfinished, let upload = try await database.upload(id: blob.id) {
                         if let etag = try await blobs.complete(id: blob.id, length: upload.offset) {
-                            try await database.recordStoredObject(uploadID: blob.id, etag: etag)
+                            await UploadCommitter.record(etag, of: blob.id, in: database)
                         }
                     }
                     continue

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import NIOCore
+import NIOPosix
 import CaseFilesOutbound
 import CaseFilesStorage
 
@@ -83,8 +84,13 @@ private final class BlockingOutcome: @unchecked Sendable {
         done.signal()
     }
 
+    /// Blocks until `finish`; never on an event loop, where the GET it waits for may have to run.
     func wait() throws -> ByteBuffer {
-        done.wait()
+        if done.wait(timeout: .now()) == .timedOut {
+            precondition(MultiThreadedEventLoopGroup.currentEventLoop == nil,
+                         "S3BlobReader's blocking read on an event loop: run it on a blocking thread")
+            done.wait()
+        }
         return try result.get()
     }
 }

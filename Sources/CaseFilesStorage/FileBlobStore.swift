@@ -335,12 +335,15 @@ package final class InFlightWrite: @unchecked Sendable {
         done.signal()
     }
 
-    /// Blocks until `finish`. Never on an event loop: the write may need that loop (the S3 appender's part
-    /// upload runs on the loops that serve requests), and every other connection of the loop would wait too.
+    /// Blocks until `finish`. A write not yet finished is never waited for on an event loop: it may need that
+    /// loop (the S3 appender's part upload runs on the loops that serve requests), and every other connection of
+    /// the loop would wait too. A finished one returns at once anywhere (an appender's deinit, say).
     package func wait() throws {
-        precondition(MultiThreadedEventLoopGroup.currentEventLoop == nil,
-                     "InFlightWrite.wait on an event loop: hand the work to a bulk-work or blocking-pool thread")
-        done.wait()
+        if done.wait(timeout: .now()) == .timedOut {
+            precondition(MultiThreadedEventLoopGroup.currentEventLoop == nil,
+                         "InFlightWrite.wait on an event loop: hand the work to a bulk-work or blocking-pool thread")
+            done.wait()
+        }
         try result.get()
     }
 }

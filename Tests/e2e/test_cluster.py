@@ -1,7 +1,8 @@
 """End-to-end: several nodes (issue #22). `Scripts/cluster start` runs PostgreSQL, the object store (OpenStack
 Swift with s3api), two `casefiles serve` nodes on them and nginx in front (round robin); these tests talk to
 nginx as customers would and to each node directly where a test needs one node. Runs when CASEFILES_TEST_CLUSTER
-is set (run by hand: README, "Several nodes"); CASEFILES_CLUSTER_UPLOAD_MIB sets the failover upload's size (2048)."""
+is set (Scripts/test's last pass; README, "Several nodes"); CASEFILES_CLUSTER_UPLOAD_MIB sets the failover upload's
+size (2048)."""
 import hashlib
 import os
 import re

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import CaseFilesCore
 import CaseFilesDatabase
 import CaseFilesStorage
@@ -63,10 +64,21 @@ package struct UploadCommitter: Sendable {
         // retention purge (`sweepOrphanBlobs`).
         case .verified:
             if let etag = try? await blobs.complete(id: upload.id, length: newOffset) {
-                try? await database.recordStoredObject(uploadID: upload.id, etag: etag)
+                await Self.record(etag, of: upload.id, in: database)
             }
         default: break
         }
         return upload
+    }
+
+    /// Records a finished object's ETag (`MetadataStore.recordStoredObject`). Best effort: the upload is verified
+    /// and served whatever happens here; a failure is logged and leaves `objectETag` empty.
+    static func record(_ etag: String, of uploadID: String, in database: any MetadataStore) async {
+        do {
+            try await database.recordStoredObject(uploadID: uploadID, etag: etag)
+        } catch {
+            Logger(label: "casefiles").warning("the finished object's ETag was not recorded",
+                                               metadata: ["upload": "\(uploadID)", "error": "\(error)"])
+        }
     }
 }
