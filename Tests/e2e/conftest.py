@@ -190,7 +190,13 @@ class Server:
                        check=True, capture_output=True, text=True, timeout=60, env=_PSQL_ENV)
 
     def start(self, *extra: str, nofile: int | None = None) -> None:
-        """Starts `serve`; `nofile` sets its open-files limit, soft and hard (as `ulimit -n` would)."""
+        """Starts `serve`; `nofile` sets its open-files limit, soft and hard (as `ulimit -n` would). With several
+        nodes the whole cluster starts again: a node a test did not stop (it stopped or killed the first) is stopped
+        first, so no node of the last start keeps running, or answers on the port a new one is meant to take."""
+        for process in self.other_nodes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=20)
         def limit_descriptors():
             if nofile is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
