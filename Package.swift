@@ -179,7 +179,6 @@ let package = Package(
                 "CaseFilesStorage",
                 "CaseFilesOutbound",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .executableTarget(

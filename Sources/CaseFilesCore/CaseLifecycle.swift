@@ -14,6 +14,19 @@ public struct RetentionSettings: Sendable, Equatable, Codable {
         self.reopenDays = reopenDays
     }
 
+    /// The settings the `setting` table's rows give, over the defaults: (key, value) pairs as stored, keys from
+    /// `keys`; a value that is not a whole number and an unknown key are ignored. Both metadata stores read it so.
+    public init(stored pairs: some Sequence<(key: String, value: String)>) {
+        self = .defaults
+        for (key, value) in pairs {
+            switch key {
+            case "retention-days": retentionDays = Int(value) ?? retentionDays
+            case "reopen-days": reopenDays = Int(value) ?? reopenDays
+            default: continue
+            }
+        }
+    }
+
     public var retention: TimeInterval { TimeInterval(retentionDays) * 86400 }
     public var reopenWindow: TimeInterval { TimeInterval(reopenDays) * 86400 }
 }

@@ -767,17 +767,7 @@ extension AppDatabase {
 
     private static func retentionSettings(_ db: Database) throws -> RetentionSettings {
         let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT key, value FROM setting"))
-        var settings = RetentionSettings.defaults
-        for row in rows {
-            let key: String = row["key"]
-            let value: String = row["value"]
-            switch key {
-            case "retention-days": settings.retentionDays = Int(value) ?? settings.retentionDays
-            case "reopen-days": settings.reopenDays = Int(value) ?? settings.reopenDays
-            default: continue
-            }
-        }
-        return settings
+        return RetentionSettings(stored: rows.map { (key: $0["key"] as String, value: $0["value"] as String) })
     }
 
     public func setSetting(_ key: String, _ value: String) async throws {

@@ -1,7 +1,6 @@
 import Dispatch
 import Foundation
 import NIOCore
-import NIOPosix
 import CaseFilesOutbound
 import CaseFilesStorage
 
@@ -57,7 +56,7 @@ final class S3BlobReader: BlobReader, @unchecked Sendable {
     /// The async read, waited for on this (blocking) thread: the GET runs on the HTTP client's event loops.
     @available(*, noasync, message: "it blocks: run it on a blocking thread")
     func read(at offset: Int64, into target: UnsafeMutableRawBufferPointer) throws -> Int {
-        let outcome = BlockingOutcome()
+        let outcome = BlockingResult<ByteBuffer>()
         let count = target.count
         Task {
             do {
@@ -71,26 +70,5 @@ final class S3BlobReader: BlobReader, @unchecked Sendable {
             target.copyMemory(from: bytes)
             return bytes.count
         }
-    }
-}
-
-/// A result handed from a task to a thread that waits for it.
-private final class BlockingOutcome: @unchecked Sendable {
-    private let done = DispatchSemaphore(value: 0)
-    private var result: Result<ByteBuffer, any Error> = .failure(CancellationError())
-
-    func finish(_ result: Result<ByteBuffer, any Error>) {
-        self.result = result
-        done.signal()
-    }
-
-    /// Blocks until `finish`; never on an event loop, where the GET it waits for may have to run.
-    func wait() throws -> ByteBuffer {
-        if done.wait(timeout: .now()) == .timedOut {
-            precondition(MultiThreadedEventLoopGroup.currentEventLoop == nil,
-                         "S3BlobReader's blocking read on an event loop: run it on a blocking thread")
-            done.wait()
-        }
-        return try result.get()
     }
 }

@@ -32,44 +32,30 @@ extension PostgresMetadataStore {
                         \(index.entryCount), \(index.truncated), \(index.stoppedAt), \(index.checkpointSpacing),
                         \(index.indexBytes), \(PostgresTimestamp(index.updatedAt)))
                 """, logger: logger)
-            for start in stride(from: 0, to: entries.count, by: Self.rowsPerInsert) {
-                var bindings = PostgresBindings(capacity: 13 * Self.rowsPerInsert)
-                var values: [String] = []
-                for entry in entries[start..<min(start + Self.rowsPerInsert, entries.count)] {
-                    values.append(Self.placeholders(from: bindings.count + 1, count: 13))
-                    bindings.append(entry.attachmentID)
-                    bindings.append(entry.number)
-                    bindings.append(entry.path)
-                    bindings.append(entry.size)
-                    bindings.append(PostgresTimestamp.optional(entry.modifiedAt))
-                    bindings.append(entry.type.rawValue)
-                    bindings.append(entry.linkTarget)
-                    bindings.append(entry.dataOffset)
-                    bindings.append(entry.compressedSize)
-                    bindings.append(entry.method)
-                    bindings.append(entry.problem)
-                    bindings.append(entry.sha256)
-                    bindings.append(entry.flags.joined(separator: ","))
-                }
-                try await connection.query(PostgresQuery(unsafeSQL: """
-                    INSERT INTO bundleEntry (\(RecordColumns.bundleEntry)) VALUES \(values.joined(separator: ", "))
-                    """, binds: bindings), logger: logger)
+            try await Self.insert(entries, into: "bundleEntry", columns: RecordColumns.bundleEntry, width: 13,
+                                  on: connection, logger: logger) { entry, bindings in
+                bindings.append(entry.attachmentID)
+                bindings.append(entry.number)
+                bindings.append(entry.path)
+                bindings.append(entry.size)
+                bindings.append(PostgresTimestamp.optional(entry.modifiedAt))
+                bindings.append(entry.type.rawValue)
+                bindings.append(entry.linkTarget)
+                bindings.append(entry.dataOffset)
+                bindings.append(entry.compressedSize)
+                bindings.append(entry.method)
+                bindings.append(entry.problem)
+                bindings.append(entry.sha256)
+                bindings.append(entry.flags.joined(separator: ","))
             }
-            for start in stride(from: 0, to: checkpoints.count, by: Self.rowsPerInsert) {
-                var bindings = PostgresBindings(capacity: 6 * Self.rowsPerInsert)
-                var values: [String] = []
-                for point in checkpoints[start..<min(start + Self.rowsPerInsert, checkpoints.count)] {
-                    values.append(Self.placeholders(from: bindings.count + 1, count: 6))
-                    bindings.append(point.attachmentID)
-                    bindings.append(point.number)
-                    bindings.append(point.outputOffset)
-                    bindings.append(point.inputOffset)
-                    bindings.append(point.bits)
-                    try bindings.append(point.window)
-                }
-                try await connection.query(PostgresQuery(unsafeSQL: """
-                    INSERT INTO bundleCheckpoint (\(RecordColumns.bundleCheckpoint)) VALUES \(values.joined(separator: ", "))
-                    """, binds: bindings), logger: logger)
+            try await Self.insert(checkpoints, into: "bundleCheckpoint", columns: RecordColumns.bundleCheckpoint, width: 6,
+                                  on: connection, logger: logger) { point, bindings in
+                bindings.append(point.attachmentID)
+                bindings.append(point.number)
+                bindings.append(point.outputOffset)
+                bindings.append(point.inputOffset)
+                bindings.append(point.bits)
+                try bindings.append(point.window)
             }
             return true
         }
@@ -77,6 +63,22 @@ extension PostgresMetadataStore {
 
     /// Rows per multi-row INSERT: 500 × 13 parameters stays well under the protocol's 65,535 per statement.
     static let rowsPerInsert = 500
+
+    /// Inserts `rows` into `table` in multi-row INSERTs of `rowsPerInsert` rows; `bind` appends one row's `width`
+    /// values in `columns`' order. `table` and `columns` are this file's constants, never input.
+    static func insert<Row>(_ rows: [Row], into table: String, columns: String, width: Int, on connection: PostgresConnection,
+                            logger: Logger, bind: (Row, inout PostgresBindings) throws -> Void) async throws {
+        for start in stride(from: 0, to: rows.count, by: rowsPerInsert) {
+            var bindings = PostgresBindings(capacity: width * rowsPerInsert)
+            var values: [String] = []
+            for row in rows[start..<min(start + rowsPerInsert, rows.count)] {
+                values.append(placeholders(from: bindings.count + 1, count: width))
+                try bind(row, &bindings)
+            }
+            try await connection.query(PostgresQuery(unsafeSQL: "INSERT INTO \(table) (\(columns)) VALUES \(values.joined(separator: ", "))",
+                                                     binds: bindings), logger: logger)
+        }
+    }
 
     /// "($first, $first+1, …)" for one row of `count` parameters.
     static func placeholders(from first: Int, count: Int) -> String {

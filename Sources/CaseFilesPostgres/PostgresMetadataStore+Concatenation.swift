@@ -63,23 +63,9 @@ extension PostgresMetadataStore {
         let logger = self.logger
         try await write { connection in
             let at = PostgresTimestamp(date)
-            let changed: Int
-            switch completion {
-            case nil:
-                changed = try await Self.count("""
-                    UPDATE upload SET "offset" = \(newOffset), digestState = \(digestState), updatedAt = \(at)
-                    WHERE id = \(id) AND "offset" = \(expectedOffset) AND state = 'uploading' AND concat = 'final'
-                    RETURNING 1
-                    """, on: connection, logger: logger)
-            case .verified(let sha256), .failed(let sha256):
-                let state: UploadState = if case .verified = completion { .verified } else { .failed }
-                changed = try await Self.count("""
-                    UPDATE upload SET "offset" = \(newOffset), digestState = \(digestState), updatedAt = \(at),
-                        state = \(state.rawValue), sha256 = \(sha256), completedAt = \(at)
-                    WHERE id = \(id) AND "offset" = \(expectedOffset) AND state = 'uploading' AND concat = 'final'
-                    RETURNING 1
-                    """, on: connection, logger: logger)
-            }
+            let changed = try await Self.advanceOffset(id: id, from: expectedOffset, to: newOffset, digestState: digestState,
+                                                       completion: completion, at: at, finalOnly: true,
+                                                       on: connection, logger: logger)
             guard changed == 1 else {
                 throw UploadChangedUnderWriter(id: id, detail: "final upload changed under its verification")
             }

@@ -157,6 +157,29 @@ public final class PostgresMetadataStore: MetadataStore {
     }
 
     /// How many rows a statement with `RETURNING 1` touched (PostgresNIO does not surface the command tag's count).
+    /// The offset-guarded UPDATE of an append (`recordAppend`) and of a final upload's verification
+    /// (`recordFinalVerification`, `finalOnly`): the new offset and digest state, and with a completion its state,
+    /// SHA-256 and time, only while the row is still `uploading` at `expected`. - Returns: rows changed (0 or 1).
+    static func advanceOffset(id: String, from expected: Int64, to newOffset: Int64, digestState: Data,
+                              completion: UploadCompletion?, at: PostgresTimestamp, finalOnly: Bool = false,
+                              on connection: PostgresConnection, logger: Logger) async throws -> Int {
+        let kind = finalOnly ? "AND concat = 'final'" : ""
+        switch completion {
+        case nil:
+            return try await count("""
+                UPDATE upload SET "offset" = \(newOffset), digestState = \(digestState), updatedAt = \(at)
+                WHERE id = \(id) AND "offset" = \(expected) AND state = 'uploading' \(unescaped: kind) RETURNING 1
+                """, on: connection, logger: logger)
+        case .verified(let sha256), .failed(let sha256):
+            let state: UploadState = if case .verified = completion { .verified } else { .failed }
+            return try await count("""
+                UPDATE upload SET "offset" = \(newOffset), digestState = \(digestState), updatedAt = \(at),
+                    state = \(state.rawValue), sha256 = \(sha256), completedAt = \(at)
+                WHERE id = \(id) AND "offset" = \(expected) AND state = 'uploading' \(unescaped: kind) RETURNING 1
+                """, on: connection, logger: logger)
+        }
+    }
+
     static func count(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws -> Int {
         try await connection.query(query, logger: logger).collect().count
     }
@@ -423,21 +446,8 @@ extension PostgresMetadataStore {
                 throw CaseClosedDuringUpload(caseNumber: found.0)
             }
             let at = PostgresTimestamp(date)
-            let changed: Int
-            switch completion {
-            case nil:
-                changed = try await Self.count("""
-                    UPDATE upload SET "offset" = \(newOffset), digestState = \(digestState), updatedAt = \(at)
-                    WHERE id = \(id) AND "offset" = \(expectedOffset) AND state = 'uploading' RETURNING 1
-                    """, on: connection, logger: logger)
-            case .verified(let sha256), .failed(let sha256):
-                let state: UploadState = if case .verified = completion { .verified } else { .failed }
-                changed = try await Self.count("""
-                    UPDATE upload SET "offset" = \(newOffset), digestState = \(digestState), updatedAt = \(at),
-                        state = \(state.rawValue), sha256 = \(sha256), completedAt = \(at)
-                    WHERE id = \(id) AND "offset" = \(expectedOffset) AND state = 'uploading' RETURNING 1
-                    """, on: connection, logger: logger)
-            }
+            let changed = try await Self.advanceOffset(id: id, from: expectedOffset, to: newOffset, digestState: digestState,
+                                                       completion: completion, at: at, on: connection, logger: logger)
             if changed != 1 {
                 throw UploadChangedUnderWriter(id: id, detail: "changed under its writer (not at offset \(expectedOffset) or no longer uploading)")
             }
@@ -678,17 +688,9 @@ extension PostgresMetadataStore {
 extension PostgresMetadataStore {
     public func retentionSettings() async throws -> RetentionSettings {
         let pairs = try await rows("SELECT key, value FROM setting") { cells in
-            (try cells.next(String.self), try cells.next(String.self))
+            (key: try cells.next(String.self), value: try cells.next(String.self))
         }
-        var settings = RetentionSettings.defaults
-        for (key, value) in pairs {
-            switch key {
-            case "retention-days": settings.retentionDays = Int(value) ?? settings.retentionDays
-            case "reopen-days": settings.reopenDays = Int(value) ?? settings.reopenDays
-            default: continue
-            }
-        }
-        return settings
+        return RetentionSettings(stored: pairs)
     }
 
     public func setSetting(_ key: String, _ value: String) async throws {

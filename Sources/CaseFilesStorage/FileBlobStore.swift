@@ -319,33 +319,47 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
     }
 }
 
+/// A result a background task or thread hands to a thread that blocks for it: a write waited for before its buffer
+/// is reused (`InFlightWrite`), a read that the S3 reader's synchronous API waits for.
+package final class BlockingResult<Value>: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var result: Result<Value, any Error>?
+
+    package init() {}
+
+    package func finish(_ result: Result<Value, any Error>) {
+        self.result = result
+        done.signal()
+    }
+
+    /// Blocks until `finish`. A result not yet there is never waited for on an event loop: the work may need that
+    /// loop (tasks run on the loops that serve requests: the S3 appender's part upload, the S3 reader's GET), and
+    /// every other connection of the loop would wait too. One already there returns at once anywhere.
+    package func wait() throws -> Value {
+        if done.wait(timeout: .now()) == .timedOut {
+            precondition(MultiThreadedEventLoopGroup.currentEventLoop == nil,
+                         "a blocking wait on an event loop: hand the work to a bulk-work or blocking-pool thread")
+            done.wait()
+        }
+        return try result!.get()
+    }
+}
+
 /// One background write (a device write here, a part upload in the S3 appender): its result, waited for (blocking,
 /// from a bulk-work or blocking-pool thread) before its buffer is reused or its bytes are called durable.
 package final class InFlightWrite: @unchecked Sendable {
-    private let done = DispatchSemaphore(value: 0)
-    private var result: Result<Void, any Error> = .success(())
+    private let outcome = BlockingResult<Void>()
     /// Nanoseconds the write took on its thread; read only after `wait`.
     package private(set) var took: UInt64 = 0
 
     package init() {}
 
     package func finish(_ result: Result<Void, any Error>, took: UInt64) {
-        self.result = result
         self.took = took
-        done.signal()
+        outcome.finish(result)
     }
 
-    /// Blocks until `finish`. A write not yet finished is never waited for on an event loop: it may need that
-    /// loop (the S3 appender's part upload runs on the loops that serve requests), and every other connection of
-    /// the loop would wait too. A finished one returns at once anywhere (an appender's deinit, say).
-    package func wait() throws {
-        if done.wait(timeout: .now()) == .timedOut {
-            precondition(MultiThreadedEventLoopGroup.currentEventLoop == nil,
-                         "InFlightWrite.wait on an event loop: hand the work to a bulk-work or blocking-pool thread")
-            done.wait()
-        }
-        try result.get()
-    }
+    package func wait() throws { try outcome.wait() }
 }
 
 /// Where one `BlobAppender`'s time went, in nanoseconds on the monotonic clock: the storage part of an
