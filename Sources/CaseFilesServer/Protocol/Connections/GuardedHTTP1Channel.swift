@@ -1,6 +1,8 @@
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import NIOSSL
 
@@ -8,7 +10,9 @@ import NIOSSL
 /// the wire: `RequestBytesObserver` first (raw bytes), and `HTTP1ConformanceHandler` and
 /// `ConnectionGuardHandler` between SwiftNIO's decoder and the HTTPTypes codec (versions, parser errors,
 /// request and response parts). Hummingbird's own `additionalChannelHandlers` go after the codec, too
-/// late for either.
+/// late for either. The pipeline is `HTTP1Channel`'s own, built here because its async channel's read-ahead
+/// (`ConnectionLimits.requestReadAhead`) cannot be set through Hummingbird; requests are still handled by
+/// `HTTP1Channel.handle`.
 struct GuardedHTTP1Channel: ServerChildChannel {
     typealias Value = HTTP1Channel.Value
 
@@ -20,8 +24,24 @@ struct GuardedHTTP1Channel: ServerChildChannel {
     let tls: TLSContextBox?
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        http1.setup(channel: channel, logger: logger).flatMapThrowing { value in
+        channel.eventLoop.makeCompletedFuture {
             let pipeline = channel.pipeline.syncOperations
+            // `HTTP1Channel.setup`'s pipeline as of Hummingbird 2.x (re-check it on an upgrade), with our watermarks.
+            var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+            decoderLimits.maxHeaderFieldSize = http1.configuration.httpDecoder.maxHeaderFieldSize
+            decoderLimits.maxHeaderListSize = http1.configuration.httpDecoder.maxHeaderListSize
+            decoderLimits.maxHeaderFieldCount = http1.configuration.httpDecoder.maxHeaderFieldCount
+            try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false,
+                                                     withOutboundHeaderValidation: false, withEncoderConfiguration: .init(),
+                                                     withDecoderLimitConfiguration: decoderLimits)
+            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            try pipeline.addHandlers(http1.configuration.additionalChannelHandlers())
+            try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: http1.configuration.idleTimeout.map { .init($0) }, logger: logger))
+            let readAhead = ConnectionLimits.requestReadAhead
+            let value = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                wrappingChannelSynchronously: channel,
+                configuration: .init(backPressureStrategy: .init(lowWatermark: readAhead.low, highWatermark: readAhead.high),
+                                     isOutboundHalfClosureEnabled: true))
             let codec = try pipeline.handler(type: HTTP1ToHTTPServerCodec.self)
             let guardHandler = ConnectionGuardHandler(limits: limits, registry: registry)
             try pipeline.addHandler(HTTP1ConformanceHandler(), position: .before(codec))
