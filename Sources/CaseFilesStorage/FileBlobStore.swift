@@ -10,6 +10,8 @@ public struct FileBlobStore: BlobStore {
     package static let folderName = "blobs"
     public let root: URL
     public let threads: StorageThreads
+    /// The appenders' staging buffers, reused from one request to the next.
+    public let staging = StagingBuffers(size: FileBlobAppender.stagingSize)
 
     /// - Parameters:
     ///   - root: the storage root; it (its parent must exist) and `blobs/` in it are created if missing.
@@ -57,7 +59,8 @@ public struct FileBlobStore: BlobStore {
             close(fd)
             throw StorageError.from("ftruncate", errno: code)
         }
-        return try FileBlobAppender(fd: fd, directFD: casefiles_open_direct(path(for: id)), start: offset, threads: threads)
+        return try FileBlobAppender(fd: fd, directFD: casefiles_open_direct(path(for: id)), start: offset, threads: threads,
+                                    buffers: staging)
     }
 
     @available(*, noasync, message: "it can wait on the disk: use the async overload")
@@ -162,6 +165,8 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
     private var writing: UnsafeMutableRawBufferPointer
     private var inFlight: InFlightWrite?
     private let threads: StorageThreads
+    /// Where `staging` and `writing` come from and go back to.
+    private let buffers: StagingBuffers
     /// Where this appender's time went (`--trace-uploads`); a few clock reads per MiB, always on.
     public private(set) var timings = BlobIOTimings()
 
@@ -169,15 +174,28 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
     package static let block = 4096
     package static let stagingSize = 1 << 20
 
-    package init(fd: Int32, directFD: Int32, start: Int64, threads: StorageThreads) throws {
+    /// Takes ownership of `fd` and `directFD` (closed at deinit, also when this throws).
+    /// - Throws: `StorageError` when no staging buffer can be mapped or the committed head cannot be read.
+    package init(fd: Int32, directFD: Int32, start: Int64, threads: StorageThreads, buffers: StagingBuffers) throws {
+        precondition(buffers.size == Self.stagingSize, "staging buffers of another size")
+        let first: UnsafeMutableRawBufferPointer, second: UnsafeMutableRawBufferPointer
+        do {
+            first = try buffers.take()
+            do { second = try buffers.take() } catch { buffers.give(first); throw error }
+        } catch {
+            if directFD >= 0 && directFD != fd { close(directFD) }
+            close(fd)
+            throw error
+        }
         self.threads = threads
+        self.buffers = buffers
         self.fd = fd
         self.directFD = directFD >= 0 ? directFD : fd
         self.start = start
         self.position = start
         self.stagedFrom = start
-        self.staging = .allocate(byteCount: Self.stagingSize, alignment: Self.block)
-        self.writing = .allocate(byteCount: Self.stagingSize, alignment: Self.block)
+        self.staging = first
+        self.writing = second
         try stageCommittedHead()
     }
 
@@ -185,8 +203,8 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
         _ = try? finishInFlightWrite()  // already done: the write holds the appender until it finishes
         if directFD != fd { close(directFD) }
         close(fd)
-        staging.deallocate()
-        writing.deallocate()
+        buffers.give(staging)
+        buffers.give(writing)
     }
 
     /// Room left before the next write to disk.

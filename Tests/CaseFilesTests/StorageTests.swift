@@ -197,3 +197,49 @@ final class Flag: @unchecked Sendable {
         #expect(try String(contentsOf: keyFile, encoding: .utf8) == "current nothex\n")
     }
 }
+
+@Suite struct StagingBuffersTests {
+    /// A returned buffer is the next one taken (no fresh pages), and at most `retained` are kept.
+    @Test func returnedBuffersAreReusedAndAtMostRetainedAreKept() throws {
+        let pool = StagingBuffers(size: 1 << 20, retained: 2)
+        let first = try pool.take(), second = try pool.take(), third = try pool.take()
+        #expect(Set([first.baseAddress, second.baseAddress, third.baseAddress]).count == 3)
+        first.storeBytes(of: 0xA5, as: UInt8.self)
+        third.storeBytes(of: 0x5A, toByteOffset: (1 << 20) - 1, as: UInt8.self)  // every page is writable
+        pool.give(first)
+        pool.give(second)
+        pool.give(third)  // over `retained`: unmapped, not kept
+        #expect(pool.idleCount == 2)
+        let again = try pool.take()
+        #expect(again.baseAddress == second.baseAddress)
+        #expect(try pool.take().baseAddress == first.baseAddress)
+        #expect(pool.idleCount == 0)
+        pool.give(again)
+    }
+
+    /// An appender takes its two buffers from its store and gives them back when it goes, discarded or synced,
+    /// so a store in use holds a bounded number however many requests it served.
+    @Test func appendersGiveTheirBuffersBackToTheStore() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("blobs-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let store = try FileBlobStore(root: root, threads: testWorkers.storage)
+        let id = SecureRandom.identifier()
+        try await store.create(id: id)
+        var length: Int64 = 0
+        for round in 0..<5 {
+            let appender = try await store.openForAppend(id: id, at: length)
+            try testBytes(3_000_000, seed: UInt64(round)).withUnsafeBytes { try appender.append($0) }
+            if round % 2 == 0 {
+                try await appender.sync()
+                length += 3_000_000
+            } else {
+                try await appender.discard()
+            }
+        }
+        // Each appender gave back its two (a writer thread may still hold the last one a moment, so a later
+        // appender can have mapped its own): none lost, none beyond the bound.
+        #expect(store.staging.idleCount >= 2 && store.staging.idleCount <= store.staging.retained)
+        let stored = try await store.openForReading(id: id).read(at: 0, count: Int(length) + 1, allocator: ByteBufferAllocator())
+        #expect(stored.readableBytes == Int(length))
+    }
+}
