@@ -17,6 +17,7 @@ public final class StagingBuffers: @unchecked Sendable {
     public let retained: Int
     private let lock = NSLock()
     private var free: [UnsafeMutableRawBufferPointer] = []
+    private var mapped = 0
 
     /// - Parameters: size: bytes per buffer, a multiple of the page size; retained: buffers kept for reuse
     ///   (default: 4 per core, at least 8: two appenders per core without a fresh page).
@@ -31,26 +32,34 @@ public final class StagingBuffers: @unchecked Sendable {
     }
 
     /// A kept buffer, or a newly mapped one.
-    /// - Throws: `StorageError.io` when the kernel refuses the mapping (out of memory).
-    public func take() throws -> UnsafeMutableRawBufferPointer {
+    /// - Throws: `StorageError` when the kernel refuses the mapping (out of memory).
+    package func take() throws -> UnsafeMutableRawBufferPointer {
         if let kept = lock.withLock({ free.popLast() }) { return kept }
         let address = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         guard let address, address != MAP_FAILED else { throw StorageError.from("mmap", errno: errno) }
+        lock.withLock { mapped += 1 }
         return UnsafeMutableRawBufferPointer(start: address, count: size)
     }
 
     /// Gives back a buffer from `take()`. Its contents are not cleared: an appender writes to its blob only
     /// bytes it staged itself (the committed head it read back, then the request's), never the rest.
-    public func give(_ buffer: UnsafeMutableRawBufferPointer) {
+    package func give(_ buffer: UnsafeMutableRawBufferPointer) {
         precondition(buffer.count == size, "not one of this pool's buffers")
         let kept = lock.withLock { () -> Bool in
-            guard free.count < retained else { return false }
+            // Given twice, one buffer would go to two appenders and mix two uploads' bytes: stop instead.
+            precondition(!free.contains { $0.baseAddress == buffer.baseAddress }, "a staging buffer given back twice")
+            guard free.count < retained else {
+                mapped -= 1
+                return false
+            }
             free.append(buffer)
             return true
         }
         if !kept { munmap(buffer.baseAddress, size) }
     }
 
-    /// Buffers held for reuse now (for tests and metrics).
+    /// Buffers held for reuse now.
     public var idleCount: Int { lock.withLock { free.count } }
+    /// Buffers mapped now: handed out plus idle.
+    public var mappedCount: Int { lock.withLock { mapped } }
 }
