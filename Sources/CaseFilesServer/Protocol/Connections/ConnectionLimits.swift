@@ -37,13 +37,14 @@ public struct ConnectionLimits: Sendable, Equatable {
     public static let maxHeaderSectionBytes = 80 * 1024
     public static let maxHeaderFields = 1000
 
-    /// Request parts (a header section, or one socket read of body: at most 512 KiB, `LargeReadsHandler`) read
-    /// ahead of the handler on one connection, as NIOAsyncChannel's watermarks: the socket is read again when
-    /// fewer than `low` wait, and not once `high` do (SwiftNIO reads up to 4 more per readiness past it). A
-    /// bound on each connection's memory, and on an event loop's turn: SwiftNIO's default (2, 10) let every
-    /// connection read 5 MiB ahead of its handler, so 32 uploads starting together had the two loops copy
-    /// 160 MiB before they answered anything else (the first probe on a new connection waited up to 190 ms).
-    /// The bulk pools take bodies in ~1 MiB batches (`ChunkSink.batchSize`), so two parts keep them fed.
+    /// Request parts (a header section, or one socket read of body: at most 512 KiB, `LargeReadsHandler`; with TLS,
+    /// what one read completes) read ahead of the handler on one connection, as NIOAsyncChannel's watermarks:
+    /// reading stops once `high` parts wait and resumes when fewer than `low` do (one readiness can still bring
+    /// up to 4 socket reads past it, so ~2.5 MiB at most). A bound on each connection's memory, and on an event
+    /// loop's turn: SwiftNIO's default (2, 10) let every connection read 5 MiB and more ahead of its handler, so
+    /// 32 uploads starting together had the two loops copy 160 MiB before they answered anything else (the
+    /// first probe on a new connection waited up to 190 ms). The bulk pools take bodies in ~1 MiB batches
+    /// (`ChunkSink.batchSize`), so two parts keep them fed.
     /// Measured (issue #16; BENCHMARKS.md, 2026-11-29 22:05-22:35): the chunk loops' peak RSS 104 -> 77-94 MiB
     /// and the 64 MiB loop 555 -> 716 MB/s; 32 concurrent uploads' aggregate the same (582 against 587 MB/s).
     /// A constant, not a flag: it is flow control, nothing is refused by it.
