@@ -20,13 +20,19 @@ import CLinuxIO
 /// working set spread over arenas, not memory waiting to be trimmed. What spread it was the appenders' aligned
 /// 1 MiB staging buffers: they are now mapped outside the heap and reused (`StagingBuffers`), and the chunk
 /// loops' peak is back to 63 MiB with 2.4 faults per MiB at 8 MiB (A/B of release builds, 2026-11-29 22:25).
+/// With them gone from the heap, one arena per two cores (one here) is enough: the large blocks left are few (one
+/// per socket read of up to 512 KiB), so the arena's lock is seldom taken, and small ones come from each thread's
+/// cache. On 2 cores one arena against two: peak 60.3-61.4 against 65.9-67.2 MiB (the 8 MiB loop, a
+/// `casefiles upload`, then the 64 MiB loop, 1 GiB each), 8 MiB loop 509/545/685 against 491/550/642 MB/s, 64 MiB
+/// 643/607/754 against 632/704/766, three interleaved runs, 2026-11-29 ~23:00 (`GLIBC_TUNABLES`). Larger machines
+/// keep half their cores in arenas; not measured here.
 public enum ProcessMemory {
     /// Blocks up to this size come from the heap (glibc's largest allowed value on 64-bit systems).
     public static let mmapThreshold = 32 << 20
     /// Free memory at the top of a heap goes back to the kernel only past this much.
     public static let trimThreshold = 256 << 20
-    /// Heaps the allocator keeps: one per core, at least 2 (glibc's default is 8 per core).
-    public static var arenaMax: Int { max(2, ProcessInfo.processInfo.activeProcessorCount) }
+    /// Heaps the allocator keeps: one per two cores, at least one (glibc's default is 8 per core).
+    public static var arenaMax: Int { max(1, ProcessInfo.processInfo.activeProcessorCount / 2) }
 
     /// Applies the policy; call once, first thing in `main`, before threads start allocating.
     ///
