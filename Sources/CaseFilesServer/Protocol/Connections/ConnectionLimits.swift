@@ -45,7 +45,7 @@ public struct ConnectionLimits: Sendable, Equatable {
     /// 32 uploads starting together had the two loops copy 160 MiB before they answered anything else (the
     /// first probe on a new connection waited up to 190 ms). The bulk pools take bodies in ~1 MiB batches
     /// (`ChunkSink.batchSize`), so two parts keep them fed.
-    /// Measured (issue #16; BENCHMARKS.md, 2026-11-29 22:00-23:10): the chunk loops' peak RSS 104 -> 77-94 MiB
+    /// Measured (issue #16; BENCHMARKS.md, 2026-11-29 22:00-23:50): the chunk loops' peak RSS 104 -> 77-94 MiB
     /// and the 64 MiB loop 555 -> 716 MB/s; 32 concurrent uploads' aggregate the same (582 against 587 MB/s).
     /// A constant, not a flag: it is flow control, nothing is refused by it.
     public static let requestReadAhead = (low: 1, high: 2)
