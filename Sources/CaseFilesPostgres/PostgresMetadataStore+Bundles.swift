@@ -32,8 +32,8 @@ extension PostgresMetadataStore {
                         \(index.entryCount), \(index.truncated), \(index.stoppedAt), \(index.checkpointSpacing),
                         \(index.indexBytes), \(PostgresTimestamp(index.updatedAt)))
                 """, logger: logger)
-            try await Self.insert(entries, into: "bundleEntry", columns: RecordColumns.bundleEntry, width: 13,
-                                  on: connection, logger: logger) { entry, bindings in
+            try await Self.insert(entries, into: "bundleEntry", columns: RecordColumns.bundleEntry, on: connection,
+                                  logger: logger) { entry, bindings in
                 bindings.append(entry.attachmentID)
                 bindings.append(entry.number)
                 bindings.append(entry.path)
@@ -48,8 +48,8 @@ extension PostgresMetadataStore {
                 bindings.append(entry.sha256)
                 bindings.append(entry.flags.joined(separator: ","))
             }
-            try await Self.insert(checkpoints, into: "bundleCheckpoint", columns: RecordColumns.bundleCheckpoint, width: 6,
-                                  on: connection, logger: logger) { point, bindings in
+            try await Self.insert(checkpoints, into: "bundleCheckpoint", columns: RecordColumns.bundleCheckpoint, on: connection,
+                                  logger: logger) { point, bindings in
                 bindings.append(point.attachmentID)
                 bindings.append(point.number)
                 bindings.append(point.outputOffset)
@@ -64,10 +64,12 @@ extension PostgresMetadataStore {
     /// Rows per multi-row INSERT: 500 × 13 parameters stays well under the protocol's 65,535 per statement.
     static let rowsPerInsert = 500
 
-    /// Inserts `rows` into `table` in multi-row INSERTs of `rowsPerInsert` rows; `bind` appends one row's `width`
-    /// values in `columns`' order. `table` and `columns` are this file's constants, never input.
-    static func insert<Row>(_ rows: [Row], into table: String, columns: String, width: Int, on connection: PostgresConnection,
+    /// Inserts `rows` into `table` in multi-row INSERTs of `rowsPerInsert` rows; `bind` appends one row's values,
+    /// one per column of `columns` (comma-separated), in its order. `table` and `columns` are this file's
+    /// constants, never input.
+    static func insert<Row>(_ rows: [Row], into table: String, columns: String, on connection: PostgresConnection,
                             logger: Logger, bind: (Row, inout PostgresBindings) throws -> Void) async throws {
+        let width = columns.split(separator: ",").count
         for start in stride(from: 0, to: rows.count, by: rowsPerInsert) {
             var bindings = PostgresBindings(capacity: width * rowsPerInsert)
             var values: [String] = []
@@ -75,6 +77,7 @@ extension PostgresMetadataStore {
                 values.append(placeholders(from: bindings.count + 1, count: width))
                 try bind(row, &bindings)
             }
+            precondition(bindings.count == width * values.count, "\(table): a row bound other than \(width) values")
             try await connection.query(PostgresQuery(unsafeSQL: "INSERT INTO \(table) (\(columns)) VALUES \(values.joined(separator: ", "))",
                                                      binds: bindings), logger: logger)
         }

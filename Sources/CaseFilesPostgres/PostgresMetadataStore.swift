@@ -156,7 +156,6 @@ public final class PostgresMetadataStore: MetadataStore {
         }
     }
 
-    /// How many rows a statement with `RETURNING 1` touched (PostgresNIO does not surface the command tag's count).
     /// The offset-guarded UPDATE of an append (`recordAppend`) and of a final upload's verification
     /// (`recordFinalVerification`, `finalOnly`): the new offset and digest state, and with a completion its state,
     /// SHA-256 and time, only while the row is still `uploading` at `expected`. - Returns: rows changed (0 or 1).
@@ -180,6 +179,7 @@ public final class PostgresMetadataStore: MetadataStore {
         }
     }
 
+    /// How many rows a statement with `RETURNING 1` touched (PostgresNIO does not surface the command tag's count).
     static func count(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws -> Int {
         try await connection.query(query, logger: logger).collect().count
     }
