@@ -106,7 +106,6 @@ let package = Package(
                 "CaseFilesStorage",
                 "CaseFilesDatabase",
                 "CaseFilesBundles",
-                "CLinuxIO",
                 "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),

@@ -14,8 +14,12 @@ int casefiles_open_direct(const char *path) {
     return open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
 }
 
-int casefiles_lower_thread_priority(int nice) {
-    return setpriority(PRIO_PROCESS, (id_t)gettid(), nice);
+int casefiles_set_thread_nice(int nice) {
+    return setpriority(PRIO_PROCESS, (id_t)gettid(), nice) == 0 ? 0 : errno;
+}
+
+int casefiles_thread_nice(void) {
+    return getpriority(PRIO_PROCESS, (id_t)gettid());
 }
 
 int casefiles_keep_freed_memory(unsigned long mmap_threshold, unsigned long trim_threshold, int arena_max) {
@@ -35,9 +39,10 @@ long casefiles_minor_faults(void) {
 #else  // Elsewhere: buffered writes (fdatasync is the durability step either way), one priority for all.
 
 int casefiles_open_direct(const char *path) { (void)path; errno = EINVAL; return -1; }
-int casefiles_lower_thread_priority(int nice) { (void)nice; return 0; }
-int casefiles_keep_freed_memory(unsigned long mmap_threshold, unsigned long trim_threshold) {
-    (void)mmap_threshold; (void)trim_threshold; return 0;
+int casefiles_set_thread_nice(int nice) { (void)nice; return ENOSYS; }
+int casefiles_thread_nice(void) { return 0; }
+int casefiles_keep_freed_memory(unsigned long mmap_threshold, unsigned long trim_threshold, int arena_max) {
+    (void)mmap_threshold; (void)trim_threshold; (void)arena_max; return 0;
 }
 long casefiles_minor_faults(void) { return -1; }
 

@@ -1,4 +1,3 @@
-import CLinuxIO
 import Dispatch
 import NIOCore
 import NIOPosix
@@ -7,8 +6,8 @@ import CaseFilesStorage
 
 /// Threads for the bulk work of uploads: the chunk's digest and the write on one pool, the whole file's
 /// SHA-256 on the other, so the two passes over the same bytes run on two cores at once. Their threads
-/// run at a lower priority (nice 10): when the CPUs are busy, routing a request (a HEAD probe, a listing)
-/// goes first and bulk hashing takes what is left, which on an idle machine is everything.
+/// run at a lower priority (`ThreadPriority.bulkWork`, nice 10): when the CPUs are busy, routing a request (a
+/// HEAD probe, a listing) goes first and bulk hashing takes what is left, which on an idle machine is everything.
 /// Owned by the application (`AppServices.bulkWork`), not a static singleton; it lives as long as its owner.
 public final class BulkWork: Sendable {
     package let primary: NIOThreadPool
@@ -27,10 +26,8 @@ public final class BulkWork: Sendable {
         try await secondary.shutdownGracefully()
     }
 
-    package static let niceness: Int32 = 10
-
     /// Called at the start of every work item: cheap, and it keeps the priority on whichever thread runs it.
-    package static func lowerPriority() { _ = casefiles_lower_thread_priority(niceness) }
+    package static func lowerPriority() { ThreadPriority.setCurrentThread(nice: ThreadPriority.bulkWork) }
 
     /// Runs `work` on the primary pool, to completion: bytes taken from a request body reach the disk
     /// and both digests together, whatever happens to the request meanwhile.

@@ -10,7 +10,7 @@ import CaseFilesStorage
 
 /// Indexes archive attachments in the background (issue #21): it polls for verified attachments without a
 /// finished index, oldest first, and builds each index in one pass over the blob on its own thread at nice 10
-/// (`BulkWork.niceness`), so uploads, downloads and request routing go first. An index interrupted by shutdown
+/// (`ThreadPriority.bulkWork`), so uploads, downloads and request routing go first. An index interrupted by shutdown
 /// stays `pending` and is built again at the next start. A failed pass is logged and retried, never thrown.
 public struct BundleIndexService: Service {
     package let services: AppServices
@@ -28,6 +28,8 @@ public struct BundleIndexService: Service {
     public func run() async throws {
         let thread = NIOThreadPool(numberOfThreads: 1)
         thread.start()
+        // Started from an event loop, the thread would inherit the loops' raised priority until its first index.
+        try? await thread.runIfActive { BulkWork.lowerPriority() }
         let stopping = NIOLockedValueBox(false)
         await withGracefulShutdownHandler {
             while !Task.isShuttingDownGracefully && !Task.isCancelled {

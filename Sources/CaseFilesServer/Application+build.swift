@@ -18,6 +18,8 @@ public struct AppConfiguration: Sendable {
     /// Deadlines per connection and the cap on open connections.
     public var connections: ConnectionLimits
     public var logLevel: Logger.Level
+    /// `--event-loop-nice`: the event loops' nice value, set by `serve` for its process (`ThreadPriority`).
+    public var eventLoopNice = ThreadPriority.eventLoopDefault
     /// How often abandoned uploads are looked for.
     public var expirySweepInterval: Duration
     /// How often the retention purge runs.

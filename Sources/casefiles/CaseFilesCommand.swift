@@ -92,6 +92,24 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var options: SettingsOptions
 
+    /// The event loops at `event-loop-nice` (`ThreadPriority`), before anything listens. A refusal (no
+    /// CAP_SYS_NICE) is not fatal: the service works at the process's priority, answers later under load, and
+    /// says so once, with what to do.
+    static func prioritizeEventLoops(nice: Int, logger: Logger) async {
+        guard nice != 0 else { return }
+        // Threads a loop starts inherit its nice value: Hummingbird's file middleware pool (the page's static
+        // files) is started here, from this thread, so only the loops run at `nice`.
+        _ = NIOThreadPool.singleton
+        if let error = await ThreadPriority.setEventLoops(of: MultiThreadedEventLoopGroup.singleton, nice: nice) {
+            logger.warning("event loops left at the process's priority", metadata: [
+                "event_loop_nice": "\(nice)", "error": "\(String(cString: strerror(error)))",
+                "fix": "grant CAP_SYS_NICE (the packaged unit does), or set event-loop-nice 0 to silence this",
+            ])
+        } else {
+            logger.info("event loops prioritized", metadata: ["event_loop_nice": "\(nice)"])
+        }
+    }
+
     func run() async throws {
         // Request handlers then run on the event loop that reads their socket instead of hopping to
         // Swift's cooperative pool and back for every body part and response: thread wake-ups are dear
@@ -114,6 +132,7 @@ struct Serve: AsyncParsableCommand {
         let coordination = metadata.map { PostgresNodeCoordination(location: $0.location) }
         var logger = Logger(label: "casefiles")
         logger.logLevel = configuration.logLevel
+        await Self.prioritizeEventLoops(nice: configuration.eventLoopNice, logger: logger)
         let settings = configuration
         do {
             let application = try await buildApplication(configuration, workers: workers, metadata: metadata,

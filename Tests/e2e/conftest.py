@@ -189,8 +189,9 @@ class Server:
         subprocess.run(["psql", self.database, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
                        check=True, capture_output=True, text=True, timeout=60, env=_PSQL_ENV)
 
-    def start(self, *extra: str, nofile: int | None = None) -> None:
-        """Starts `serve`; `nofile` sets its open-files limit, soft and hard (as `ulimit -n` would). With several
+    def start(self, *extra: str, nofile: int | None = None, wrapper: tuple[str, ...] = ()) -> None:
+        """Starts `serve`; `nofile` sets its open-files limit, soft and hard (as `ulimit -n` would); `wrapper` is a
+        command that runs it (`setpriv` dropping a capability). With several
         nodes the whole cluster starts again: a node a test did not stop (it stopped or killed the first) is stopped
         first, so no node of the last start keeps running, or answers on the port a new one is meant to take."""
         for process in self.other_nodes:
@@ -202,7 +203,7 @@ class Server:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         def node(storage_args: list[str], port: int) -> subprocess.Popen:
             process = subprocess.Popen(
-                [str(BINARY), "serve", *storage_args, "--port", str(port),
+                [*wrapper, str(BINARY), "serve", *storage_args, "--port", str(port),
                  "--min-free-space", "0", *([] if "--rate-limit" in extra else rate_limit_off()), *extra],
                 stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=limit_descriptors, env=self.environment)
             wait_healthy(f"http://127.0.0.1:{port}")

@@ -2,10 +2,13 @@
 line per request that never carries a credential, and /readyz (free space, SIGTERM)."""
 import hashlib
 import json
+import os
 import socket
+import subprocess
 import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import requests
@@ -172,3 +175,89 @@ def test_readyz_turns_503_at_sigterm_while_a_request_finishes(observed):
     assert answer.startswith("HTTP/1.1 201")
     sock.close()
     assert srv.process.wait(timeout=20) == 0
+
+
+# --- Thread priorities (issue #16; ThreadPriority in CaseFilesStorage) ---
+
+CAP_SYS_NICE = 23
+WITHOUT_CAP_SYS_NICE = ("setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice")
+
+
+def has_cap_sys_nice() -> bool:
+    for line in open("/proc/self/status"):
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> CAP_SYS_NICE & 1)
+    return False
+
+
+def nice_values(pid: int) -> dict[str, list[int]]:
+    """Each thread kind's nice values (/proc/PID/task/*/stat, field 19), by name without its number:
+    `NIO-SGLTN` (the event loops), `TP` (thread pools), `casefiles` (the main thread)."""
+    kinds: dict[str, list[int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip().rstrip("0123456789#-")
+            nice = int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        kinds.setdefault(name, []).append(nice)
+    return kinds
+
+
+def prioritized_server(tmp_path, *extra: str, wrapper: tuple[str, ...] = ()) -> Server:
+    srv = Server(tmp_path / "Storage")
+    srv.customer = srv.cli("users", "create", "carol", "--role", "customer", "--account", "ACME")
+    srv.cli("cases", "create", "--account", "ACME", "--subject", "Nightly batch crashes", "--number", "1413")
+    srv.start(*extra, wrapper=wrapper)
+    return srv
+
+
+def server_log(srv) -> str:
+    return (srv.storage.parent / "server.log").read_text(errors="replace")
+
+
+@pytest.mark.skipif(not has_cap_sys_nice(), reason="raising a thread's priority needs CAP_SYS_NICE (run as root)")
+def test_event_loops_run_at_nice_minus_10_and_the_hashing_at_10(tmp_path):
+    srv = prioritized_server(tmp_path)
+    try:
+        process_nice = nice_values(srv.process.pid)["casefiles"][0]
+        loops = nice_values(srv.process.pid)["NIO-SGLTN"]
+        assert loops and all(nice == -10 for nice in loops), loops
+        assert 'msg="event loops prioritized" event_loop_nice=-10' in server_log(srv)
+        upload(srv, os.urandom(3 * 1024 * 1024), "loops.bin")
+        # The pools that hashed the upload run below everyone; nothing but the loops went above the process.
+        after = nice_values(srv.process.pid)
+        assert 10 in after["TP"], after
+        above = {kind: values for kind, values in after.items() if kind != "NIO-SGLTN" and min(values) <= -10}
+        assert not above, above
+        assert process_nice == 0 or process_nice == after["casefiles"][0]
+    finally:
+        srv.stop()
+
+
+def test_without_cap_sys_nice_the_loops_keep_the_process_priority_and_serve_says_what_to_do(tmp_path):
+    srv = prioritized_server(tmp_path, wrapper=WITHOUT_CAP_SYS_NICE)
+    try:
+        threads = nice_values(srv.process.pid)
+        assert set(threads["NIO-SGLTN"]) == {threads["casefiles"][0]}, threads
+        log = server_log(srv)
+        warning = next(line for line in log.splitlines() if "msg=\"event loops left at the process's priority\"" in line)
+        assert "level=warning" in warning and "event_loop_nice=-10" in warning and 'error="Permission denied"' in warning
+        assert 'fix="grant CAP_SYS_NICE (the packaged unit does), or set event-loop-nice 0 to silence this"' in warning
+        assert upload(srv, os.urandom(1024 * 1024), "unprivileged.bin")  # and it serves all the same
+    finally:
+        srv.stop()
+
+
+def test_event_loop_nice_0_leaves_the_loops_alone_and_other_values_are_refused(tmp_path):
+    refused = subprocess.run([str(BINARY), "serve", "--storage", str(tmp_path / "unused"), "--event-loop-nice", "5"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert "event-loop-nice (flag --event-loop-nice): expected a nice value, -20 to 0, got '5'" in refused.stderr
+    srv = prioritized_server(tmp_path, "--event-loop-nice", "0", wrapper=WITHOUT_CAP_SYS_NICE)
+    try:
+        threads = nice_values(srv.process.pid)
+        assert set(threads["NIO-SGLTN"]) == {threads["casefiles"][0]}, threads
+        assert "event loops" not in server_log(srv)  # neither prioritized nor a warning: nothing was asked
+    finally:
+        srv.stop()

@@ -7,9 +7,13 @@
 /// does not set.
 int casefiles_open_direct(const char *path);
 
-/// Lowers the calling thread's scheduling priority (its nice value; a thread, not the process, on Linux),
-/// for threads that do bulk work so that request routing on the other threads is not kept waiting.
-int casefiles_lower_thread_priority(int nice);
+/// Sets the calling thread's nice value (on Linux a thread's, not the process's). Returns 0, or the errno:
+/// EACCES for a value below the thread's current one without CAP_SYS_NICE or room under RLIMIT_NICE; ENOSYS
+/// elsewhere than Linux. The rules for which thread gets which value: `ThreadPriority` in CaseFilesStorage.
+int casefiles_set_thread_nice(int nice);
+
+/// The calling thread's nice value (0 elsewhere than Linux).
+int casefiles_thread_nice(void);
 
 /// Makes glibc's malloc keep memory the process frees for reuse rather than handing it back to the kernel:
 /// allocations up to `mmap_threshold` bytes come from the heap (not a fresh mmap each), and free memory at the
