@@ -69,6 +69,18 @@ def thread_cpu_seconds(pid):
     return kinds
 
 
+def event_loop_nice(pid):
+    """The event loops' nice values (`--event-loop-nice`; /proc/PID/task/*/stat field 19), as a row's text."""
+    values = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith("NIO-SGLTN"):
+                values.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+        except FileNotFoundError:
+            continue
+    return ", ".join(str(v) for v in sorted(values))
+
+
 def machine_cpu_ticks():
     return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
 
@@ -596,6 +608,10 @@ def bench_concurrency(casefiles, source, work):
     bystander = CaseFiles(work / "bystander")
     bystander.start()
     bystander_probe = bystander.create(1 * GiB)[len(bystander.url):]
+    priorities = (f"section 6: event loops at nice {event_loop_nice(casefiles.process.pid)} (busy server), "
+                  f"{event_loop_nice(bystander.process.pid)} (the second CaseFiles); -10 unless refused (no CAP_SYS_NICE)")
+    if priorities not in notes:
+        notes.append(priorities)
     # 32 uploads of 256 MiB, each as 4 PATCHes of 64 MiB (one curl each, as a chunking client sends them),
     # so the probes see the uploads starting together, their steady state and their commits; the probes run
     # while the uploads do (bounded: at most 50,000 of each kind). Each batch of 10 probes is stamped with its
