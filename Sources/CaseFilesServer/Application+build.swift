@@ -18,7 +18,8 @@ public struct AppConfiguration: Sendable {
     /// Deadlines per connection and the cap on open connections.
     public var connections: ConnectionLimits
     public var logLevel: Logger.Level
-    /// `--event-loop-nice`: the event loops' nice value, set by `serve` for its process (`ThreadPriority`).
+    /// `--event-loop-nice`: the event loops' nice value (`ThreadPriority`). `serve` sets it on the loops before it
+    /// builds the application; `buildApplication` does not (tests share their process's loops).
     public var eventLoopNice = ThreadPriority.eventLoopDefault
     /// How often abandoned uploads are looked for.
     public var expirySweepInterval: Duration

@@ -93,21 +93,23 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var options: SettingsOptions
 
     /// The event loops at `event-loop-nice` (`ThreadPriority`), before anything listens. A refusal (no
-    /// CAP_SYS_NICE) is not fatal: the service works at the process's priority, answers later under load, and
-    /// says so once, with what to do.
+    /// RLIMIT_NICE room, no CAP_SYS_NICE) is not fatal: the service works at the process's priority, answers
+    /// later under load, and says so once, with what to do. Linux only (elsewhere nice values are per process).
     static func prioritizeEventLoops(nice: Int, logger: Logger) async {
+        #if os(Linux)
         guard nice != 0 else { return }
-        // Threads a loop starts inherit its nice value: Hummingbird's file middleware pool (the page's static
-        // files) is started here, from this thread, so only the loops run at `nice`.
+        // A thread inherits the nice value of the thread that starts it: NIO's shared blocking pool
+        // (AsyncHTTPClient's and NIOFileSystem's) starts its threads on first use, so it is started here.
         _ = NIOThreadPool.singleton
         if let error = await ThreadPriority.setEventLoops(of: MultiThreadedEventLoopGroup.singleton, nice: nice) {
             logger.warning("event loops left at the process's priority", metadata: [
                 "event_loop_nice": "\(nice)", "error": "\(String(cString: strerror(error)))",
-                "fix": "grant CAP_SYS_NICE (the packaged unit does), or set event-loop-nice 0 to silence this",
+                "fix": "allow it with RLIMIT_NICE (systemd LimitNICE=\(nice), as the packaged unit does) or CAP_SYS_NICE, or set event-loop-nice 0 to silence this",
             ])
         } else {
             logger.info("event loops prioritized", metadata: ["event_loop_nice": "\(nice)"])
         }
+        #endif
     }
 
     func run() async throws {

@@ -27,7 +27,7 @@ enum ServeSettings {
         .duration("idle-timeout", \.connections.idleTimeout, help: "Close a keep-alive connection that sends no new request within this"),
         .duration("send-timeout", \.connections.sendTimeout, help: "Close a connection whose client stops reading a response for this long"),
         .count("max-connections", \.connections.maxConnections, help: "Open connections at most; at the cap the longest-idle one is closed (default: (open-files limit - 64) / 2, at most 10,000)"),
-        .nice("event-loop-nice", \.eventLoopNice, help: "The event loops' nice value, -20 to 0: they accept, read and route requests ahead of the clients and the hashing on busy cores (below 0 needs CAP_SYS_NICE, which the packaged unit grants; without it the loops keep the process's nice and serve says so)"),
+        .nice("event-loop-nice", \.eventLoopNice, help: "The event loops' nice value: on busy cores they accept, read and route requests ahead of the hashing and of other processes (below 0 needs RLIMIT_NICE, which the packaged unit sets, or CAP_SYS_NICE; without either the loops keep the process's nice and serve logs a warning)"),
         .logLevel("log-level", \.logLevel, help: "Log level: trace, debug, info, notice, warning, error, critical"),
         .flag("strict-permissions", \.security.strictPermissions, help: "Refuse to start if a path under the storage root is open to other users"),
         .seconds("max-link-lifetime", \.security.maxLinkLifetime, help: "Longest life of a signed download link"),

@@ -16,8 +16,8 @@ def test_the_systemd_unit_verifies_and_is_hardened(tmp_path):
         pytest.skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
     text = UNIT.read_text()
     for option in ("ProtectSystem=strict", "ReadWritePaths=/var/lib/casefiles", "NoNewPrivileges=yes",
-                   "PrivateTmp=yes", "--metrics-listen", "CapabilityBoundingSet=CAP_SYS_NICE\n",
-                   "AmbientCapabilities=CAP_SYS_NICE\n"):
+                   "PrivateTmp=yes", "--metrics-listen", "CapabilityBoundingSet=\n", "AmbientCapabilities=\n",
+                   "LimitNICE=-10\n"):
         assert option in text
     # verify checks that ExecStart's binary exists: point it at the one under test.
     unit = tmp_path / "casefiles.service"
