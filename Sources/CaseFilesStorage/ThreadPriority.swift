@@ -9,8 +9,8 @@ import NIOCore
 ///   `serve` makes them the global executor) at `eventLoopDefault`, nice -10 (`--event-loop-nice`; nginx's
 ///   `worker_priority` can do the same for its workers). Why (issue #16, BENCHMARKS.md 2026-11-30): with 32
 ///   uploads on 2 cores the machine is 96-99% busy, the loops share the cores with the clients and the hashing,
-///   and a HEAD waits for a core, not for our code: in an interleaved A/B the busy server's p99 fell from 7.3 to
-///   5.5 ms and a new connection's first answer from 55 to 17 ms, at the same MB/s. The cost: on a saturated
+///   and a HEAD waits for a core, not for our code: in an interleaved A/B (10 rounds each) the busy server's p99
+///   fell from 6.8 to 5.4 ms and a new connection's first answer from 54 to 19 ms, at the same MB/s. The cost: on a saturated
 ///   host the loops also go ahead of other processes at nice 0 (a PostgreSQL or a proxy beside it).
 ///   Lowering a nice value needs room under RLIMIT_NICE (the packaged systemd unit sets `LimitNICE=-10`) or
 ///   CAP_SYS_NICE; without either, `serve` says so once and the loops stay at the process's nice.
