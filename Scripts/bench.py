@@ -55,29 +55,29 @@ def proc_minor_faults(pid):
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
-def thread_cpu_seconds(pid):
-    """CPU seconds of a process's threads by kind: the name without its number (NIO's event loops
-    `NIO-SGLTN-1-#2` -> `NIO-SGLTN`, its thread pools `TP-#0` -> `TP`)."""
-    kinds: dict[str, float] = {}
+def thread_stats(pid):
+    """Each thread of a process as (kind, its /proc stat fields after the name): the kind is the name without
+    its number (NIO's event loops `NIO-SGLTN-1-#2` -> `NIO-SGLTN`, its thread pools `TP-#0` -> `TP`)."""
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip().rstrip("0123456789#-")
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:  # the thread ended meanwhile
             continue
+        yield name, fields
+
+
+def thread_cpu_seconds(pid):
+    """CPU seconds of a process's threads by kind (`thread_stats`; utime + stime, fields 14 and 15)."""
+    kinds: dict[str, float] = {}
+    for name, fields in thread_stats(pid):
         kinds[name] = kinds.get(name, 0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return kinds
 
 
 def event_loop_nice(pid):
-    """The event loops' nice values (`--event-loop-nice`; /proc/PID/task/*/stat field 19), as a row's text."""
-    values = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            if (task / "comm").read_text().startswith("NIO-SGLTN"):
-                values.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
-        except FileNotFoundError:
-            continue
+    """The event loops' nice values (`--event-loop-nice`; field 19), as a note's text."""
+    values = {int(fields[16]) for name, fields in thread_stats(pid) if name == "NIO-SGLTN"}
     return ", ".join(str(v) for v in sorted(values))
 
 

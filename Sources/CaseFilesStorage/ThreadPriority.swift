@@ -10,8 +10,9 @@ import NIOCore
 ///   `worker_priority` can do the same for its workers). Why (issue #16, BENCHMARKS.md 2026-11-30): with 32
 ///   uploads on 2 cores the machine is 96-99% busy, the loops share the cores with the clients and the hashing,
 ///   and a HEAD waits for a core, not for our code: in an interleaved A/B (10 rounds each) the busy server's p99
-///   fell from 6.8 to 5.4 ms and a new connection's first answer from 54 to 19 ms, at the same MB/s. The cost: on a saturated
-///   host the loops also go ahead of other processes at nice 0 (a PostgreSQL or a proxy beside it).
+///   fell from 6.8 to 5.4 ms and a new connection's first answer from 54 to 19 ms (614 against 628 MB/s, within
+///   the rounds' spread). The cost: on a saturated host the loops also go ahead of other processes at nice 0 (a
+///   PostgreSQL or a proxy beside it; nginx probed under the same load: 2.1 -> 2.8 ms).
 ///   Lowering a nice value needs room under RLIMIT_NICE (the packaged systemd unit sets `LimitNICE=-10`) or
 ///   CAP_SYS_NICE; without either, `serve` says so once and the loops stay at the process's nice.
 /// - The bulk work (`bulkWork`, nice 10): hashing, staging copies and archive indexing take what is left; the
