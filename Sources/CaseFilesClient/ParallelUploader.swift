@@ -54,7 +54,8 @@ extension TusUploader {
 
         // The whole file's SHA-256, in order, alongside the sends (see above).
         let fd = handle.fileDescriptor
-        let wholeFile = Task { try Self.sha256(fd: fd, size: identity.size, path: rawPath) }
+        let wholeFile = Task { try await FileWork.run { try Self.sha256(fd: fd, size: identity.size, path: rawPath) } }
+        let buffers = ChunkBuffers(kept: parts.count + 1)  // one chunk in flight per part, one the HTTP client may hold
         let progress = TransferProgress(label: "uploading", total: identity.size, startingAt: 0, quiet: quiet)
         let done = Tally()
         var sent: Int64 = 0
@@ -63,8 +64,8 @@ extension TusUploader {
                 sent = try await withThrowingTaskGroup(of: Int64.self) { group in
                     for (url, part) in zip(current.partURLs ?? [], parts) {
                         group.addTask {
-                            try await self.sendPart(url, part: part, fd: fd, path: path, identity: identity, rawPath: rawPath,
-                                                    progress: progress, done: done)
+                            try await self.sendPart(url, part: part, fd: fd, buffers: buffers, path: path, identity: identity,
+                                                    rawPath: rawPath, progress: progress, done: done)
                         }
                     }
                     return try await group.reduce(0, +)
@@ -150,8 +151,8 @@ extension TusUploader {
 
     /// Sends one part from the partial upload's committed offset, one chunk at a time, as `send` does for a whole
     /// file; returns the bytes sent. A 409 asks for the offset again; a chunk failing its checksum twice stops.
-    private func sendPart(_ url: String, part: Range<Int64>, fd: Int32, path: String, identity: FileIdentity, rawPath: String,
-                          progress: TransferProgress, done: Tally) async throws -> Int64 {
+    private func sendPart(_ url: String, part: Range<Int64>, fd: Int32, buffers: ChunkBuffers, path: String,
+                          identity: FileIdentity, rawPath: String, progress: TransferProgress, done: Tally) async throws -> Int64 {
         guard var offset = try await serverOffset(url) else {
             throw ClientFailure(.refused, "the server no longer has a part of \(rawPath); run the command again to start over")
         }
@@ -166,7 +167,9 @@ extension TusUploader {
             }
             let count = Int(min(Int64(sizer.size), length - offset))
             let at = offset
-            let chunk = try await Task { try Self.prepare(fd: fd, offset: part.lowerBound + at, count: count, path: rawPath) }.value
+            let chunk = try await FileWork.run {
+                try Self.prepare(fd: fd, offset: part.lowerBound + at, count: count, path: rawPath, buffers: buffers)
+            }
             let headers = [("Upload-Offset", String(offset)), ("Content-Type", TusProtocol.contentType),
                            ("Upload-Checksum", chunk.checksum)]
             let started = ContinuousClock.now
@@ -176,6 +179,7 @@ extension TusUploader {
                 return request
             }
             sent += Int64(count)
+            buffers.give(chunk.bytes)
             switch reply.status {
             case 204:
                 guard let next = reply.headers.first(name: "Upload-Offset").flatMap(WireFormat.parseCount), next > offset else {

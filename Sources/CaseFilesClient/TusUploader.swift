@@ -7,8 +7,9 @@ import CaseFilesCore
 /// Uploads one file over tus 1.0, resuming by itself: the upload URL and the file's identity (path,
 /// size, modification time, SHA-256) are kept in an `UploadStateStore`, so running the same command
 /// again after Ctrl-C, a crash or a reboot asks the server for the offset and sends only the rest.
-/// Chunk sizes adapt to the rate (`ChunkSizer`) unless fixed. At most two chunks are in memory: the one being
-/// sent, and the next, read and hashed meanwhile.
+/// Chunk sizes adapt to the rate (`ChunkSizer`) unless fixed. Two chunks are in use at a time: the one being
+/// sent, and the next, read and hashed meanwhile (`FileWork`: off the threads that start the sends); their
+/// buffers are reused (`ChunkBuffers`: at most three kept).
 public struct TusUploader: Sendable {
     public let client: CaseFilesClient
     public let chunkSizer: ChunkSizer
@@ -121,9 +122,18 @@ public struct TusUploader: Sendable {
 
     /// The whole file's SHA-256 as it is sent: a running digest over bytes [0, `upTo`), advanced by reading
     /// only what was not hashed yet (on a resume, the part the server already has, once).
-    private struct RunningDigest {
+    private struct RunningDigest: Sendable {
         var digest = SHA256Digest()
         var upTo: Int64 = 0
+
+        /// `extend(with:)` on the blocking pool (`FileWork`), so the cooperative threads stay free for the send.
+        func extended(with chunk: PreparedChunk) async throws -> RunningDigest {
+            try await FileWork.run { [self] in
+                var copy = self
+                copy.extend(with: chunk)
+                return copy
+            }
+        }
 
         /// Extends the digest with `chunk` if it is the file's next bytes (a chunk sent again is not).
         mutating func extend(with chunk: PreparedChunk) {
@@ -185,10 +195,12 @@ public struct TusUploader: Sendable {
         var checksum: String
     }
 
-    /// Reads `count` bytes at `offset` (pread: no shared file position) into a buffer, compresses them
-    /// when `compress` says so and the chunk stays under `ChunkCompression.maxRatio`, and hashes the body.
-    static func prepare(fd: Int32, offset: Int64, count: Int, path: String, compress: Bool = false) throws -> PreparedChunk {
-        var bytes = ByteBufferAllocator().buffer(capacity: count)
+    /// Reads `count` bytes at `offset` (pread: no shared file position) into a buffer from `buffers`, compresses
+    /// them when `compress` says so and the chunk stays under `ChunkCompression.maxRatio`, and hashes the body.
+    /// Hand the chunk's `bytes` back to `buffers` once it is done.
+    static func prepare(fd: Int32, offset: Int64, count: Int, path: String, compress: Bool = false,
+                        buffers: ChunkBuffers) throws -> PreparedChunk {
+        var bytes = buffers.take(capacity: count)
         let read = try bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target -> Int in
             var done = 0
             while done < count {
@@ -235,11 +247,16 @@ public struct TusUploader: Sendable {
         var fileSHA256 = entry.sha256
         var sizer = chunkSizer
         let fd = handle.fileDescriptor
+        let buffers = ChunkBuffers(kept: 3)  // being sent, read meanwhile, one the HTTP client may still hold
         let progress = TransferProgress(label: "uploading", total: identity.size, startingAt: start, quiet: quiet)
         progress.update(offset, force: true)
         func prepare(at offset: Int64, size: Int) -> Task<PreparedChunk, any Error> {
             let count = Int(min(Int64(size), identity.size - offset))
-            return Task { try Self.prepare(fd: fd, offset: offset, count: count, path: rawPath, compress: compressing) }
+            return Task {
+                try await FileWork.run {
+                    try Self.prepare(fd: fd, offset: offset, count: count, path: rawPath, compress: compressing, buffers: buffers)
+                }
+            }
         }
         var upcoming: Task<PreparedChunk, any Error>?
         do {
@@ -253,6 +270,7 @@ public struct TusUploader: Sendable {
             // Read while the previous chunk was sent, so at the size chosen before its rate was known: a chunk at
             // another offset (the server's offset moved), or larger than the link now wants, is read again.
             if chunk.offset != offset || chunk.bytes.readableBytes > sizer.size {
+                buffers.give(chunk.bytes)
                 chunk = try await prepare(at: offset, size: sizer.size).value
             }
             let count = Int64(chunk.bytes.readableBytes)
@@ -263,7 +281,7 @@ public struct TusUploader: Sendable {
             if entry.sha256 == nil && isLast {
                 // The last chunk declares the whole file's SHA-256: the server completes the upload only if
                 // the bytes it stored have it (422 otherwise).
-                whole.extend(with: chunk)
+                whole = try await whole.extended(with: chunk)
                 let final = whole.digest.finalize()
                 fileSHA256 = final.hexString
                 headers.append(("Repr-Digest", "sha-256=:\(Data(final).base64EncodedString()):"))
@@ -278,10 +296,11 @@ public struct TusUploader: Sendable {
                 return request
             }
             // The chunk on its way extends the whole-file digest meanwhile; it is never read from the file again.
-            if entry.sha256 == nil && !isLast { whole.extend(with: chunk) }
+            if entry.sha256 == nil && !isLast { whole = try await whole.extended(with: chunk) }
             let reply = try await answer
             sent += count
             bodySent += Int64(chunk.body.readableBytes)
+            buffers.give(chunk.bytes)  // sent, answered and hashed: the chunk after next is read into it
             switch reply.status {
             case 204:
                 guard let next = reply.headers.first(name: "Upload-Offset").flatMap(WireFormat.parseCount), next > offset else {

@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -337,3 +338,24 @@ def test_upload_declares_the_whole_file_digest_with_its_last_chunk(server, tmp_p
         raw, declared, state = db.execute("SELECT rawMetadata, declaredSHA256, state FROM upload").fetchone()
     assert "sha256" not in raw  # not declared at creation
     assert declared == hashlib.sha256(data).hexdigest() and state == "verified"
+
+
+def test_upload_memory_traffic_does_not_grow_with_the_file(server, tmp_path):
+    """The client reads each chunk into a buffer it used before (`ChunkBuffers`). A fresh 32 MiB buffer per chunk
+    is fresh pages the kernel faults in and zeroes, about one minor fault per 4 KiB of the file; so a file six
+    times larger must cost nearly no more faults than a small one."""
+    faults = {}
+    for mib in (64, 448):
+        path = tmp_path / f"{mib}.bin"
+        with open(path, "wb") as f:
+            block = os.urandom(MiB)
+            for i in range(mib):
+                f.write(block[i % 251:] + block[:i % 251])
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+        result = client(server, "upload", "--case", server.case, "--chunk-size", "32MiB", "--quiet", str(path),
+                        state=tmp_path / "state")
+        assert result.returncode == 0, result.stderr
+        faults[mib] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before
+        path.unlink()
+    extra_pages = (448 - 64) * MiB // 4096
+    assert faults[448] - faults[64] < extra_pages // 4, faults
