@@ -1,5 +1,6 @@
 """The "Transfer Files" page in real headless Chromium (Debian's chromium + chromium-driver, Selenium)."""
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -91,6 +92,61 @@ def test_upload_reload_resume_verify_and_download(server, browser, tmp_path):
     while time.monotonic() < deadline and (not target.exists() or list(browser.downloads.glob("*.crdownload"))):
         time.sleep(0.2)
     assert hashlib.sha256(target.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+# Records the `Upload-Offset` of every request the page makes, in the page itself: Chrome's performance log would
+# carry each request body too, which makes it useless for chunks of many MiB.
+RECORD_OFFSETS = """
+window.sentOffsets = window.sentOffsets || [];
+if (!XMLHttpRequest.prototype.recordsOffsets) {
+  const set = XMLHttpRequest.prototype.setRequestHeader;
+  XMLHttpRequest.prototype.setRequestHeader = function (name, value) {
+    if (name.toLowerCase() === 'upload-offset') window.sentOffsets.push(Number(value));
+    return set.call(this, name, value);
+  };
+  XMLHttpRequest.prototype.recordsOffsets = true;
+}
+"""
+
+
+def patch_offsets(driver) -> list[int]:
+    """`Upload-Offset` of each PATCH the page sent since the last call, in order (`RECORD_OFFSETS`)."""
+    return driver.execute_script("const sent = window.sentOffsets || []; window.sentOffsets = []; return sent;")
+
+
+def upload_in_page(browser, server, path: Path) -> list[int]:
+    """Picks `path` in the page, waits until it is verified, and returns the sizes of the chunks it was sent in."""
+    browser.execute_script(RECORD_OFFSETS)
+    patch_offsets(browser)  # drops what came before
+    before = len(attachments(server)["attachments"])
+    browser.find_element(By.ID, "files").send_keys(str(path))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(attachments(server)["attachments"]) == before:
+        time.sleep(0.2)
+    offsets = patch_offsets(browser)
+    assert offsets and offsets == sorted(set(offsets)), offsets
+    return [b - a for a, b in zip(offsets, offsets[1:] + [path.stat().st_size])]
+
+
+def test_the_page_sizes_its_chunks_from_the_measured_rate(server, browser, tmp_path):
+    """As `casefiles upload` does (`nextChunkSize` in app.js, `ChunkSizer` in the CLI): start at 8 MiB, aim each
+    chunk at about 2 s, at most double or half per chunk, between 1 and 32 MiB. On loopback the chunks grow to the
+    maximum; on a link throttled to 2 MiB/s they shrink to about 2 s each."""
+    sign_in(browser, server, server.customer)
+    browser.get(f"{server.url}/cases/{server.case}")
+    WebDriverWait(browser, 20).until(EC.text_to_be_present_in_element((By.ID, "case-title"), server.case))
+
+    # Random bytes: the page would gzip a compressible file, and the rate counts the file's bytes, not the wire's.
+    fast = tmp_path / "fast.bin"
+    fast.write_bytes(os.urandom(120 * MiB))
+    assert upload_in_page(browser, server, fast) == [8 * MiB, 16 * MiB, 32 * MiB, 32 * MiB, 32 * MiB]
+
+    browser.set_network_conditions(offline=False, latency=5, download_throughput=512 * MiB, upload_throughput=2 * MiB)
+    slow = tmp_path / "slow.bin"
+    slow.write_bytes(os.urandom(16 * MiB))
+    sizes = upload_in_page(browser, server, slow)
+    assert sizes[:2] == [8 * MiB, 4 * MiB], sizes  # 8 MiB took ~4 s: halved, the largest step
+    assert all(MiB <= size <= 4 * MiB for size in sizes[1:]), sizes
 
 
 def test_a_customer_of_another_account_cannot_see_the_case(server, browser):
