@@ -170,7 +170,7 @@ struct ResumableUploadController: Sendable {
         context: AppRequestContext, started: UInt64 = MonotonicClock.nanoseconds()
     ) async throws -> Upload {
         // RFC 9530 Content-Digest is checked on IETF appends as on tus ones; Content-Encoding was refused (415).
-        let checksum = body == nil ? nil : try DigestFields.requestDigest(in: request.headers)
+        let checksum = try DigestFields.requestDigest(in: request.headers)
         let current = try await tus.appendBody(body, to: upload, request: request, checksum: checksum, coding: nil,
                                                writer: writer, context: context, started: started)
         guard complete, current.state == .uploading else { return current }
