@@ -7,8 +7,9 @@ import NIOPosix
 /// 32 MiB chunk: ~20 ms to read and hash, and as long again for the whole-file digest). `TusUploader` runs both
 /// while a chunk is on its way, so on two cores they took every thread the request's own continuations needed.
 /// A/B of 2026-11-30, `casefiles upload` of 2 GiB over loopback, both builds with `ChunkBuffers`, five
-/// interleaved runs: 447 MB/s median here, 418 MB/s with the same work run inline (ad hoc driver; the committed
-/// measure is `Scripts/bench`'s "casefiles upload" row).
+/// interleaved runs: 447 MB/s median here, 418 MB/s with the reads in a task of their own and the whole-file
+/// digest inline, both on the cooperative threads, as before (ad hoc driver; the committed measure is
+/// `Scripts/bench`'s "casefiles upload" row).
 package enum FileWork {
     /// Runs `work` (file reads, hashing, compression: synchronous, CPU- or disk-bound) on the blocking pool.
     /// - Throws: what `work` throws; `NIOThreadPoolError.ThreadPoolInactive` if the pool was shut down.

@@ -54,8 +54,8 @@ extension TusUploader {
 
         // The whole file's SHA-256, in order, alongside the sends (see above).
         let fd = handle.fileDescriptor
-        let wholeFile = Task { try await FileWork.run { try Self.sha256(fd: fd, size: identity.size, path: rawPath) } }
-        let buffers = ChunkBuffers(kept: parts.count + 1)  // one chunk in flight per part, one the HTTP client may hold
+        let wholeFile = Task { try await Self.sha256(fd: fd, size: identity.size, path: rawPath) }
+        let buffers = ChunkBuffers(retained: 2)
         let progress = TransferProgress(label: "uploading", total: identity.size, startingAt: 0, quiet: quiet)
         let done = Tally()
         var sent: Int64 = 0
@@ -72,6 +72,7 @@ extension TusUploader {
                 }
             }
         } catch {
+            wholeFile.cancel()
             _ = try? await wholeFile.value  // its reads must end before the file is closed
             if let failure = error as? ClientFailure, failure.kind == .refused || failure.kind == .integrity {
                 store.remove(server: client.server, caseNumber: caseNumber, path: path)
@@ -182,7 +183,9 @@ extension TusUploader {
             buffers.give(chunk.bytes)
             switch reply.status {
             case 204:
-                guard let next = reply.headers.first(name: "Upload-Offset").flatMap(WireFormat.parseCount), next > offset else {
+                guard let next = reply.headers.first(name: "Upload-Offset").flatMap(WireFormat.parseCount), next > offset,
+                      next <= length
+                else {
                     throw ClientFailure(.refused, "the server's PATCH answer had no valid Upload-Offset")
                 }
                 sizer.record(bytes: count, seconds: (ContinuousClock.now - started) / .seconds(1))
@@ -193,6 +196,7 @@ extension TusUploader {
                 guard let next = try await serverOffset(url) else {
                     throw ClientFailure(.refused, "a part of \(rawPath) disappeared from the server: \(reply.errorText)")
                 }
+                guard next <= length else { throw ClientFailure(.refused, "the server's offset \(next) is past the part's \(length) bytes") }
                 progress.update(done.add(next - offset))
                 offset = next
             case 460:
@@ -207,19 +211,30 @@ extension TusUploader {
         return sent
     }
 
-    /// The file's SHA-256, read in order with pread (no shared file position), 8 MiB at a time.
-    private static func sha256(fd: Int32, size: Int64, path: String) throws -> String {
+    /// The file's SHA-256, read in order with pread (no shared file position), 8 MiB at a time, each step its
+    /// own `FileWork` job: the pool's threads (one per core, fewer under a CPU quota) are not held for the whole
+    /// file while the parts' chunks wait for one. Stops between steps once its task is cancelled.
+    private static func sha256(fd: Int32, size: Int64, path: String) async throws -> String {
         var digest = SHA256Digest()
         var offset: Int64 = 0
         let step = 8 << 20
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: step, alignment: 16)
-        defer { buffer.deallocate() }
         while offset < size {
-            let n = pread(fd, buffer.baseAddress!, Int(min(Int64(step), size - offset)), off_t(offset))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw ClientFailure(.localFile, "\(path) is shorter than expected") }
-            digest.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-            offset += Int64(n)
+            try Task.checkCancellation()
+            let (at, count, before) = (offset, Int(min(Int64(step), size - offset)), digest)
+            (digest, offset) = try await FileWork.run {
+                var digest = before
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
+                defer { buffer.deallocate() }
+                var done = 0
+                while done < count {
+                    let n = pread(fd, buffer.baseAddress! + done, count - done, off_t(at) + off_t(done))
+                    if n < 0 && errno == EINTR { continue }
+                    guard n > 0 else { throw ClientFailure(.localFile, "\(path) is shorter than expected") }
+                    done += n
+                }
+                digest.update(UnsafeRawBufferPointer(buffer))
+                return (digest, at + Int64(count))
+            }
         }
         return digest.finalize().hexString
     }

@@ -9,7 +9,7 @@ import CaseFilesCore
 /// again after Ctrl-C, a crash or a reboot asks the server for the offset and sends only the rest.
 /// Chunk sizes adapt to the rate (`ChunkSizer`) unless fixed. Two chunks are in use at a time: the one being
 /// sent, and the next, read and hashed meanwhile (`FileWork`: off the threads that start the sends); their
-/// buffers are reused (`ChunkBuffers`: at most three kept).
+/// buffers are reused (`ChunkBuffers`), and two more may wait for the HTTP client to let go of them.
 public struct TusUploader: Sendable {
     public let client: CaseFilesClient
     public let chunkSizer: ChunkSizer
@@ -247,7 +247,7 @@ public struct TusUploader: Sendable {
         var fileSHA256 = entry.sha256
         var sizer = chunkSizer
         let fd = handle.fileDescriptor
-        let buffers = ChunkBuffers(kept: 3)  // being sent, read meanwhile, one the HTTP client may still hold
+        let buffers = ChunkBuffers(retained: 2)
         let progress = TransferProgress(label: "uploading", total: identity.size, startingAt: start, quiet: quiet)
         progress.update(offset, force: true)
         func prepare(at offset: Int64, size: Int) -> Task<PreparedChunk, any Error> {
@@ -303,7 +303,9 @@ public struct TusUploader: Sendable {
             buffers.give(chunk.bytes)  // sent, answered and hashed: the chunk after next is read into it
             switch reply.status {
             case 204:
-                guard let next = reply.headers.first(name: "Upload-Offset").flatMap(WireFormat.parseCount), next > offset else {
+                guard let next = reply.headers.first(name: "Upload-Offset").flatMap(WireFormat.parseCount), next > offset,
+                      next <= identity.size
+                else {
                     throw ClientFailure(.refused, "the server's PATCH answer had no valid Upload-Offset")
                 }
                 let took = ContinuousClock.now - sendStarted
@@ -314,6 +316,9 @@ public struct TusUploader: Sendable {
                 // The offset moved under us (an earlier attempt landed after all): ask and continue from there.
                 guard let next = try await serverOffset(entry.uploadURL) else {
                     throw ClientFailure(.refused, "the upload disappeared from the server: \(reply.errorText)")
+                }
+                guard next <= identity.size else {
+                    throw ClientFailure(.refused, "the server's offset \(next) is past the file's \(identity.size) bytes")
                 }
                 offset = next
             case 460:
@@ -332,6 +337,8 @@ public struct TusUploader: Sendable {
             }
             progress.update(offset, sent: compressing ? bodySent : nil)
         }
+        // The server can report the end before the chunk read meanwhile was sent (a 409 after a lost answer).
+        _ = try? await upcoming?.value
         } catch {
             // The next chunk's read must be over before the caller closes the file it reads.
             _ = try? await upcoming?.value

@@ -139,7 +139,10 @@ def test_the_page_sizes_its_chunks_from_the_measured_rate(server, browser, tmp_p
     # Random bytes: the page would gzip a compressible file, and the rate counts the file's bytes, not the wire's.
     fast = tmp_path / "fast.bin"
     fast.write_bytes(os.urandom(120 * MiB))
-    assert upload_in_page(browser, server, fast) == [8 * MiB, 16 * MiB, 32 * MiB, 32 * MiB, 32 * MiB]
+    sizes = upload_in_page(browser, server, fast)
+    # Loopback carries far more than 16 MiB/s: each chunk doubles until the maximum (a slow disk could hold a step).
+    assert sizes[0] == 8 * MiB and 32 * MiB in sizes[:-1], sizes
+    assert all(a <= b <= 2 * a for a, b in zip(sizes, sizes[1:-1])), sizes  # the last is what was left
 
     browser.set_network_conditions(offline=False, latency=5, download_throughput=512 * MiB, upload_throughput=2 * MiB)
     slow = tmp_path / "slow.bin"
