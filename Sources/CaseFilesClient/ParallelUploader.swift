@@ -196,7 +196,9 @@ extension TusUploader {
                 guard let next = try await serverOffset(url) else {
                     throw ClientFailure(.refused, "a part of \(rawPath) disappeared from the server: \(reply.errorText)")
                 }
-                guard next <= length else { throw ClientFailure(.refused, "the server's offset \(next) is past the part's \(length) bytes") }
+                guard next <= length else {
+                    throw ClientFailure(.refused, "the server's offset \(next) is past the part's \(length) bytes")
+                }
                 progress.update(done.add(next - offset))
                 offset = next
             case 460:
@@ -225,13 +227,7 @@ extension TusUploader {
                 var digest = before
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
                 defer { buffer.deallocate() }
-                var done = 0
-                while done < count {
-                    let n = pread(fd, buffer.baseAddress! + done, count - done, off_t(at) + off_t(done))
-                    if n < 0 && errno == EINTR { continue }
-                    guard n > 0 else { throw ClientFailure(.localFile, "\(path) is shorter than expected") }
-                    done += n
-                }
+                try read(fd, into: buffer, at: at, path: path)
                 digest.update(UnsafeRawBufferPointer(buffer))
                 return (digest, at + Int64(count))
             }

@@ -195,26 +195,31 @@ public struct TusUploader: Sendable {
         var checksum: String
     }
 
-    /// Reads `count` bytes at `offset` (pread: no shared file position) into a buffer from `buffers`, compresses
+    /// Fills `target` with the file's bytes at `offset` (pread: no shared file position, so reads can run at once).
+    /// - Throws: `ClientFailure(.localFile)` when the file cannot be read or ends before `target` is full.
+    static func read(_ fd: Int32, into target: UnsafeMutableRawBufferPointer, at offset: Int64, path: String) throws {
+        var done = 0
+        while done < target.count {
+            let n = pread(fd, target.baseAddress! + done, target.count - done, off_t(offset) + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else {
+                throw ClientFailure(.localFile, "cannot read \(path): \(String(cString: strerror(errno)))")
+            }
+            guard n > 0 else { throw ClientFailure(.localFile, "\(path) is shorter than expected") }
+            done += n
+        }
+    }
+
+    /// Reads `count` bytes at `offset` (`read`) into a buffer from `buffers`, compresses
     /// them when `compress` says so and the chunk stays under `ChunkCompression.maxRatio`, and hashes the body.
     /// Hand the chunk's `bytes` back to `buffers` once it is done.
     static func prepare(fd: Int32, offset: Int64, count: Int, path: String, compress: Bool = false,
                         buffers: ChunkBuffers) throws -> PreparedChunk {
         var bytes = buffers.take(capacity: count)
-        let read = try bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target -> Int in
-            var done = 0
-            while done < count {
-                let n = pread(fd, target.baseAddress! + done, count - done, off_t(offset) + off_t(done))
-                if n < 0 && errno == EINTR { continue }
-                guard n >= 0 else {
-                    throw ClientFailure(.localFile, "cannot read \(path): \(String(cString: strerror(errno)))")
-                }
-                if n == 0 { break }
-                done += n
-            }
-            return done
+        try bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in
+            try read(fd, into: UnsafeMutableRawBufferPointer(rebasing: target[0..<count]), at: offset, path: path)
+            return count
         }
-        guard read == count else { throw ClientFailure(.localFile, "\(path) is shorter than expected") }
         var body = bytes
         var coding: ContentCoding?
         if compress && count > 0 {
