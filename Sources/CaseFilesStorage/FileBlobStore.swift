@@ -148,8 +148,8 @@ public struct FileBlobStore: BlobStore {
 /// goes back to the host a fresh page costs several times the copy: buffered writes ran at 270 MB/s and
 /// 3.5 CPU s/GiB where O_DIRECT ran at 1.4 GB/s and 0.15 (dd, 1 MiB blocks). Only the unaligned tail of
 /// a request goes through the page cache; where O_DIRECT is refused (tmpfs) everything does.
-/// Two buffers take turns: one fills while the other is written, so the device write (about a
-/// millisecond per MiB) overlaps the hashing instead of stalling it.
+/// Buffers take turns (`buffersPerAppender`): one fills while the others are written, so the device writes
+/// (about a millisecond per MiB) overlap the hashing instead of stalling it.
 public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
     private let fd: Int32
     /// O_DIRECT where the file system allows it, else `fd`.
@@ -161,11 +161,13 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
     /// Bytes from here (block-aligned) to `position` are in `staging`, not yet written.
     private var stagedFrom: Int64
     private var staging: UnsafeMutableRawBufferPointer
-    /// The other buffer, possibly still being written.
-    private var writing: UnsafeMutableRawBufferPointer
-    private var inFlight: InFlightWrite?
+    /// Full buffers handed to the writer threads, oldest first, each with its write to wait for before the
+    /// buffer is refilled or its bytes are called durable.
+    private var inFlight: [(buffer: UnsafeMutableRawBufferPointer, write: InFlightWrite)] = []
+    /// Buffers whose write has finished, ready to fill.
+    private var spare: [UnsafeMutableRawBufferPointer]
     private let threads: StorageThreads
-    /// Where `staging` and `writing` come from and go back to.
+    /// Where `staging`, `spare` and the buffers in flight come from and go back to.
     private let buffers: StagingBuffers
     /// Where this appender's time went (`--trace-uploads`); a few clock reads per MiB, always on.
     public private(set) var timings = BlobIOTimings()
@@ -173,16 +175,22 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
     /// Direct I/O needs buffer addresses, offsets and lengths aligned to the device's block size.
     package static let block = 4096
     package static let stagingSize = 1 << 20
+    /// Staging buffers each appender holds: one filling, up to two being written. With two (one write in
+    /// flight) the hashing lane waited for the device about 8% of a request (1.1 ms per 8 MiB, unthrottled,
+    /// `writerWait` in `--trace-uploads`): one device write per MiB takes about as long as hashing that MiB,
+    /// so every slow write stalled the lane. A third absorbs one; more held memory for nothing measurable.
+    public static let buffersPerAppender = 3
 
     /// Takes ownership of `fd` and `directFD` (closed at deinit, also when this throws).
     /// - Throws: `StorageError` when no staging buffer can be mapped or the committed head cannot be read.
     package init(fd: Int32, directFD: Int32, start: Int64, threads: StorageThreads, buffers: StagingBuffers) throws {
         precondition(buffers.size == Self.stagingSize, "staging buffers of another size")
-        let first: UnsafeMutableRawBufferPointer, second: UnsafeMutableRawBufferPointer
+        precondition(Self.buffersPerAppender >= 2, "one buffer fills while the others are written")
+        var taken: [UnsafeMutableRawBufferPointer] = []
         do {
-            first = try buffers.take()
-            do { second = try buffers.take() } catch { buffers.give(first); throw error }
+            for _ in 0..<Self.buffersPerAppender { taken.append(try buffers.take()) }
         } catch {
+            for buffer in taken { buffers.give(buffer) }
             if directFD >= 0 && directFD != fd { close(directFD) }
             close(fd)
             throw error
@@ -194,24 +202,24 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
         self.start = start
         self.position = start
         self.stagedFrom = start
-        self.staging = first
-        self.writing = second
+        self.staging = taken.removeLast()
+        self.spare = taken
         try stageCommittedHead()
     }
 
     deinit {
-        _ = try? finishInFlightWrite()  // already done: the write holds the appender until it finishes
+        _ = try? finishInFlightWrites()  // already done: each write holds the appender until it finishes
         if directFD != fd { close(directFD) }
         close(fd)
         buffers.give(staging)
-        buffers.give(writing)
+        for buffer in spare { buffers.give(buffer) }
     }
 
     /// Room left before the next write to disk.
     public var stagingRoom: Int { Self.stagingSize - Int(position - stagedFrom) }
 
     /// Copies into the staging buffer and hands it to a writer thread each time it fills. Called on a
-    /// bulk-work thread: a full buffer waits for the write before it, if that is still going.
+    /// bulk-work thread: with no spare buffer, a full one waits for the oldest write still going.
     public func append(_ bytes: UnsafeRawBufferPointer) throws {
         var done = 0
         while done < bytes.count {
@@ -231,7 +239,7 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
     /// Writes what is staged and makes every appended byte durable (fdatasync), on the blocking pool.
     public func sync() async throws {
         try await threads.blockingIO { [self] in
-            try finishInFlightWrite()
+            try finishInFlightWrites()
             let writeStarted = MonotonicClock.nanoseconds()
             let staged = Int(position - stagedFrom)
             let whole = staged / Self.block * Self.block
@@ -255,7 +263,7 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
 
     @available(*, noasync, message: "ftruncate can wait on the disk: use the async overload")
     public func discard() throws {
-        _ = try? finishInFlightWrite()  // its bytes are being thrown away; it must not land after the truncation
+        _ = try? finishInFlightWrites()  // their bytes are being thrown away; none may land after the truncation
         guard ftruncate(fd, off_t(start)) == 0 else { throw StorageError.from("ftruncate", errno: errno) }
         position = start
         try stageCommittedHead()
@@ -274,12 +282,12 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
         }
     }
 
-    /// Hands the full staging buffer to a writer thread and continues in the other one, once the
-    /// write before has finished (and reported any error, a full disk say).
+    /// Hands the full staging buffer to a writer thread and continues in a spare one; with none spare, first
+    /// waits for the oldest write (which reports any error, a full disk say).
     private func writeFullBufferInBackground() throws {
-        try finishInFlightWrite()
+        if spare.isEmpty { try finishOldestWrite() }
         let (target, offset) = (directFD, stagedFrom)
-        // Handed over: nothing touches this buffer again until `finishInFlightWrite` has waited for the write.
+        // Handed over: nothing touches this buffer again until `finishOldestWrite` has waited for the write.
         nonisolated(unsafe) let buffer = staging
         let write = InFlightWrite()
         threads.writers.submit { _ in
@@ -287,21 +295,32 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
             let result = Result { try self.writeOrFallBack(target, buffer, count: Self.stagingSize, at: offset) }
             write.finish(result, took: MonotonicClock.since(started))
         }
-        inFlight = write
-        swap(&staging, &writing)
+        inFlight.append((buffer, write))
+        staging = spare.removeLast()
         stagedFrom += Int64(Self.stagingSize)
     }
 
-    private func finishInFlightWrite() throws {
-        guard let write = inFlight else { return }
-        inFlight = nil
+    /// Waits for the oldest background write; its buffer is spare again, whether the write succeeded or not.
+    private func finishOldestWrite() throws {
+        let (buffer, write) = inFlight.removeFirst()
         let waitStarted = MonotonicClock.nanoseconds()
         defer {
+            spare.append(buffer)
             timings.writerWait += MonotonicClock.since(waitStarted)
             timings.deviceWrite += write.took
             timings.backgroundWrites += 1
         }
         try write.wait()
+    }
+
+    /// Waits for every background write, even past a failed one (no write may outlive this call), then
+    /// throws the first failure.
+    private func finishInFlightWrites() throws {
+        var failure: (any Error)?
+        while !inFlight.isEmpty {
+            do { try finishOldestWrite() } catch { failure = failure ?? error }
+        }
+        if let failure { throw failure }
     }
 
     /// Writes the first `count` staged bytes (a multiple of the block size) and keeps the rest staged.
@@ -385,8 +404,8 @@ package final class InFlightWrite: @unchecked Sendable {
 public struct BlobIOTimings: Sendable, Equatable, Codable {
     /// Copying request bytes into the staging buffer (on the hashing lane that writes).
     public var copy: UInt64 = 0
-    /// Waiting for the previous background write to finish before its buffer could be refilled: the
-    /// hashing stalled on the disk.
+    /// Waiting for the oldest background write to finish before its buffer could be refilled (the hashing
+    /// stalled on the disk), and in `sync` for the writes still going.
     public var writerWait: UInt64 = 0
     /// Background writes of full staging buffers, on the writer threads (overlaps the hashing).
     public var deviceWrite: UInt64 = 0

@@ -1,6 +1,7 @@
 import Foundation
+import NIOCore
 
-/// The appenders' staging buffers (`FileBlobAppender`: two per open appender, `size` bytes each, page-aligned
+/// The appenders' staging buffers (`FileBlobAppender.buffersPerAppender` per open appender, `size` bytes each, page-aligned
 /// for O_DIRECT), kept for the next request instead of freed: at most `retained` of them once returned.
 ///
 /// Why (issue #16): an appender per request allocated 2 MiB and freed it at the end. From the heap, glibc gave
@@ -20,8 +21,8 @@ public final class StagingBuffers: @unchecked Sendable {
     private var mapped = 0
 
     /// - Parameters: size: bytes per buffer, a multiple of the page size; retained: buffers kept for reuse
-    ///   (default: 4 per core, at least 8: two appenders per core without a fresh page).
-    public init(size: Int, retained: Int = max(8, 4 * ProcessInfo.processInfo.activeProcessorCount)) {
+    ///   (default: two appenders' worth per core, counting at least 2 cores: 12 on two cores).
+    public init(size: Int, retained: Int = 2 * max(2, System.coreCount) * FileBlobAppender.buffersPerAppender) {
         precondition(size > 0 && size % Int(sysconf(Int32(_SC_PAGESIZE))) == 0, "staging size must be whole pages")
         self.size = size
         self.retained = retained

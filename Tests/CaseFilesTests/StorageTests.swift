@@ -223,9 +223,9 @@ final class Flag: @unchecked Sendable {
         pool.give(more)
     }
 
-    /// An appender takes its two buffers from its store and gives them back when it goes, synced or discarded:
-    /// one request after another maps no more than two pairs (the last appender's writer thread may hold it a
-    /// moment), and bytes left in a reused buffer by an earlier request never reach the blob.
+    /// An appender takes its buffers (`buffersPerAppender`) from its store and gives them back when it goes, synced
+    /// or discarded: one request after another maps no more than two appenders' worth (the last appender's writer
+    /// thread may hold it a moment), and bytes left in a reused buffer by an earlier request never reach the blob.
     @Test func appendersGiveTheirBuffersBackAndStaleBytesNeverReachTheBlob() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("blobs-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
@@ -234,9 +234,10 @@ final class Flag: @unchecked Sendable {
         try await store.create(id: id)
         var expected: [UInt8] = []
         for round in 0..<6 {
-            // Rounds after the first start mid-block (3,000,000 is not a multiple of 4096), in a reused buffer.
+            // Rounds after the first start mid-block (3,000,000 is not a multiple of 4096), in a reused buffer;
+            // the later ones fill more buffers than an appender holds, so each reuses buffers it wrote from.
             let appender = try await store.openForAppend(id: id, at: Int64(expected.count))
-            let bytes = testBytes(3_000_000, seed: UInt64(round))
+            let bytes = testBytes(3_000_000 + round * 1_100_000, seed: UInt64(round))
             try bytes.withUnsafeBytes { try appender.append($0) }
             if round % 2 == 0 {
                 try await appender.sync()
@@ -245,7 +246,7 @@ final class Flag: @unchecked Sendable {
                 try await appender.discard()
             }
         }
-        #expect(store.staging.mappedCount <= 4)
+        #expect(store.staging.mappedCount <= 2 * FileBlobAppender.buffersPerAppender)
         let deadline = ContinuousClock.now + .seconds(10)
         while store.staging.idleCount != store.staging.mappedCount && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
@@ -255,6 +256,39 @@ final class Flag: @unchecked Sendable {
             at: 0, count: expected.count + 1, allocator: ByteBufferAllocator()))
         #expect(stored.count == expected.count)
         #expect(zip(stored, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset == nil)
+    }
+
+    /// Device writes that fail while others are in flight: the failure surfaces (at an append that finds no spare
+    /// buffer, or at `sync`: before any 204), the discard waits for every write and empties the blob, and every
+    /// buffer comes back to the pool once the appender goes.
+    @Test func aFailedBackgroundWriteSurfacesAndEveryBufferComesBack() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("blobs-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        let path = root.appendingPathComponent("blob").path
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        let readOnly = open(path, O_RDONLY | O_CLOEXEC)  // as the O_DIRECT descriptor: every device write fails (EBADF)
+        #expect(fd >= 0 && readOnly >= 0)
+        let pool = StagingBuffers(size: FileBlobAppender.stagingSize)
+        do {
+            let appender = try FileBlobAppender(fd: fd, directFD: readOnly, start: 0, threads: testWorkers.storage, buffers: pool)
+            // More full buffers than the appender holds: it must wait for a failed write to refill its buffer.
+            let bytes = testBytes((FileBlobAppender.buffersPerAppender + 1) * FileBlobAppender.stagingSize + 123)
+            await #expect(throws: StorageError.io(operation: "write", errno: EBADF)) {
+                try bytes.withUnsafeBytes { try appender.append($0) }
+                try await appender.sync()
+            }
+            try await appender.discard()
+            let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int
+            #expect(size == 0)
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while pool.idleCount != FileBlobAppender.buffersPerAppender && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(pool.idleCount == FileBlobAppender.buffersPerAppender)
+        #expect(pool.mappedCount == FileBlobAppender.buffersPerAppender)
     }
 
     /// An appender that fails to start (its committed head cannot be read back) gives its buffers back.
@@ -270,7 +304,7 @@ final class Flag: @unchecked Sendable {
         #expect(throws: StorageError.self) {
             _ = try FileBlobAppender(fd: fd, directFD: -1, start: 5_000, threads: testWorkers.storage, buffers: pool)
         }
-        #expect(pool.mappedCount == 2)
-        #expect(pool.idleCount == 2)
+        #expect(pool.mappedCount == FileBlobAppender.buffersPerAppender)
+        #expect(pool.idleCount == FileBlobAppender.buffersPerAppender)
     }
 }
