@@ -42,10 +42,8 @@ import Testing
     @Test func bulkWorkRunsAtItsNiceValueOnBothPools() async throws {
         let bulk = BulkWork(threadsPerPool: 1)
         let primary = try await bulk.run { ThreadPriority.currentThreadNice() }
-        let secondary = try await bulk.run {
-            var nice = 0
-            bulk.inParallel({}, { nice = ThreadPriority.currentThreadNice() })
-            return nice
+        let secondary = await withCheckedContinuation { continuation in
+            bulk.submitSecondary { continuation.resume(returning: ThreadPriority.currentThreadNice()) }
         }
         #expect(primary == ThreadPriority.bulkWork)
         #expect(secondary == ThreadPriority.bulkWork)
