@@ -1,10 +1,11 @@
+import Dispatch
 import NIOCore
 import NIOPosix
 import CaseFilesCore
 import CaseFilesStorage
 
 /// Threads for the bulk work of uploads: the chunk's digest and the write on one pool, the whole file's
-/// SHA-256 on the other (`FileDigestLane`), so the two passes over the same bytes run on two cores at once. Their threads
+/// SHA-256 on the other, so the two passes over the same bytes run on two cores at once. Their threads
 /// run at a lower priority (`ThreadPriority.bulkWork`, nice 10): when the CPUs are busy, routing a request (a
 /// HEAD probe, a listing) goes first and bulk hashing takes what is left, which on an idle machine is everything.
 /// Owned by the application (`AppServices.bulkWork`), not a static singleton; it lives as long as its owner.
@@ -37,13 +38,28 @@ public final class BulkWork: Sendable {
         }
     }
 
-    /// Submits `work` to the secondary pool at the bulk priority and returns at once (the whole-file SHA-256's
-    /// lane, `FileDigestLane`). `work` runs whatever the pool's state, even while it shuts down, so nothing that
-    /// waits on it can hang; it must not block on anything but the CPU, so the pool cannot deadlock.
-    package func submitSecondary(_ work: @escaping @Sendable () -> Void) {
-        secondary.submit { _ in
-            Self.lowerPriority()
-            work()
+    /// Runs `first` here and `second` on the secondary pool, and returns when both are done. The caller
+    /// guarantees the two touch disjoint state, which is why the sendability check is waived here and
+    /// nowhere else. `second` never waits on anything, so the secondary pool cannot deadlock.
+    package func inParallel(_ first: () -> Void, _ second: () -> Void) {
+        withoutActuallyEscaping(second) { second in
+            // The pool may keep its work item alive a moment after it ran, so the work item holds a
+            // box, and the closure leaves the box before `withoutActuallyEscaping` checks it did not escape.
+            let lane = Lane(run: second)
+            let done = DispatchSemaphore(value: 0)
+            secondary.submit { _ in
+                Self.lowerPriority()
+                lane.run?()
+                done.signal()
+            }
+            first()
+            done.wait()
+            lane.run = nil
         }
     }
+}
+
+private final class Lane: @unchecked Sendable {
+    var run: (() -> Void)?
+    init(run: @escaping () -> Void) { self.run = run }
 }

@@ -13,11 +13,7 @@ import CaseFilesStorage
 /// about 5% more CPU per GiB. Larger batches saved little more and held more memory per upload.
 package final class ChunkSink: @unchecked Sendable {
     package private(set) var chunkDigest: ChunkDigest?
-    /// The whole file's running SHA-256; with a chunk digest, complete only once `settle()` has returned.
     package private(set) var fileDigest: SHA256Digest
-    /// With a chunk digest, the whole file's SHA-256 runs in a lane of its own (the secondary pool), so the two
-    /// passes over a batch no longer wait for each other; without one, the single pass runs beside the write.
-    private let fileLane: FileDigestLane?
     private let appender: any BlobAppender
     private let bulkWork: BulkWork
     private var batch: [ByteBuffer] = []
@@ -30,6 +26,8 @@ package final class ChunkSink: @unchecked Sendable {
     package static let batchSize = 1 << 20
     /// Batches below this are handled inline (`consumesInline`): a hop to the pool would cost more than it frees.
     package static let offloadThreshold = 64 * 1024
+    /// Below this a batch is hashed on one core: handing it to a second costs more than it saves.
+    package static let parallelHashingThreshold = 128 * 1024
 
     package init(chunkDigest: ChunkDigest?, fileDigest: SHA256Digest, appender: any BlobAppender, bulkWork: BulkWork,
                  timeline: AppendTimeline) {
@@ -37,7 +35,6 @@ package final class ChunkSink: @unchecked Sendable {
         self.bulkWork = bulkWork
         self.chunkDigest = chunkDigest
         self.fileDigest = fileDigest
-        self.fileLane = chunkDigest == nil ? nil : FileDigestLane(digest: fileDigest, bulkWork: bulkWork)
         self.appender = appender
     }
 
@@ -62,15 +59,13 @@ package final class ChunkSink: @unchecked Sendable {
         if batchBytes >= Self.batchSize { try await flush() }
     }
 
-    /// Hashes and writes the current batch. Call it once the body ends (unless a write failed), then `settle()`.
+    /// Hashes and writes the current batch. Call it once the body ends, however it ends.
     package func flush() async throws {
         let buffers = batch, count = batchBytes
         batch = []
         batchBytes = 0
         let started = MonotonicClock.nanoseconds()
         defer { timeline.batches += MonotonicClock.since(started) }
-        // The whole-file lane first: it starts on its pool while this batch goes to the other.
-        await fileLane?.enqueue(buffers, bytes: count)
         if Self.consumesInline(count: count, stagingRoom: appender.stagingRoom) {
             try consumeHere(buffers, count: count)
         } else {
@@ -83,17 +78,6 @@ package final class ChunkSink: @unchecked Sendable {
             }
             timeline.resumeHop += MonotonicClock.since(done)
         }
-    }
-
-    /// Waits for the whole-file lane to hash everything flushed, so `fileDigest` and the timeline are complete.
-    /// Call it once the body has ended, however it ended, before reading either.
-    package func settle() async {
-        guard let fileLane else { return }
-        let started = MonotonicClock.nanoseconds()
-        let (digest, hashTime) = await fileLane.drained()
-        timeline.laneWait += MonotonicClock.since(started)
-        fileDigest = digest
-        timeline.hashFile = hashTime
     }
 
     /// Whether a batch of `count` bytes is hashed and appended on the calling thread (in `serve`, an event loop):
@@ -127,19 +111,43 @@ package final class ChunkSink: @unchecked Sendable {
     }
 
     private func consumeHere(_ buffers: [ByteBuffer], count: Int) throws {
-        for buffer in buffers {
-            try buffer.withUnsafeReadableBytes { bytes in
-                let started = MonotonicClock.nanoseconds()
-                if chunkDigest != nil {
-                    chunkDigest!.update(bytes)
-                    timeline.hashChunk += MonotonicClock.since(started)
-                } else {
-                    // No chunk digest, no lane: the one SHA-256 pass runs here, beside the write.
+        guard chunkDigest != nil, count >= Self.parallelHashingThreshold else {
+            for buffer in buffers {
+                try buffer.withUnsafeReadableBytes { bytes in
+                    let started = MonotonicClock.nanoseconds()
+                    chunkDigest?.update(bytes)
                     fileDigest.update(bytes)
                     timeline.hashFile += MonotonicClock.since(started)
+                    try appender.append(bytes)
                 }
-                try appender.append(bytes)
             }
+            return
         }
+        // The two SHA-256 passes over the same bytes run on both cores at once.
+        var writeError: (any Error)?
+        var hashChunk: UInt64 = 0, hashFile: UInt64 = 0, firstDone: UInt64 = 0
+        bulkWork.inParallel({
+            defer { firstDone = MonotonicClock.nanoseconds() }
+            do {
+                for buffer in buffers {
+                    try buffer.withUnsafeReadableBytes { bytes in
+                        let started = MonotonicClock.nanoseconds()
+                        chunkDigest!.update(bytes)
+                        hashChunk += MonotonicClock.since(started)
+                        try appender.append(bytes)
+                    }
+                }
+            } catch { writeError = error }
+        }, {
+            let started = MonotonicClock.nanoseconds()
+            for buffer in buffers {
+                buffer.withUnsafeReadableBytes { fileDigest.update($0) }
+            }
+            hashFile = MonotonicClock.since(started)
+        })
+        timeline.laneWait += MonotonicClock.since(firstDone)
+        timeline.hashChunk += hashChunk
+        timeline.hashFile += hashFile
+        if let writeError { throw writeError }
     }
 }

@@ -175,11 +175,11 @@ public final class FileBlobAppender: BlobAppender, @unchecked Sendable {
     /// Direct I/O needs buffer addresses, offsets and lengths aligned to the device's block size.
     package static let block = 4096
     package static let stagingSize = 1 << 20
-    /// Staging buffers each appender holds: one filling, up to two being written. With two (one write in
-    /// flight) the hashing lane waited for the device about 8% of a request (1.1 ms per 8 MiB, unthrottled,
-    /// `writerWait` in `--trace-uploads`): one device write per MiB takes about as long as hashing that MiB,
-    /// so every slow write stalled the lane. A third absorbs one; more held memory for nothing measurable.
-    public static let buffersPerAppender = 3
+    /// Staging buffers each appender holds: one filling, the others being written (at least 2). Three (two
+    /// writes in flight) cut the hashing lane's wait for the device from 0.72-0.94 to 0.47-0.57 ms per 8 MiB
+    /// request (unthrottled, `writerWait` in `--trace-uploads`), but the chunk loops' rates stayed within their
+    /// noise and each upload held 1 MiB more (the 64 MiB loop's peak RSS 64.6 MiB, over the round's 64.3): two.
+    public static let buffersPerAppender = 2
 
     /// Takes ownership of `fd` and `directFD` (closed at deinit, also when this throws).
     /// - Throws: `StorageError` when no staging buffer can be mapped or the committed head cannot be read.

@@ -21,7 +21,7 @@ public final class StagingBuffers: @unchecked Sendable {
     private var mapped = 0
 
     /// - Parameters: size: bytes per buffer, a multiple of the page size; retained: buffers kept for reuse
-    ///   (default: two appenders' worth per core, counting at least 2 cores: 12 on two cores).
+    ///   (default: two appenders' worth per core, counting at least 2 cores: 8 on two cores).
     public init(size: Int, retained: Int = 2 * max(2, System.coreCount) * FileBlobAppender.buffersPerAppender) {
         precondition(size > 0 && size % Int(sysconf(Int32(_SC_PAGESIZE))) == 0, "staging size must be whole pages")
         self.size = size

@@ -42,8 +42,10 @@ import Testing
     @Test func bulkWorkRunsAtItsNiceValueOnBothPools() async throws {
         let bulk = BulkWork(threadsPerPool: 1)
         let primary = try await bulk.run { ThreadPriority.currentThreadNice() }
-        let secondary = await withCheckedContinuation { continuation in
-            bulk.submitSecondary { continuation.resume(returning: ThreadPriority.currentThreadNice()) }
+        let secondary = try await bulk.run {
+            var nice = 0
+            bulk.inParallel({}, { nice = ThreadPriority.currentThreadNice() })
+            return nice
         }
         #expect(primary == ThreadPriority.bulkWork)
         #expect(secondary == ThreadPriority.bulkWork)

@@ -10,9 +10,8 @@ import CaseFilesStorage
 /// permission checks, the writer lock, the admission checks, restoring the digest and opening the blob, to
 /// the first body read), then the body: `bodyWait` (waiting for the next bytes from the connection) and
 /// `batches` (handing each ~1 MiB batch to the hashing lanes and waiting for them) alternate; inside a batch
-/// the lanes run at once: `hashChunk` + `copy` + `writerWait` on one core, `hashFile` on the other (its own
-/// queue of batches, so it may lag; `laneWait` waits for it once the body ended), while the writer threads do
-/// `deviceWrite`. Then `finalWrite` and `fdatasync` (making the bytes durable),
+/// the lanes run at once: `hashChunk` + `copy` + `writerWait` on one core, `hashFile` on the other, while
+/// the writer threads do `deviceWrite`. Then `finalWrite` and `fdatasync` (making the bytes durable),
 /// `commit` (the SQLite transaction with the offset and digest state), and the answer. `total` runs from
 /// the front-end taking the request to the commit's end; the gap until the next request of the same upload
 /// (the response, the client's turn-around, the next request's headers) is the next line's `started`
@@ -33,7 +32,7 @@ public struct AppendTimeline: Sendable, Codable, Equatable {
     public var batches: UInt64 = 0
     /// Of `batches`: waiting for a bulk-work thread to pick the batch up.
     public var poolHop: UInt64 = 0
-    /// After the body: waiting for lane 2 (the whole-file SHA-256, `FileDigestLane`) to hash what it still held.
+    /// Of `batches`: lane 1 done with a batch, waiting for lane 2 to finish it too.
     public var laneWait: UInt64 = 0
     /// Of `batches`: from a batch done on the bulk pool until the request's task runs again.
     public var resumeHop: UInt64 = 0
