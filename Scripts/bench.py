@@ -374,15 +374,14 @@ def main():
             client_rates, client_cpu, server_cpu = [], [], []
             for _ in range(RUNS):
                 quiet_disk()
-                children = resource.getrusage(resource.RUSAGE_CHILDREN)
+                children = children_cpu_seconds()
                 server_before = proc_cpu_seconds(casefiles.process.pid)
                 started = time.monotonic()
                 subprocess.run([BINARY, "upload", "--server", casefiles.url, "--token", casefiles.token, "--case",
                                 casefiles.case, "--quiet", str(source)],
                                check=True, capture_output=True, env={**os.environ, "XDG_STATE_HOME": str(work / "xdg")})
                 client_rates.append(size / (time.monotonic() - started) / 1e6)
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                client_cpu.append((after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / (size / GiB))
+                client_cpu.append((children_cpu_seconds() - children) / (size / GiB))
                 server_cpu.append((proc_cpu_seconds(casefiles.process.pid) - server_before) / (size / GiB))
                 clear_blobs(casefiles.storage)
             row("casefiles upload, default settings (chunk size from the measured rate)", statistics.median(client_rates),
