@@ -13,7 +13,12 @@ import CaseFilesStorage
 /// about 5% more CPU per GiB. Larger batches saved little more and held more memory per upload.
 package final class ChunkSink: @unchecked Sendable {
     package private(set) var chunkDigest: ChunkDigest?
+    /// The whole file's running SHA-256; with a queued lane (`fileLane`), complete only once `settle()` returned.
     package private(set) var fileDigest: SHA256Digest
+    /// With a chunk digest and a free place (`BulkWork.maxFileLanes`), the whole file's SHA-256 runs in a queued
+    /// lane of its own, so the two passes over a batch do not wait for each other; otherwise they run in
+    /// lockstep (`BulkWork.inParallel`), and without a chunk digest the single pass runs beside the write.
+    private let fileLane: FileDigestLane?
     private let appender: any BlobAppender
     private let bulkWork: BulkWork
     private var batch: [ByteBuffer] = []
@@ -35,6 +40,8 @@ package final class ChunkSink: @unchecked Sendable {
         self.bulkWork = bulkWork
         self.chunkDigest = chunkDigest
         self.fileDigest = fileDigest
+        self.fileLane = chunkDigest == nil ? nil : FileDigestLane(digest: fileDigest, bulkWork: bulkWork)
+        self.timeline.fileLane = fileLane != nil
         self.appender = appender
     }
 
@@ -59,13 +66,15 @@ package final class ChunkSink: @unchecked Sendable {
         if batchBytes >= Self.batchSize { try await flush() }
     }
 
-    /// Hashes and writes the current batch. Call it once the body ends, however it ends.
+    /// Hashes and writes the current batch. Call it once the body ends (unless a write failed), then `settle()`.
     package func flush() async throws {
         let buffers = batch, count = batchBytes
         batch = []
         batchBytes = 0
         let started = MonotonicClock.nanoseconds()
         defer { timeline.batches += MonotonicClock.since(started) }
+        // The queued lane first: it starts on its pool while this batch goes to the other.
+        await fileLane?.enqueue(buffers, bytes: count)
         if Self.consumesInline(count: count, stagingRoom: appender.stagingRoom) {
             try consumeHere(buffers, count: count)
         } else {
@@ -78,6 +87,17 @@ package final class ChunkSink: @unchecked Sendable {
             }
             timeline.resumeHop += MonotonicClock.since(done)
         }
+    }
+
+    /// Waits for a queued whole-file lane to hash everything flushed, so `fileDigest` and the timeline are
+    /// complete. Call it once the body has ended, however it ended, before reading either.
+    package func settle() async {
+        guard let fileLane else { return }
+        let started = MonotonicClock.nanoseconds()
+        let (digest, hashTime) = await fileLane.drained()
+        timeline.settleWait += MonotonicClock.since(started)
+        fileDigest = digest
+        timeline.hashFile = hashTime
     }
 
     /// Whether a batch of `count` bytes is hashed and appended on the calling thread (in `serve`, an event loop):
@@ -111,6 +131,18 @@ package final class ChunkSink: @unchecked Sendable {
     }
 
     private func consumeHere(_ buffers: [ByteBuffer], count: Int) throws {
+        if fileLane != nil {
+            // The whole file's SHA-256 is the lane's (queued in `flush`): the chunk's digest and the write here.
+            for buffer in buffers {
+                try buffer.withUnsafeReadableBytes { bytes in
+                    let started = MonotonicClock.nanoseconds()
+                    chunkDigest!.update(bytes)
+                    timeline.hashChunk += MonotonicClock.since(started)
+                    try appender.append(bytes)
+                }
+            }
+            return
+        }
         guard chunkDigest != nil, count >= Self.parallelHashingThreshold else {
             for buffer in buffers {
                 try buffer.withUnsafeReadableBytes { bytes in

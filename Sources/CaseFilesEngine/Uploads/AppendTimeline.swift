@@ -11,7 +11,8 @@ import CaseFilesStorage
 /// the first body read), then the body: `bodyWait` (waiting for the next bytes from the connection) and
 /// `batches` (handing each ~1 MiB batch to the hashing lanes and waiting for them) alternate; inside a batch
 /// the lanes run at once: `hashChunk` + `copy` + `writerWait` on one core, `hashFile` on the other, while
-/// the writer threads do `deviceWrite`. Then `finalWrite` and `fdatasync` (making the bytes durable),
+/// the writer threads do `deviceWrite`. A lone upload's `hashFile` runs in a queue of its own instead
+/// (`fileLane`, `FileDigestLane`): it may lag, and `settleWait` waits for it once the body has ended. Then `finalWrite` and `fdatasync` (making the bytes durable),
 /// `commit` (the SQLite transaction with the offset and digest state), and the answer. `total` runs from
 /// the front-end taking the request to the commit's end; the gap until the next request of the same upload
 /// (the response, the client's turn-around, the next request's headers) is the next line's `started`
@@ -32,8 +33,12 @@ public struct AppendTimeline: Sendable, Codable, Equatable {
     public var batches: UInt64 = 0
     /// Of `batches`: waiting for a bulk-work thread to pick the batch up.
     public var poolHop: UInt64 = 0
-    /// Of `batches`: lane 1 done with a batch, waiting for lane 2 to finish it too.
+    /// Of `batches`: lane 1 done with a batch, waiting for lane 2 to finish it too (lockstep only).
     public var laneWait: UInt64 = 0
+    /// Whether the whole file's SHA-256 ran in a queued lane of its own (`FileDigestLane`) rather than in lockstep.
+    public var fileLane = false
+    /// With `fileLane`, after the body: waiting for that lane to hash what it still held.
+    public var settleWait: UInt64 = 0
     /// Of `batches`: from a batch done on the bulk pool until the request's task runs again.
     public var resumeHop: UInt64 = 0
     public var hashChunk: UInt64 = 0

@@ -70,6 +70,7 @@ package enum BodyReceiver {
                 do { try await sink.flush() } catch { writeFailure = error }
             }
         }
+        await sink.settle()
         let received = sink.position - sink.start
         var stopReason: StopReason?
         if bodyError != nil || Task.isCancelled || (contentLength.map { received < $0 } ?? false) {
@@ -111,6 +112,7 @@ package enum BodyReceiver {
         if bodyError != nil || Task.isCancelled || (contentLength.map { decoder.encodedReceived < $0 } ?? false) {
             stopReason = writer?.stopReason ?? .clientGone
         }
+        await sink.settle()
         var decodingFailure = decoder.failure
         if decodingFailure == nil, !decoder.overran, writeFailure == nil, stopReason == nil, !decoder.streamEnded {
             decodingFailure = decoder.truncation
