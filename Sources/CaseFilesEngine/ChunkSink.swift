@@ -73,15 +73,20 @@ package final class ChunkSink: @unchecked Sendable {
         batchBytes = 0
         let started = MonotonicClock.nanoseconds()
         defer { timeline.batches += MonotonicClock.since(started) }
-        // The queued lane first: it starts on its pool while this batch goes to the other.
-        await fileLane?.enqueue(buffers, bytes: count)
+        // The queued lane first: it starts on its pool while this batch goes to the other. Waiting for room in
+        // its queue is this lane waiting for that one, as the lockstep's end-of-batch wait is.
+        if let fileLane {
+            await fileLane.enqueue(buffers, bytes: count)
+            timeline.laneWait += MonotonicClock.since(started)
+        }
         if Self.consumesInline(count: count, stagingRoom: appender.stagingRoom) {
             try consumeHere(buffers, count: count)
         } else {
             // Hashing costs ~1.4 ns a byte; done on the threads that run handlers (in `serve`, the two event
             // loops of a two-core machine) it would make every other request, a HEAD probe included, wait.
+            let handedOver = MonotonicClock.nanoseconds()
             let done = try await bulkWork.run {
-                self.timeline.poolHop += MonotonicClock.since(started)
+                self.timeline.poolHop += MonotonicClock.since(handedOver)
                 try self.consumeHere(buffers, count: count)
                 return MonotonicClock.nanoseconds()
             }

@@ -33,7 +33,8 @@ public struct AppendTimeline: Sendable, Codable, Equatable {
     public var batches: UInt64 = 0
     /// Of `batches`: waiting for a bulk-work thread to pick the batch up.
     public var poolHop: UInt64 = 0
-    /// Of `batches`: lane 1 done with a batch, waiting for lane 2 to finish it too (lockstep only).
+    /// Of `batches`: lane 1 waiting for lane 2: done with a batch, for lane 2 to finish it too (lockstep), or
+    /// for room in lane 2's queue (`fileLane`).
     public var laneWait: UInt64 = 0
     /// Whether the whole file's SHA-256 ran in a queued lane of its own (`FileDigestLane`) rather than in lockstep.
     public var fileLane = false
