@@ -19,9 +19,10 @@ public final class BulkWork: Sendable {
 
     /// How many uploads at a time hash their whole file in a queued lane (`FileDigestLane`) rather than in
     /// lockstep with the chunk's digest. One (issue #16): a lone upload's lane lets its two passes stop waiting
-    /// for each other at every batch (+8–13% for the 8 and 64 MiB chunk loops and `casefiles upload` on a fast
-    /// disk); with many uploads the cores are busy anyway, and a lane for each took the idle that other requests
-    /// were served in (HEAD p99 under 32 uploads 1.4–2.3x an idle server's, against 1.0–1.5x in lockstep).
+    /// for each other at every batch (the 8 and 64 MiB chunk loops on a fast disk +10% and +7%, interleaved A/B);
+    /// with many uploads the cores are busy anyway, and a lane for each took the idle that other requests were
+    /// served in (HEAD p99 under 32 uploads 1.4–2.3x an idle server's, against 1.0–1.5x in lockstep; with one
+    /// lane 1.16x / 1.26x). BENCHMARKS.md, 2026-11-30.
     public static let defaultMaxFileLanes = 1
 
     /// - Parameters: threadsPerPool: threads in each pool (default: the core count, at least 2);
@@ -64,8 +65,9 @@ public final class BulkWork: Sendable {
     /// Called at the start of every work item: cheap, and it keeps the priority on whichever thread runs it.
     package static func lowerPriority() { ThreadPriority.setCurrentThread(nice: ThreadPriority.bulkWork) }
 
-    /// Runs `work` on the primary pool, to completion: bytes taken from a request body reach the disk
-    /// and both digests together, whatever happens to the request meanwhile.
+    /// Runs `work` on the primary pool, to completion: bytes taken from a request body reach the disk and the
+    /// digests (the whole file's may be queued in a `FileDigestLane` instead) together, whatever happens to the
+    /// request meanwhile.
     package func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await primary.runToCompletion {
             Self.lowerPriority()

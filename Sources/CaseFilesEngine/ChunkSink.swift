@@ -16,9 +16,10 @@ package final class ChunkSink: @unchecked Sendable {
     /// The whole file's running SHA-256; with a queued lane (`fileLane`), complete only once `settle()` returned.
     package private(set) var fileDigest: SHA256Digest
     /// With a chunk digest and a free place (`BulkWork.maxFileLanes`), the whole file's SHA-256 runs in a queued
-    /// lane of its own, so the two passes over a batch do not wait for each other; otherwise they run in
-    /// lockstep (`BulkWork.inParallel`), and without a chunk digest the single pass runs beside the write.
-    private let fileLane: FileDigestLane?
+    /// lane of its own from the first batch worth two cores on, so the two passes over a batch do not wait for
+    /// each other; otherwise they run in lockstep (`BulkWork.inParallel`), and without a chunk digest the single
+    /// pass runs beside the write. Taken at that batch, not before: a small or refused request never holds it.
+    private var fileLane: FileDigestLane?
     private let appender: any BlobAppender
     private let bulkWork: BulkWork
     private var batch: [ByteBuffer] = []
@@ -40,8 +41,6 @@ package final class ChunkSink: @unchecked Sendable {
         self.bulkWork = bulkWork
         self.chunkDigest = chunkDigest
         self.fileDigest = fileDigest
-        self.fileLane = chunkDigest == nil ? nil : FileDigestLane(digest: fileDigest, bulkWork: bulkWork)
-        self.timeline.fileLane = fileLane != nil
         self.appender = appender
     }
 
@@ -73,9 +72,14 @@ package final class ChunkSink: @unchecked Sendable {
         batchBytes = 0
         let started = MonotonicClock.nanoseconds()
         defer { timeline.batches += MonotonicClock.since(started) }
+        if fileLane == nil, chunkDigest != nil, count >= Self.parallelHashingThreshold {
+            // `fileDigest` is complete here: every earlier batch was hashed in lockstep or inline.
+            fileLane = FileDigestLane(digest: fileDigest, bulkWork: bulkWork)
+            timeline.fileLane = fileLane != nil
+        }
         // The queued lane first: it starts on its pool while this batch goes to the other. Waiting for room in
         // its queue is this lane waiting for that one, as the lockstep's end-of-batch wait is.
-        if let fileLane {
+        if let fileLane, count > 0 {
             await fileLane.enqueue(buffers, bytes: count)
             timeline.laneWait += MonotonicClock.since(started)
         }
@@ -102,7 +106,7 @@ package final class ChunkSink: @unchecked Sendable {
         let (digest, hashTime) = await fileLane.drained()
         timeline.settleWait += MonotonicClock.since(started)
         fileDigest = digest
-        timeline.hashFile = hashTime
+        timeline.hashFile += hashTime  // plus any batches hashed in lockstep before the lane was taken
     }
 
     /// Whether a batch of `count` bytes is hashed and appended on the calling thread (in `serve`, an event loop):
@@ -118,6 +122,7 @@ package final class ChunkSink: @unchecked Sendable {
     /// the blob. Runs on the bulk-work thread that inflated them; the chunk's digest covers the encoded bytes
     /// and is the decoder's, so this sink has none.
     package func takeDecoded(_ bytes: UnsafeRawBufferPointer) throws {
+        precondition(fileLane == nil, "a decoding sink has no chunk digest, hence no queued lane")
         let started = MonotonicClock.nanoseconds()
         fileDigest.update(bytes)
         timeline.hashFile += MonotonicClock.since(started)

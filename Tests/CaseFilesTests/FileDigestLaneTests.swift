@@ -72,8 +72,10 @@ import Testing
         #expect(FileDigestLane(digest: SHA256Digest(), bulkWork: bulk) == nil)  // `second` holds the place
         second = nil  // never drained
         #expect(FileDigestLane(digest: SHA256Digest(), bulkWork: bulk) != nil)
-        #expect(FileDigestLane(digest: SHA256Digest(), bulkWork: BulkWork(threadsPerPool: 1, maxFileLanes: 0)) == nil)
+        let none = BulkWork(threadsPerPool: 1, maxFileLanes: 0)
+        #expect(FileDigestLane(digest: SHA256Digest(), bulkWork: none) == nil)
         try await bulk.shutdown()
+        try await none.shutdown()
     }
 
     /// The same body through a sink with a queued lane and through one in lockstep (no place free) gives the same
@@ -118,5 +120,41 @@ import Testing
             #expect(Array(buffer: stored) == earlier + body)
             try await bulk.shutdown()
         }
+    }
+
+    /// Through the engine's body reader: a body cut off by its connection took the lane at its first large batch,
+    /// gives the place back, and its whole-file SHA-256 covers exactly the bytes that arrived; a small body never
+    /// takes the place at all.
+    @Test func aCutBodyGivesTheLaneBackAndASmallOneNeverTakesIt() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("lane-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let store = try FileBlobStore(root: root, threads: testWorkers.storage)
+        let bulk = BulkWork(threadsPerPool: 1, maxFileLanes: 1)
+        for (size, cut) in [(3 * ChunkSink.batchSize + 5, true), (ChunkSink.parallelHashingThreshold - 1, false)] {
+            let id = SecureRandom.identifier()
+            try await store.create(id: id)
+            let sink = ChunkSink(chunkDigest: ChunkDigest(.sha256), fileDigest: SHA256Digest(),
+                                 appender: try await store.openForAppend(id: id, at: 0), bulkWork: bulk,
+                                 timeline: AppendTimeline(upload: id, offset: 0, started: 0))
+            let sent = testBytes(size, seed: UInt64(size))
+            let (body, connection) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
+            var at = 0
+            while at < sent.count {
+                let piece = min(300_007, sent.count - at)
+                connection.yield(ByteBuffer(bytes: sent[at..<at + piece]))
+                at += piece
+            }
+            if cut { connection.finish(throwing: CancellationError()) } else { connection.finish() }
+            let outcome = await BodyReceiver.receive(body, into: sink, room: nil,
+                                                     contentLength: Int64(size) + (cut ? 1_000 : 0), writer: nil)
+            #expect((outcome.bodyError != nil) == cut)
+            #expect(outcome.received == Int64(size))
+            #expect(sink.timeline.fileLane == cut)
+            #expect(outcome.fileDigest.finalize() == SHA256Digest.hash(sent))
+            #expect(bulk.takeFileLane())  // the place is free while the sink still lives
+            bulk.returnFileLane()
+            withExtendedLifetime(sink) {}
+        }
+        try await bulk.shutdown()
     }
 }

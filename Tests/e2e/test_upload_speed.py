@@ -62,12 +62,15 @@ def test_trace_records_each_append_and_the_summary_reads_it(server, tmp_path):
     for t in (found[0], found[1], found[3]):  # committed: both digests ran, the bytes were made durable and recorded
         assert t["hashChunk"] > 0 and t["hashFile"] > 0
         assert t["storage"]["fdatasync"] > 0 and t["commit"] > 0
+        # A lone upload's whole-file SHA-256 ran in the queued lane (BulkWork.maxFileLanes), waited for at the end.
+        assert t["fileLane"] is True and t["laneWait"] >= 0 and t["settleWait"] >= 0
     assert found[1]["storage"]["backgroundWrites"] >= 2  # 3 MiB through 1 MiB staging buffers
     assert found[2]["commit"] == 0  # a refused chunk is never committed
 
     summary = subprocess.run([str(ROOT / "Scripts" / "upload-timeline"), str(trace)], capture_output=True, text=True,
                              check=True).stdout
-    assert "2 MiB requests: 1," in summary and "3 MiB requests: 1," in summary and "1 MiB requests: 1," in summary
+    for size in (1, 2, 3):
+        assert f"{size} MiB requests: 1 (1 with a queued lane 2)," in summary
     assert "fdatasync" in summary and "gap" in summary
 
 
