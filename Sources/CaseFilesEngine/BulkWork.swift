@@ -6,9 +6,10 @@ import CaseFilesCore
 import CaseFilesStorage
 
 /// Threads for the bulk work of uploads: the chunk's digest and the write on one pool, the whole file's
-/// SHA-256 on the other (in lockstep, `inParallel`, or queued, `FileDigestLane`), so the two passes over the same bytes run on two cores at once. Their threads
-/// run at a lower priority (`ThreadPriority.bulkWork`, nice 10): when the CPUs are busy, routing a request (a
-/// HEAD probe, a listing) goes first and bulk hashing takes what is left, which on an idle machine is everything.
+/// SHA-256 on the other (in lockstep, `inParallel`, or queued, `FileDigestLane`), so the two passes over the
+/// same bytes run on two cores at once. Their threads run at a lower priority (`ThreadPriority.bulkWork`,
+/// nice 10): when the CPUs are busy, routing a request (a HEAD probe, a listing) goes first and bulk hashing
+/// takes what is left, which on an idle machine is everything.
 /// Owned by the application (`AppServices.bulkWork`), not a static singleton; it lives as long as its owner.
 public final class BulkWork: Sendable {
     package let primary: NIOThreadPool

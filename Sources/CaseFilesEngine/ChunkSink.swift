@@ -141,31 +141,25 @@ package final class ChunkSink: @unchecked Sendable {
     }
 
     private func consumeHere(_ buffers: [ByteBuffer], count: Int) throws {
-        if fileLane != nil {
-            // The whole file's SHA-256 is the lane's (queued in `flush`): the chunk's digest and the write here.
-            for buffer in buffers {
-                try buffer.withUnsafeReadableBytes { bytes in
-                    let started = MonotonicClock.nanoseconds()
-                    chunkDigest!.update(bytes)
-                    timeline.hashChunk += MonotonicClock.since(started)
-                    try appender.append(bytes)
-                }
-            }
-            return
+        if fileLane == nil, chunkDigest != nil, count >= Self.parallelHashingThreshold {
+            return try consumeInLockstep(buffers)
         }
-        guard chunkDigest != nil, count >= Self.parallelHashingThreshold else {
-            for buffer in buffers {
-                try buffer.withUnsafeReadableBytes { bytes in
-                    let started = MonotonicClock.nanoseconds()
-                    chunkDigest?.update(bytes)
-                    fileDigest.update(bytes)
-                    timeline.hashFile += MonotonicClock.since(started)
-                    try appender.append(bytes)
-                }
+        // One pass here: the chunk's digest (if any), the whole file's unless a queued lane has it, the write.
+        let hashesFile = fileLane == nil
+        for buffer in buffers {
+            try buffer.withUnsafeReadableBytes { bytes in
+                let started = MonotonicClock.nanoseconds()
+                chunkDigest?.update(bytes)
+                if hashesFile { fileDigest.update(bytes) }
+                let hashed = MonotonicClock.since(started)
+                if hashesFile { timeline.hashFile += hashed } else { timeline.hashChunk += hashed }
+                try appender.append(bytes)
             }
-            return
         }
-        // The two SHA-256 passes over the same bytes run on both cores at once.
+    }
+
+    /// The two SHA-256 passes over the same bytes on both cores at once, meeting at the batch's end.
+    private func consumeInLockstep(_ buffers: [ByteBuffer]) throws {
         var writeError: (any Error)?
         var hashChunk: UInt64 = 0, hashFile: UInt64 = 0, firstDone: UInt64 = 0
         bulkWork.inParallel({

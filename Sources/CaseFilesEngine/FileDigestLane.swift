@@ -30,6 +30,8 @@ package final class FileDigestLane: @unchecked Sendable {
         /// The producer, waiting for room (resumed with false: look again).
         var roomWaiter: CheckedContinuation<Bool, Never>?
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        /// This lane holds one of `BulkWork.maxFileLanes` places: until the first `drained()`, or its deinit.
+        var holdsPlace = true
     }
 
     private let state = NIOLockedValueBox(State())
@@ -37,8 +39,6 @@ package final class FileDigestLane: @unchecked Sendable {
     /// Owned by the running drain; read by others only after `drained()`.
     private var digest: SHA256Digest
     private var hashTime: UInt64 = 0
-    /// This lane's place among `BulkWork.maxFileLanes`, given back once: by the first `drained()`, or at deinit.
-    private let place = NIOLockedValueBox(true)
 
     /// - Parameters: digest: the whole file's running SHA-256 so far; bulkWork: whose secondary pool hashes
     ///   (one thread at a time).
@@ -53,9 +53,9 @@ package final class FileDigestLane: @unchecked Sendable {
 
     /// The lane's place is given back as soon as the body is hashed: the request's commit and answer do not need it.
     private func givePlaceBack() {
-        let held = place.withLockedValue { held in
-            defer { held = false }
-            return held
+        let held = state.withLockedValue { state in
+            defer { state.holdsPlace = false }
+            return state.holdsPlace
         }
         if held { bulkWork.returnFileLane() }
     }

@@ -8,6 +8,9 @@ import NIOCore
 import Testing
 
 @Suite struct FileDigestLaneTests {
+    /// A blob store's root for the tests that write through a sink (a fresh one per test).
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("lane-\(UUID().uuidString)")
+
     /// Batches of every size, queued faster than one thread hashes them, come out as one SHA-256 over all of them
     /// in order, continuing the state the lane started from (a resumed upload's).
     @Test func batchesAreHashedInOrderFromTheRestoredState() async throws {
@@ -81,7 +84,6 @@ import Testing
     /// The same body through a sink with a queued lane and through one in lockstep (no place free) gives the same
     /// blob, chunk digest and whole-file SHA-256, continuing a resumed upload's state.
     @Test func aQueuedLaneAndLockstepAgree() async throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("lane-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
         let store = try FileBlobStore(root: root, threads: testWorkers.storage)
         let earlier = testBytes(4096 * 3, seed: 3)
@@ -126,7 +128,6 @@ import Testing
     /// gives the place back, and its whole-file SHA-256 covers exactly the bytes that arrived; a small body never
     /// takes the place at all.
     @Test func aCutBodyGivesTheLaneBackAndASmallOneNeverTakesIt() async throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("lane-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
         let store = try FileBlobStore(root: root, threads: testWorkers.storage)
         let bulk = BulkWork(threadsPerPool: 1, maxFileLanes: 1)

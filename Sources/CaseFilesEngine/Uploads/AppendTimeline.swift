@@ -12,8 +12,8 @@ import CaseFilesStorage
 /// `batches` (handing each ~1 MiB batch to the hashing lanes and waiting for them) alternate; inside a batch
 /// the lanes run at once: `hashChunk` + `copy` + `writerWait` on one core, `hashFile` on the other, while
 /// the writer threads do `deviceWrite`. A lone upload's `hashFile` runs in a queue of its own instead
-/// (`fileLane`, `FileDigestLane`): it may lag, and `settleWait` waits for it once the body has ended. Then `finalWrite` and `fdatasync` (making the bytes durable),
-/// `commit` (the SQLite transaction with the offset and digest state), and the answer. `total` runs from
+/// (`fileLane`, `FileDigestLane`): it may lag, and `settleWait` waits for it once the body has ended. Then
+/// `finalWrite` and `fdatasync` (making the bytes durable), `commit` (the SQLite transaction with the offset and digest state), and the answer. `total` runs from
 /// the front-end taking the request to the commit's end; the gap until the next request of the same upload
 /// (the response, the client's turn-around, the next request's headers) is the next line's `started`
 /// minus this line's `ended`.
